@@ -1,0 +1,515 @@
+//! Typed customer events: the facts Patron stores and projects.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::money::Money;
+
+/// Fields a producer sent that Patron does not (yet) understand. They are kept, never dropped.
+type Extra = Map<String, Value>;
+
+/// Identifies a customer: one event stream per customer.
+///
+/// Producers choose the identifier; Patron only requires it to be 1–128 characters without
+/// control characters (checked by [`crate::validate`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CustomerId(String);
+
+impl CustomerId {
+    /// The longest customer id accepted, in characters.
+    pub const MAX_LEN: usize = 128;
+
+    /// Wraps an id after checking it; the error says what is wrong.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let value = value.trim();
+        if value.is_empty() {
+            return Err("must not be empty".into());
+        }
+        if value.chars().count() > Self::MAX_LEN {
+            return Err(format!("must be at most {} characters", Self::MAX_LEN));
+        }
+        if value.chars().any(char::is_control) {
+            return Err("must not contain control characters".into());
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CustomerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A validated customer event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// The idempotency key: the same id is stored once, however often it is sent.
+    pub event_id: Uuid,
+    /// Whose stream the event belongs to.
+    pub customer_id: CustomerId,
+    /// When it happened (event time), as the producer says.
+    pub occurred_at: DateTime<Utc>,
+    /// The producing system or channel, e.g. `web-shop` or `crm`.
+    pub source: String,
+    /// What happened.
+    pub body: EventBody,
+}
+
+impl Event {
+    /// The type of the body.
+    pub fn event_type(&self) -> EventType {
+        self.body.event_type()
+    }
+}
+
+/// The name of an event type as stored and as carried on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EventType {
+    /// A customer bought something.
+    Purchase,
+    /// Money went back to a customer.
+    Refund,
+    /// A visit, app open, email open or click, support contact, ...
+    Interaction,
+    /// An NPS or CSAT answer, with an optional comment.
+    Feedback,
+    /// Profile traits changed.
+    ProfileUpdated,
+    /// The customer was acquired through a channel, at a cost.
+    Acquired,
+    /// Consent for a purpose was granted or withdrawn.
+    ConsentChanged,
+    /// The customer asked to be forgotten.
+    ErasureRequested,
+    /// Several identifiers were found to belong to one customer.
+    IdentitiesLinked,
+    /// A type this version does not know: kept, not projected.
+    Unknown(String),
+}
+
+impl EventType {
+    /// Every type this version understands.
+    pub const KNOWN: [EventType; 9] = [
+        EventType::Purchase,
+        EventType::Refund,
+        EventType::Interaction,
+        EventType::Feedback,
+        EventType::ProfileUpdated,
+        EventType::Acquired,
+        EventType::ConsentChanged,
+        EventType::ErasureRequested,
+        EventType::IdentitiesLinked,
+    ];
+
+    /// The stable name, e.g. `purchase` or `profile_updated`.
+    pub fn as_str(&self) -> &str {
+        match self {
+            EventType::Purchase => "purchase",
+            EventType::Refund => "refund",
+            EventType::Interaction => "interaction",
+            EventType::Feedback => "feedback",
+            EventType::ProfileUpdated => "profile_updated",
+            EventType::Acquired => "acquired",
+            EventType::ConsentChanged => "consent_changed",
+            EventType::ErasureRequested => "erasure_requested",
+            EventType::IdentitiesLinked => "identities_linked",
+            EventType::Unknown(name) => name,
+        }
+    }
+
+    /// Maps a stable name back; anything unrecognised becomes [`EventType::Unknown`].
+    pub fn from_name(name: &str) -> Self {
+        Self::KNOWN
+            .into_iter()
+            .find(|known| known.as_str() == name)
+            .unwrap_or_else(|| EventType::Unknown(name.to_owned()))
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What happened, by type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventBody {
+    /// See [`Purchase`].
+    Purchase(Purchase),
+    /// See [`Refund`].
+    Refund(Refund),
+    /// See [`Interaction`].
+    Interaction(Interaction),
+    /// See [`Feedback`].
+    Feedback(Feedback),
+    /// See [`ProfileUpdated`].
+    ProfileUpdated(ProfileUpdated),
+    /// See [`Acquired`].
+    Acquired(Acquired),
+    /// See [`ConsentChanged`].
+    ConsentChanged(ConsentChanged),
+    /// See [`ErasureRequested`].
+    ErasureRequested(ErasureRequested),
+    /// See [`IdentitiesLinked`].
+    IdentitiesLinked(IdentitiesLinked),
+    /// See [`UnknownBody`].
+    Unknown(UnknownBody),
+}
+
+impl EventBody {
+    /// The type of this body.
+    pub fn event_type(&self) -> EventType {
+        match self {
+            EventBody::Purchase(_) => EventType::Purchase,
+            EventBody::Refund(_) => EventType::Refund,
+            EventBody::Interaction(_) => EventType::Interaction,
+            EventBody::Feedback(_) => EventType::Feedback,
+            EventBody::ProfileUpdated(_) => EventType::ProfileUpdated,
+            EventBody::Acquired(_) => EventType::Acquired,
+            EventBody::ConsentChanged(_) => EventType::ConsentChanged,
+            EventBody::ErasureRequested(_) => EventType::ErasureRequested,
+            EventBody::IdentitiesLinked(_) => EventType::IdentitiesLinked,
+            EventBody::Unknown(body) => EventType::Unknown(body.event_type.clone()),
+        }
+    }
+
+    /// The stored JSON form of the body (without its type, which is stored beside it).
+    pub fn to_payload(&self) -> Value {
+        fn json<T: Serialize>(body: &T) -> Value {
+            // Serialising plain structs of strings, integers and JSON values cannot fail.
+            serde_json::to_value(body).unwrap_or(Value::Null)
+        }
+        match self {
+            EventBody::Purchase(b) => json(b),
+            EventBody::Refund(b) => json(b),
+            EventBody::Interaction(b) => json(b),
+            EventBody::Feedback(b) => json(b),
+            EventBody::ProfileUpdated(b) => json(b),
+            EventBody::Acquired(b) => json(b),
+            EventBody::ConsentChanged(b) => json(b),
+            EventBody::ErasureRequested(b) => json(b),
+            EventBody::IdentitiesLinked(b) => json(b),
+            EventBody::Unknown(b) => b.data.clone(),
+        }
+    }
+
+    /// Rebuilds a body from its stored type name and JSON form.
+    pub fn from_payload(event_type: &str, payload: Value) -> Result<Self, serde_json::Error> {
+        use serde_json::from_value;
+        Ok(match EventType::from_name(event_type) {
+            EventType::Purchase => EventBody::Purchase(from_value(payload)?),
+            EventType::Refund => EventBody::Refund(from_value(payload)?),
+            EventType::Interaction => EventBody::Interaction(from_value(payload)?),
+            EventType::Feedback => EventBody::Feedback(from_value(payload)?),
+            EventType::ProfileUpdated => EventBody::ProfileUpdated(from_value(payload)?),
+            EventType::Acquired => EventBody::Acquired(from_value(payload)?),
+            EventType::ConsentChanged => EventBody::ConsentChanged(from_value(payload)?),
+            EventType::ErasureRequested => EventBody::ErasureRequested(from_value(payload)?),
+            EventType::IdentitiesLinked => EventBody::IdentitiesLinked(from_value(payload)?),
+            EventType::Unknown(name) => EventBody::Unknown(UnknownBody {
+                event_type: name,
+                data: payload,
+            }),
+        })
+    }
+}
+
+/// One line of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineItem {
+    /// The product's stock-keeping unit.
+    pub sku: String,
+    /// How many were bought (at least 1).
+    pub quantity: u32,
+    /// Price of one unit, in the order's currency, when the producer sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_price: Option<Money>,
+    /// Fields not understood by this version.
+    #[serde(flatten, default, skip_serializing_if = "Map::is_empty")]
+    pub extra: Extra,
+}
+
+/// A customer bought something.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Purchase {
+    /// The order's id in the producing system.
+    pub order_id: String,
+    /// What the customer paid (never negative).
+    pub amount: Money,
+    /// The order lines, when sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<LineItem>,
+    /// Fields not understood by this version.
+    #[serde(flatten, default, skip_serializing_if = "Map::is_empty")]
+    pub extra: Extra,
+}
+
+/// Money went back to a customer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Refund {
+    /// The order being refunded.
+    pub order_id: String,
+    /// How much went back (positive).
+    pub amount: Money,
+    /// Why, when the producer says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Fields not understood by this version.
+    #[serde(flatten, default, skip_serializing_if = "Map::is_empty")]
+    pub extra: Extra,
+}
+
+/// The kind of a non-purchase interaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InteractionKind {
+    /// A visit to a site or store.
+    Visit,
+    /// The app was opened.
+    AppOpen,
+    /// A marketing email was opened.
+    EmailOpen,
+    /// A link in an email was clicked.
+    EmailClick,
+    /// The customer contacted support.
+    SupportContact,
+    /// Any other kind, kept by name.
+    #[serde(untagged)]
+    Other(String),
+}
+
+impl InteractionKind {
+    /// Parses a kind name; unknown names are kept as [`InteractionKind::Other`].
+    pub fn from_name(name: &str) -> Self {
+        match name {
+            "visit" => Self::Visit,
+            "app_open" => Self::AppOpen,
+            "email_open" => Self::EmailOpen,
+            "email_click" => Self::EmailClick,
+            "support_contact" => Self::SupportContact,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+}
+
+/// A customer interacted with the business without buying.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Interaction {
+    /// Where: `web`, `app`, `email`, `store`, `phone`, ...
+    pub channel: String,
+    /// What kind of interaction.
+    pub kind: InteractionKind,
+    /// Fields not understood by this version.
+    #[serde(flatten, default, skip_serializing_if = "Map::is_empty")]
+    pub extra: Extra,
+}
+
+/// A survey answer: NPS (0–10), CSAT (1–5) and/or a comment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Feedback {
+    /// Net Promoter Score answer, 0–10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nps: Option<u8>,
+    /// Customer satisfaction answer, 1–5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csat: Option<u8>,
+    /// Free text (personal data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// Fields not understood by this version.
+    #[serde(flatten, default, skip_serializing_if = "Map::is_empty")]
+    pub extra: Extra,
+}
+
+/// Profile traits changed (names, emails, addresses, preferences: personal data).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileUpdated {
+    /// The traits that changed, with their new values.
+    pub traits: Map<String, Value>,
+    /// Fields not understood by this version.
+    #[serde(flatten, default, skip_serializing_if = "Map::is_empty")]
+    pub extra: Extra,
+}
+
+/// The customer was acquired through a channel (for CAC by channel).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Acquired {
+    /// The acquisition channel, e.g. `paid_search`.
+    pub channel: String,
+    /// The campaign, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign: Option<String>,
+    /// What acquiring this customer cost, when known (never negative).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<Money>,
+    /// Fields not understood by this version.
+    #[serde(flatten, default, skip_serializing_if = "Map::is_empty")]
+    pub extra: Extra,
+}
+
+/// Consent for one purpose was granted or withdrawn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsentChanged {
+    /// The purpose, e.g. `marketing_email`, `sms`, `profiling`.
+    pub purpose: String,
+    /// Whether consent is now given.
+    pub granted: bool,
+    /// Fields not understood by this version.
+    #[serde(flatten, default, skip_serializing_if = "Map::is_empty")]
+    pub extra: Extra,
+}
+
+/// The customer asked for their personal data to be erased.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErasureRequested {
+    /// Why, or the ticket that asked for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Fields not understood by this version.
+    #[serde(flatten, default, skip_serializing_if = "Map::is_empty")]
+    pub extra: Extra,
+}
+
+/// The kind of an identifier that can be linked to a customer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityKind {
+    /// An email address.
+    Email,
+    /// A phone number.
+    Phone,
+    /// A device id.
+    DeviceId,
+    /// A WeChat OpenID (per app).
+    WechatOpenid,
+    /// A WeChat UnionID (per developer account).
+    WechatUnionid,
+    /// A loyalty card number.
+    LoyaltyCard,
+    /// Any other kind, kept by name.
+    #[serde(untagged)]
+    Other(String),
+}
+
+impl IdentityKind {
+    /// Parses a kind name; unknown names are kept as [`IdentityKind::Other`].
+    pub fn from_name(name: &str) -> Self {
+        match name {
+            "email" => Self::Email,
+            "phone" => Self::Phone,
+            "device_id" => Self::DeviceId,
+            "wechat_openid" => Self::WechatOpenid,
+            "wechat_unionid" => Self::WechatUnionid,
+            "loyalty_card" => Self::LoyaltyCard,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+}
+
+/// One identifier of a customer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Identity {
+    /// What kind of identifier.
+    pub kind: IdentityKind,
+    /// Its value (personal data).
+    pub value: String,
+}
+
+/// Several identifiers were found to belong to this customer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdentitiesLinked {
+    /// The identifiers, at least one.
+    pub identities: Vec<Identity>,
+    /// The evidence for the link, e.g. `login` or `order_match`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<String>,
+    /// Fields not understood by this version.
+    #[serde(flatten, default, skip_serializing_if = "Map::is_empty")]
+    pub extra: Extra,
+}
+
+/// An event of a type this version does not know: stored as sent, not projected.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnknownBody {
+    /// The type name the producer used.
+    pub event_type: String,
+    /// The body as sent.
+    pub data: Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::money::Currency;
+
+    #[test]
+    fn customer_ids_are_checked() {
+        assert_eq!(CustomerId::parse(" c-1 ").unwrap().as_str(), "c-1");
+        assert!(CustomerId::parse("").is_err());
+        assert!(CustomerId::parse("a\u{0}b").is_err());
+        assert!(CustomerId::parse(&"x".repeat(129)).is_err());
+        assert!(CustomerId::parse(&"x".repeat(128)).is_ok());
+    }
+
+    #[test]
+    fn event_type_names_round_trip() {
+        for known in EventType::KNOWN {
+            assert_eq!(EventType::from_name(known.as_str()), known);
+        }
+        assert_eq!(
+            EventType::from_name("loyalty_points_earned"),
+            EventType::Unknown("loyalty_points_earned".into())
+        );
+    }
+
+    #[test]
+    fn payload_round_trip_keeps_unknown_fields() {
+        let mut extra = Map::new();
+        extra.insert("coupon".into(), Value::from("WELCOME10"));
+        let body = EventBody::Purchase(Purchase {
+            order_id: "o-1".into(),
+            amount: Money::new(1999, Currency::from_code("EUR").unwrap()).unwrap(),
+            items: vec![LineItem {
+                sku: "sku-1".into(),
+                quantity: 2,
+                unit_price: None,
+                extra: Map::new(),
+            }],
+            extra,
+        });
+        let payload = body.to_payload();
+        assert_eq!(payload["coupon"], "WELCOME10", "unknown field kept flat");
+        let back = EventBody::from_payload("purchase", payload).unwrap();
+        assert_eq!(back, body);
+    }
+
+    #[test]
+    fn unknown_types_are_kept_verbatim() {
+        let data = serde_json::json!({"points": 40});
+        let body = EventBody::from_payload("points_earned", data.clone()).unwrap();
+        assert_eq!(body.event_type(), EventType::Unknown("points_earned".into()));
+        assert_eq!(body.to_payload(), data);
+    }
+
+    #[test]
+    fn interaction_kinds_keep_unknown_names() {
+        let json = serde_json::json!({"channel": "web", "kind": "wishlist_add"});
+        let body: Interaction = serde_json::from_value(json).unwrap();
+        assert_eq!(body.kind, InteractionKind::Other("wishlist_add".into()));
+        let json = serde_json::json!({"channel": "email", "kind": "email_click"});
+        let body: Interaction = serde_json::from_value(json).unwrap();
+        assert_eq!(body.kind, InteractionKind::EmailClick);
+    }
+}

@@ -1,0 +1,18 @@
+//! Patron's domain model: customer events, money, and validation.
+//!
+//! Everything here is plain synchronous code over data. Time is always passed in (see
+//! [`ValidationPolicy::now`]); nothing in this crate reads a clock, touches a database or a
+//! broker. Edges decode their wire formats into a [`RawEvent`] and call [`validate`] to obtain a
+//! typed [`Event`] or a precise [`ValidationError`].
+
+mod event;
+mod money;
+mod validate;
+
+pub use event::{
+    Acquired, ConsentChanged, CustomerId, ErasureRequested, Event, EventBody, EventType, Feedback,
+    IdentitiesLinked, Identity, IdentityKind, Interaction, InteractionKind, LineItem,
+    ProfileUpdated, Purchase, Refund, UnknownBody,
+};
+pub use money::{Currency, Money, MoneyError, MAX_ABS_MINOR_UNITS};
+pub use validate::{ErrorClass, RawEvent, RawTime, ValidationError, ValidationPolicy, validate};

@@ -1,0 +1,234 @@
+use chrono::TimeZone;
+use serde_json::json;
+
+use super::*;
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap()
+}
+
+fn raw(event_type: &str, data: Value) -> RawEvent {
+    RawEvent {
+        event_id: Some("0193a0c4-1f4e-7b6a-9a55-0c1e2d3f4a5b".into()),
+        customer_id: Some("c-42".into()),
+        event_type: Some(event_type.into()),
+        occurred_at: Some(RawTime::Text("2026-11-20T10:00:00Z".into())),
+        source: Some("web-shop".into()),
+        data,
+    }
+}
+
+fn purchase(amount: Value) -> RawEvent {
+    raw("purchase", json!({"order_id": "o-1", "amount": amount}))
+}
+
+fn check(raw: RawEvent) -> Result<Event, ValidationError> {
+    validate(raw, &ValidationPolicy::at(now()))
+}
+
+#[track_caller]
+fn rejected(raw: RawEvent, class: ErrorClass, field: &str) -> ValidationError {
+    let err = check(raw).expect_err("expected the event to be rejected");
+    assert_eq!(err.class, class, "class of {err}");
+    assert_eq!(err.field, field, "field of {err}");
+    err
+}
+
+#[test]
+fn a_valid_purchase_becomes_a_typed_event() {
+    let event = check(raw(
+        "purchase",
+        json!({
+            "order_id": "o-1",
+            "amount": {"minor_units": 2598, "currency": "EUR"},
+            "items": [{"sku": "tea", "quantity": 2, "unit_price": {"minor_units": 1299, "currency": "EUR"}}],
+            "coupon": "WELCOME"
+        }),
+    ))
+    .unwrap();
+    assert_eq!(event.customer_id.as_str(), "c-42");
+    assert_eq!(event.source, "web-shop");
+    assert_eq!(event.occurred_at, Utc.with_ymd_and_hms(2026, 11, 20, 10, 0, 0).unwrap());
+    let EventBody::Purchase(p) = event.body else {
+        panic!("expected a purchase, got {:?}", event.body)
+    };
+    assert_eq!(p.amount.minor_units, 2598);
+    assert_eq!(p.amount.currency.code(), "EUR");
+    assert_eq!(p.items[0].quantity, 2);
+    assert_eq!(p.extra["coupon"], "WELCOME", "unknown fields are kept");
+}
+
+#[test]
+fn amounts_may_arrive_as_quoted_integers() {
+    let event = check(purchase(json!({"minor_units": "9007199254740993", "currency": "JPY"})));
+    // 2^53 + 1 survives exactly because it never passes through a float.
+    let err = event.expect_err("beyond the per-event maximum");
+    assert_eq!(err.class, ErrorClass::InvalidAmount);
+    let event = check(purchase(json!({"minor_units": "1999", "currency": "USD"}))).unwrap();
+    let EventBody::Purchase(p) = event.body else { panic!("expected a purchase") };
+    assert_eq!(p.amount.minor_units, 1999);
+}
+
+#[test]
+fn money_errors_are_precise() {
+    rejected(
+        purchase(json!({"minor_units": -1, "currency": "EUR"})),
+        ErrorClass::NegativeAmount,
+        "data.amount.minor_units",
+    );
+    rejected(
+        purchase(json!({"minor_units": 12.5, "currency": "EUR"})),
+        ErrorClass::InvalidAmount,
+        "data.amount.minor_units",
+    );
+    rejected(
+        purchase(json!({"minor_units": 1e3, "currency": "EUR"})),
+        ErrorClass::InvalidAmount,
+        "data.amount.minor_units",
+    );
+    rejected(
+        purchase(json!({"minor_units": "12.50", "currency": "EUR"})),
+        ErrorClass::InvalidAmount,
+        "data.amount.minor_units",
+    );
+    rejected(
+        purchase(json!({"minor_units": 100, "currency": "XXY"})),
+        ErrorClass::UnknownCurrency,
+        "data.amount.currency",
+    );
+    rejected(
+        purchase(json!({"minor_units": 100})),
+        ErrorClass::MissingField,
+        "data.amount.currency",
+    );
+    rejected(
+        purchase(json!({"amount": 100, "currency": "EUR"})),
+        ErrorClass::MissingField,
+        "data.amount.minor_units",
+    );
+    rejected(
+        purchase(json!("19.99 EUR")),
+        ErrorClass::InvalidField,
+        "data.amount",
+    );
+    rejected(
+        purchase(json!({"minor_units": u64::MAX, "currency": "EUR"})),
+        ErrorClass::InvalidAmount,
+        "data.amount.minor_units",
+    );
+    rejected(
+        raw("refund", json!({"order_id": "o-1", "amount": {"minor_units": 0, "currency": "EUR"}})),
+        ErrorClass::InvalidAmount,
+        "data.amount.minor_units",
+    );
+}
+
+#[test]
+fn envelope_errors_are_precise() {
+    let mut r = purchase(json!({"minor_units": 1, "currency": "EUR"}));
+    r.event_id = None;
+    rejected(r, ErrorClass::MissingField, "event_id");
+    let mut r = purchase(json!({"minor_units": 1, "currency": "EUR"}));
+    r.event_id = Some("not-a-uuid".into());
+    rejected(r, ErrorClass::InvalidField, "event_id");
+    let mut r = purchase(json!({"minor_units": 1, "currency": "EUR"}));
+    r.event_id = Some(Uuid::nil().to_string());
+    rejected(r, ErrorClass::InvalidField, "event_id");
+    let mut r = purchase(json!({"minor_units": 1, "currency": "EUR"}));
+    r.customer_id = Some("   ".into());
+    rejected(r, ErrorClass::InvalidField, "customer_id");
+    let mut r = purchase(json!({"minor_units": 1, "currency": "EUR"}));
+    r.source = None;
+    rejected(r, ErrorClass::MissingField, "source");
+    let mut r = purchase(json!({"minor_units": 1, "currency": "EUR"}));
+    r.event_type = Some(" ".into());
+    rejected(r, ErrorClass::MissingField, "type");
+    rejected(
+        raw("purchase", json!([1, 2])),
+        ErrorClass::InvalidField,
+        "data",
+    );
+}
+
+#[test]
+fn absurd_timestamps_are_rejected() {
+    for text in ["0001-01-01T00:00:00Z", "1969-12-31T23:59:59Z", "9999-12-31T00:00:00Z", "2026-11-25T12:00:01Z"] {
+        let mut r = purchase(json!({"minor_units": 1, "currency": "EUR"}));
+        r.occurred_at = Some(RawTime::Text(text.into()));
+        rejected(r, ErrorClass::TimestampOutOfRange, "occurred_at");
+    }
+    let mut r = purchase(json!({"minor_units": 1, "currency": "EUR"}));
+    r.occurred_at = Some(RawTime::Unix { seconds: i64::MAX, nanos: 0 });
+    rejected(r, ErrorClass::TimestampOutOfRange, "occurred_at");
+    let mut r = purchase(json!({"minor_units": 1, "currency": "EUR"}));
+    r.occurred_at = Some(RawTime::Text("yesterday".into()));
+    rejected(r, ErrorClass::InvalidField, "occurred_at");
+    // Within a day of skew is fine; so is a 1997 backfill.
+    for text in ["2026-11-24T11:00:00Z", "1997-01-01T00:00:00Z", "2026-11-20T10:00:00+08:00"] {
+        let mut r = purchase(json!({"minor_units": 1, "currency": "EUR"}));
+        r.occurred_at = Some(RawTime::Text(text.into()));
+        check(r).unwrap_or_else(|e| panic!("{text} should be accepted: {e}"));
+    }
+}
+
+#[test]
+fn every_known_body_validates() {
+    let bodies = [
+        ("refund", json!({"order_id": "o-1", "amount": {"minor_units": 500, "currency": "GBP"}, "reason": "damaged"})),
+        ("interaction", json!({"channel": "email", "kind": "email_click"})),
+        ("feedback", json!({"nps": 9, "csat": 5, "comment": "great"})),
+        ("profile_updated", json!({"traits": {"name": "Ada"}})),
+        ("acquired", json!({"channel": "paid_search", "campaign": "bf-2026", "cost": {"minor_units": 1250, "currency": "USD"}})),
+        ("consent_changed", json!({"purpose": "marketing_email", "granted": false})),
+        ("erasure_requested", json!({})),
+        ("identities_linked", json!({"identities": [{"kind": "email", "value": "ada@example.com"}, {"kind": "wechat_unionid", "value": "o6_bmasdasdsad6_2sgVt7hMZOPfL"}], "evidence": "login"})),
+        ("points_earned", json!({"points": 40})),
+    ];
+    for (event_type, data) in bodies {
+        let event = check(raw(event_type, data.clone()))
+            .unwrap_or_else(|e| panic!("{event_type} should validate: {e}"));
+        assert_eq!(event.event_type().as_str(), event_type);
+        // The stored form decodes back to the same body.
+        let back = EventBody::from_payload(event_type, event.body.to_payload()).unwrap();
+        assert_eq!(back, event.body, "{event_type} round-trips through its stored form");
+    }
+}
+
+#[test]
+fn body_errors_are_precise() {
+    rejected(raw("feedback", json!({"nps": 11})), ErrorClass::InvalidField, "data.nps");
+    rejected(raw("feedback", json!({"csat": 0})), ErrorClass::InvalidField, "data.csat");
+    rejected(raw("feedback", json!({})), ErrorClass::MissingField, "data.nps|data.csat|data.comment");
+    rejected(
+        raw("consent_changed", json!({"purpose": "sms", "granted": "yes"})),
+        ErrorClass::InvalidField,
+        "data.granted",
+    );
+    rejected(
+        raw("identities_linked", json!({"identities": [{"kind": "device_id", "value": "00000000-0000"}]})),
+        ErrorClass::InvalidField,
+        "data.identities[0].value",
+    );
+    rejected(
+        raw("identities_linked", json!({"identities": [{"kind": "email", "value": "anonymous"}]})),
+        ErrorClass::InvalidField,
+        "data.identities[0].value",
+    );
+    rejected(raw("identities_linked", json!({})), ErrorClass::MissingField, "data.identities");
+    rejected(
+        raw("purchase", json!({"order_id": "o", "amount": {"minor_units": 1, "currency": "EUR"}, "items": [{"sku": "a", "quantity": 0}]})),
+        ErrorClass::InvalidField,
+        "data.items[0].quantity",
+    );
+    rejected(
+        raw("purchase", json!({"order_id": "o", "amount": {"minor_units": 1, "currency": "EUR"}, "items": [{"sku": "a", "unit_price": {"minor_units": 1, "currency": "USD"}}]})),
+        ErrorClass::InvalidField,
+        "data.items[0].unit_price.currency",
+    );
+    rejected(
+        raw("interaction", json!({"channel": "x".repeat(65), "kind": "visit"})),
+        ErrorClass::InvalidField,
+        "data.channel",
+    );
+    rejected(raw("profile_updated", json!({"traits": {}})), ErrorClass::InvalidField, "data.traits");
+}

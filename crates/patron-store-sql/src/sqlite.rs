@@ -1,0 +1,285 @@
+//! The SQLite event store: the embedded default, nothing to install.
+//!
+//! Ordering: appends run in `BEGIN IMMEDIATE` transactions, so SQLite admits one writer at a
+//! time (across processes too; others wait up to the busy timeout). Positions are assigned as
+//! `max(position) + 1` inside that transaction: gapless and in commit order.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use patron_domain::CustomerId;
+use patron_store::{
+    AppendBatch, AppendReceipt, EventStore, Position, RecordedEvent, SourceOffset, StoreError,
+    plan_append,
+};
+use serde_json::json;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, Transaction};
+use uuid::Uuid;
+
+use crate::error::{self, map};
+use crate::row::{EventRow, limit, to_i64};
+use crate::ConnectOptions;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+const SELECT_EVENTS: &str = "SELECT position, event_id, customer_id, version, event_type, \
+     occurred_at, recorded_at, source, payload FROM events";
+
+type Row = (i64, String, String, i64, String, DateTime<Utc>, DateTime<Utc>, String, String);
+
+fn decode(row: Row) -> Result<RecordedEvent, StoreError> {
+    let (position, event_id, customer_id, version, event_type, occurred_at, recorded_at, source, payload) = row;
+    let corrupt = |reason: String| StoreError::Corrupt {
+        position: Position(u64::try_from(position).unwrap_or(0)),
+        reason,
+    };
+    EventRow {
+        position,
+        event_id: Uuid::parse_str(&event_id).map_err(|e| corrupt(format!("event_id: {e}")))?,
+        customer_id,
+        version,
+        event_type,
+        occurred_at,
+        recorded_at,
+        source,
+        payload: serde_json::from_str(&payload).map_err(|e| corrupt(format!("payload: {e}")))?,
+    }
+    .decode()
+}
+
+/// An event store in a SQLite file.
+#[derive(Clone)]
+pub struct SqliteEventStore {
+    pool: SqlitePool,
+}
+
+impl SqliteEventStore {
+    /// Opens (creating when missing) the database file the `sqlite:` URL names, in WAL mode.
+    pub async fn connect(options: &ConnectOptions) -> Result<Self, StoreError> {
+        let connect = SqliteConnectOptions::from_str(&options.url)
+            .map_err(|e| StoreError::InvalidAppend(format!("invalid SQLite URL: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        if let Some(dir) = connect.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .connect_with(connect)
+            .await
+            .map_err(map)?;
+        Ok(Self { pool })
+    }
+
+    /// The underlying pool (for read models that live in the same database).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Applies pending migrations; returns how many were applied.
+    pub async fn migrate(&self) -> Result<usize, StoreError> {
+        let before = applied(&self.pool).await;
+        MIGRATOR.run(&self.pool).await.map_err(error::migrate)?;
+        Ok(applied(&self.pool).await.saturating_sub(before))
+    }
+}
+
+async fn applied(pool: &SqlitePool) -> usize {
+    sqlx::query_scalar::<_, i64>("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(pool)
+        .await
+        .map_or(0, |n| usize::try_from(n).unwrap_or(0))
+}
+
+async fn append_events(
+    tx: &mut Transaction<'static, Sqlite>,
+    batch: AppendBatch,
+) -> Result<AppendReceipt, StoreError> {
+    let head: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(map)?;
+    let head = Position(u64::try_from(head).unwrap_or(0));
+    let ids: Vec<String> = batch.event_ids().iter().map(Uuid::to_string).collect();
+    let stored: HashSet<Uuid> = sqlx::query_scalar::<_, String>(
+        "SELECT event_id FROM events WHERE event_id IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(json!(ids).to_string())
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(map)?
+    .iter()
+    .filter_map(|id| Uuid::parse_str(id).ok())
+    .collect();
+    let customers: Vec<String> = batch
+        .customer_ids()
+        .into_iter()
+        .map(|c| c.as_str().to_owned())
+        .collect();
+    let versions: HashMap<CustomerId, u64> = sqlx::query_as::<_, (String, i64)>(
+        "SELECT customer_id, max(version) FROM events \
+         WHERE customer_id IN (SELECT value FROM json_each(?1)) GROUP BY customer_id",
+    )
+    .bind(json!(customers).to_string())
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(map)?
+    .into_iter()
+    .filter_map(|(c, v)| Some((CustomerId::parse(&c).ok()?, u64::try_from(v).ok()?)))
+    .collect();
+
+    let offsets = batch.offsets.clone();
+    let plan = plan_append(batch, &stored, &versions, head)?;
+    let receipt = AppendReceipt {
+        appended: plan.events.len() as u64,
+        duplicates: plan.duplicates,
+        last_position: plan.events.last().map(|e| e.position),
+    };
+    if !plan.events.is_empty() {
+        let recorded_at = Utc::now();
+        // One statement for the whole batch: rows travel as a JSON array and SQLite unpacks them.
+        let rows: Vec<serde_json::Value> = plan
+            .events
+            .iter()
+            .map(|p| {
+                let e = &p.event;
+                json!([
+                    to_i64(p.position.0),
+                    e.event_id.to_string(),
+                    e.customer_id.as_str(),
+                    to_i64(p.version),
+                    e.event_type().as_str(),
+                    e.occurred_at,
+                    recorded_at,
+                    e.source,
+                    e.body.to_payload().to_string(),
+                ])
+            })
+            .collect();
+        sqlx::query(
+            "INSERT INTO events (position, event_id, customer_id, version, event_type, \
+                                 occurred_at, recorded_at, source, payload) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
+                    value ->> 5, value ->> 6, value ->> 7, value ->> 8 \
+             FROM json_each(?1)",
+        )
+        .bind(serde_json::Value::Array(rows).to_string())
+        .execute(&mut **tx)
+        .await
+        .map_err(map)?;
+    }
+    write_offsets(tx, &offsets).await?;
+    Ok(receipt)
+}
+
+async fn write_offsets(
+    tx: &mut Transaction<'static, Sqlite>,
+    offsets: &[SourceOffset],
+) -> Result<(), StoreError> {
+    let now = Utc::now();
+    for offset in offsets {
+        sqlx::query(
+            "INSERT INTO source_offsets (consumer, topic, partition, next_offset, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (consumer, topic, partition) DO UPDATE \
+               SET next_offset = max(next_offset, excluded.next_offset), updated_at = excluded.updated_at",
+        )
+        .bind(&offset.consumer)
+        .bind(&offset.topic)
+        .bind(offset.partition)
+        .bind(offset.next_offset)
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(map)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl EventStore for SqliteEventStore {
+    async fn append(&self, batch: AppendBatch) -> Result<AppendReceipt, StoreError> {
+        batch.check()?;
+        // IMMEDIATE takes the write lock up front: no deadlock-prone read-to-write upgrade.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(map)?;
+        let receipt = append_events(&mut tx, batch).await?;
+        tx.commit().await.map_err(map)?;
+        Ok(receipt)
+    }
+
+    async fn read_all(&self, after: Position, limit_to: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        sqlx::query_as::<_, Row>(&format!("{SELECT_EVENTS} WHERE position > ?1 ORDER BY position LIMIT ?2"))
+            .bind(to_i64(after.0))
+            .bind(limit(limit_to))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map)?
+            .into_iter()
+            .map(decode)
+            .collect()
+    }
+
+    async fn read_stream(
+        &self,
+        customer_id: &CustomerId,
+        after_version: u64,
+        limit_to: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        sqlx::query_as::<_, Row>(&format!(
+            "{SELECT_EVENTS} WHERE customer_id = ?1 AND version > ?2 ORDER BY version LIMIT ?3"
+        ))
+        .bind(customer_id.as_str())
+        .bind(to_i64(after_version))
+        .bind(limit(limit_to))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map)?
+        .into_iter()
+        .map(decode)
+        .collect()
+    }
+
+    async fn head(&self) -> Result<Position, StoreError> {
+        let head: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map)?;
+        Ok(Position(u64::try_from(head).unwrap_or(0)))
+    }
+
+    async fn stream_version(&self, customer_id: &CustomerId) -> Result<u64, StoreError> {
+        let version: i64 =
+            sqlx::query_scalar("SELECT coalesce(max(version), 0) FROM events WHERE customer_id = ?1")
+                .bind(customer_id.as_str())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(map)?;
+        Ok(u64::try_from(version).unwrap_or(0))
+    }
+
+    async fn source_offsets(&self, consumer: &str) -> Result<Vec<SourceOffset>, StoreError> {
+        Ok(sqlx::query_as::<_, (String, String, i32, i64)>(
+            "SELECT consumer, topic, partition, next_offset FROM source_offsets \
+             WHERE consumer = ?1 ORDER BY topic, partition",
+        )
+        .bind(consumer)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map)?
+        .into_iter()
+        .map(|(consumer, topic, partition, next_offset)| SourceOffset {
+            consumer,
+            topic,
+            partition,
+            next_offset,
+        })
+        .collect())
+    }
+}

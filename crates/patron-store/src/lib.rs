@@ -1,0 +1,90 @@
+//! Store ports: what the application needs from an event store, independent of any database.
+//!
+//! [`EventStore`] is implemented by [`InMemoryEventStore`] here and by the SQL backends in
+//! `patron-store-sql`; every implementation runs the same [`contract`] test suite (feature
+//! `contract`). The guarantees it checks are the ones callers rely on:
+//!
+//! * an [`AppendBatch`] commits atomically, together with the source offsets it carries;
+//! * events are idempotent by `event_id`: a re-sent event is acknowledged, not stored twice;
+//! * [`ExpectedVersion`] gives optimistic concurrency per customer stream;
+//! * positions are gapless and commit-ordered, so a reader following [`EventStore::read_all`]
+//!   from the last position it saw can never skip an event that commits later.
+
+mod error;
+mod memory;
+mod plan;
+mod types;
+
+#[cfg(any(test, feature = "contract"))]
+pub mod contract;
+
+pub use error::StoreError;
+pub use memory::InMemoryEventStore;
+pub use plan::{AppendPlan, PlannedEvent, plan_append};
+pub use types::{
+    AppendBatch, AppendReceipt, ExpectedVersion, Position, RecordedEvent, SourceOffset,
+    StreamAppend,
+};
+
+use async_trait::async_trait;
+use patron_domain::CustomerId;
+
+/// The event store: the source of truth, one stream per customer, one global log.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends a batch atomically: every new event and every source offset, or nothing.
+    ///
+    /// Events whose `event_id` is already stored are acknowledged as duplicates and skipped. A
+    /// stream whose events are all duplicates succeeds whatever its expected version (a retry of
+    /// a committed append); otherwise a mismatched expected version fails the whole batch with
+    /// [`StoreError::Conflict`].
+    async fn append(&self, batch: AppendBatch) -> Result<AppendReceipt, StoreError>;
+
+    /// Up to `limit` events with a position greater than `after`, in position order.
+    async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Up to `limit` events of one customer's stream with a version greater than `after_version`,
+    /// in version order.
+    async fn read_stream(
+        &self,
+        customer_id: &CustomerId,
+        after_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// The position of the last committed event ([`Position::ZERO`] when empty).
+    async fn head(&self) -> Result<Position, StoreError>;
+
+    /// A stream's current version (0 when it has no events).
+    async fn stream_version(&self, customer_id: &CustomerId) -> Result<u64, StoreError>;
+
+    /// The source offsets stored for one consumer (e.g. a Kafka consumer group).
+    async fn source_offsets(&self, consumer: &str) -> Result<Vec<SourceOffset>, StoreError>;
+}
+
+#[async_trait]
+impl<S: EventStore + ?Sized> EventStore for std::sync::Arc<S> {
+    async fn append(&self, batch: AppendBatch) -> Result<AppendReceipt, StoreError> {
+        (**self).append(batch).await
+    }
+    async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        (**self).read_all(after, limit).await
+    }
+    async fn read_stream(
+        &self,
+        customer_id: &CustomerId,
+        after_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        (**self).read_stream(customer_id, after_version, limit).await
+    }
+    async fn head(&self) -> Result<Position, StoreError> {
+        (**self).head().await
+    }
+    async fn stream_version(&self, customer_id: &CustomerId) -> Result<u64, StoreError> {
+        (**self).stream_version(customer_id).await
+    }
+    async fn source_offsets(&self, consumer: &str) -> Result<Vec<SourceOffset>, StoreError> {
+        (**self).source_offsets(consumer).await
+    }
+}

@@ -1,0 +1,141 @@
+//! The backend-independent half of an append: checks, de-duplication and version assignment.
+//!
+//! Every backend does the same thing inside its write lock: find which of the batch's event ids
+//! are already stored and what version each stream is at, then call [`plan_append`], then write
+//! the planned rows. Keeping the rules here means the backends cannot disagree about them.
+
+use std::collections::{HashMap, HashSet};
+
+use patron_domain::{CustomerId, Event};
+use uuid::Uuid;
+
+use crate::error::StoreError;
+use crate::types::{AppendBatch, Position};
+
+/// An event the plan will store, with its place.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedEvent {
+    /// Global position.
+    pub position: Position,
+    /// Version in its stream.
+    pub version: u64,
+    /// The event.
+    pub event: Event,
+}
+
+/// What an append will write.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AppendPlan {
+    /// New events, in position order.
+    pub events: Vec<PlannedEvent>,
+    /// Each touched stream's new version.
+    pub stream_versions: Vec<(CustomerId, u64)>,
+    /// Events acknowledged as already stored or repeated within the batch.
+    pub duplicates: u64,
+}
+
+impl AppendPlan {
+    /// The position of the last planned event, or `head` when nothing new is stored.
+    pub fn last_position(&self, head: Position) -> Position {
+        self.events.last().map_or(head, |e| e.position)
+    }
+}
+
+impl AppendBatch {
+    /// Every event id in the batch, for the backend's "which are stored already" query.
+    pub fn event_ids(&self) -> Vec<Uuid> {
+        self.streams
+            .iter()
+            .flat_map(|s| s.events.iter().map(|e| e.event_id))
+            .collect()
+    }
+
+    /// Every stream the batch touches, once each.
+    pub fn customer_ids(&self) -> Vec<CustomerId> {
+        let mut seen = HashSet::new();
+        self.streams
+            .iter()
+            .filter(|s| seen.insert(&s.customer_id))
+            .map(|s| s.customer_id.clone())
+            .collect()
+    }
+
+    /// Structural checks that need no stored state.
+    pub fn check(&self) -> Result<(), StoreError> {
+        for stream in &self.streams {
+            if let Some(stray) = stream
+                .events
+                .iter()
+                .find(|e| e.customer_id != stream.customer_id)
+            {
+                return Err(StoreError::InvalidAppend(format!(
+                    "event {} belongs to customer {} but was appended to stream {}",
+                    stray.event_id, stray.customer_id, stream.customer_id
+                )));
+            }
+        }
+        for offset in &self.offsets {
+            if offset.next_offset < 0 || offset.partition < 0 {
+                return Err(StoreError::InvalidAppend(format!(
+                    "offset {} of {}/{} is negative",
+                    offset.next_offset, offset.topic, offset.partition
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Plans an append given the store's state: `stored` holds the batch's event ids that are already
+/// in the store, `versions` the current version of each touched stream (absent = 0), `head` the
+/// last committed position.
+pub fn plan_append(
+    batch: AppendBatch,
+    stored: &HashSet<Uuid>,
+    versions: &HashMap<CustomerId, u64>,
+    head: Position,
+) -> Result<AppendPlan, StoreError> {
+    batch.check()?;
+    let offered = batch.event_count() as u64;
+    let mut plan = AppendPlan::default();
+    let mut seen: HashSet<Uuid> = HashSet::new();
+    let mut next_versions: HashMap<CustomerId, u64> = HashMap::new();
+    let mut position = head;
+    for stream in batch.streams {
+        let fresh: Vec<Event> = stream
+            .events
+            .into_iter()
+            .filter(|e| !stored.contains(&e.event_id) && seen.insert(e.event_id))
+            .collect();
+        if fresh.is_empty() {
+            // Everything was stored before: an idempotent retry succeeds whatever it expected.
+            continue;
+        }
+        let current = next_versions
+            .get(&stream.customer_id)
+            .or_else(|| versions.get(&stream.customer_id))
+            .copied()
+            .unwrap_or(0);
+        if !stream.expected.admits(current) {
+            return Err(StoreError::Conflict {
+                customer_id: stream.customer_id,
+                expected: stream.expected,
+                actual: current,
+            });
+        }
+        let mut version = current;
+        for event in fresh {
+            version += 1;
+            position = position.advanced_by(1);
+            plan.events.push(PlannedEvent {
+                position,
+                version,
+                event,
+            });
+        }
+        next_versions.insert(stream.customer_id, version);
+    }
+    plan.duplicates = offered - plan.events.len() as u64;
+    plan.stream_versions = next_versions.into_iter().collect();
+    Ok(plan)
+}
