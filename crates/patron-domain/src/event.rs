@@ -205,6 +205,25 @@ impl EventBody {
         }
     }
 
+    /// The stored JSON form as text (what [`EventBody::to_payload`] gives, serialised directly).
+    pub fn to_payload_string(&self) -> String {
+        fn json<T: Serialize>(body: &T) -> String {
+            serde_json::to_string(body).unwrap_or_else(|_| "null".to_owned())
+        }
+        match self {
+            EventBody::Purchase(b) => json(b),
+            EventBody::Refund(b) => json(b),
+            EventBody::Interaction(b) => json(b),
+            EventBody::Feedback(b) => json(b),
+            EventBody::ProfileUpdated(b) => json(b),
+            EventBody::Acquired(b) => json(b),
+            EventBody::ConsentChanged(b) => json(b),
+            EventBody::ErasureRequested(b) => json(b),
+            EventBody::IdentitiesLinked(b) => json(b),
+            EventBody::Unknown(b) => b.data.to_string(),
+        }
+    }
+
     /// Rebuilds a body from its stored type name and JSON form.
     pub fn from_payload(event_type: &str, payload: Value) -> Result<Self, serde_json::Error> {
         use serde_json::from_value;
@@ -491,6 +510,11 @@ mod tests {
         });
         let payload = body.to_payload();
         assert_eq!(payload["coupon"], "WELCOME10", "unknown field kept flat");
+        assert_eq!(
+            serde_json::from_str::<Value>(&body.to_payload_string()).unwrap(),
+            payload,
+            "text and value forms agree"
+        );
         let back = EventBody::from_payload("purchase", payload).unwrap();
         assert_eq!(back, body);
     }
@@ -499,7 +523,10 @@ mod tests {
     fn unknown_types_are_kept_verbatim() {
         let data = serde_json::json!({"points": 40});
         let body = EventBody::from_payload("points_earned", data.clone()).unwrap();
-        assert_eq!(body.event_type(), EventType::Unknown("points_earned".into()));
+        assert_eq!(
+            body.event_type(),
+            EventType::Unknown("points_earned".into())
+        );
         assert_eq!(body.to_payload(), data);
     }
 

@@ -14,5 +14,5 @@ pub use event::{
     IdentitiesLinked, Identity, IdentityKind, Interaction, InteractionKind, LineItem,
     ProfileUpdated, Purchase, Refund, UnknownBody,
 };
-pub use money::{Currency, Money, MoneyError, MAX_ABS_MINOR_UNITS};
+pub use money::{Currency, MAX_ABS_MINOR_UNITS, Money, MoneyError};
 pub use validate::{ErrorClass, RawEvent, RawTime, ValidationError, ValidationPolicy, validate};

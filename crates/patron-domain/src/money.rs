@@ -68,7 +68,9 @@ pub enum MoneyError {
     #[error("unknown currency code {0:?} (expected an ISO 4217 code such as EUR)")]
     UnknownCurrency(String),
     /// The amount is outside ±[`MAX_ABS_MINOR_UNITS`].
-    #[error("amount {0} minor units is out of range (at most {MAX_ABS_MINOR_UNITS} in absolute value)")]
+    #[error(
+        "amount {0} minor units is out of range (at most {MAX_ABS_MINOR_UNITS} in absolute value)"
+    )]
     OutOfRange(i64),
     /// Two amounts of different currencies were combined.
     #[error("cannot combine {0} with {1}")]
@@ -90,7 +92,10 @@ pub struct Money {
 impl Money {
     /// Builds an amount, refusing anything beyond ±[`MAX_ABS_MINOR_UNITS`].
     pub fn new(minor_units: i64, currency: Currency) -> Result<Self, MoneyError> {
-        if minor_units.checked_abs().is_none_or(|abs| abs > MAX_ABS_MINOR_UNITS) {
+        if minor_units
+            .checked_abs()
+            .is_none_or(|abs| abs > MAX_ABS_MINOR_UNITS)
+        {
             return Err(MoneyError::OutOfRange(minor_units));
         }
         Ok(Self {
@@ -125,7 +130,10 @@ impl Money {
     /// Subtracts an amount of the same currency.
     pub fn checked_sub(self, other: Money) -> Result<Money, MoneyError> {
         self.checked_add(Money {
-            minor_units: other.minor_units.checked_neg().ok_or(MoneyError::Overflow)?,
+            minor_units: other
+                .minor_units
+                .checked_neg()
+                .ok_or(MoneyError::Overflow)?,
             currency: other.currency,
         })
     }

@@ -166,6 +166,13 @@ pub fn validate(raw: RawEvent, policy: &ValidationPolicy) -> Result<Event, Valid
         None | Some("") => return Err(ValidationError::missing("type")),
         Some(name) => EventType::from_name(name),
     };
+    if let Some(path) = find_nul("data", &raw.data) {
+        // Neither PostgreSQL text nor jsonb can hold U+0000; refuse it here, not at the store.
+        return Err(ValidationError::invalid(
+            &path,
+            "must not contain NUL (U+0000) characters",
+        ));
+    }
     let body = parse_body(event_type, raw.data)?;
     Ok(Event {
         event_id,
@@ -174,6 +181,26 @@ pub fn validate(raw: RawEvent, policy: &ValidationPolicy) -> Result<Event, Valid
         source,
         body,
     })
+}
+
+/// The path of the first string (key or value) holding a NUL character, if any.
+fn find_nul(path: &str, value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) if s.contains('\0') => Some(path.to_owned()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| find_nul(&format!("{path}[{i}]"), v)),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let child = format!("{path}.{k}");
+            if k.contains('\0') {
+                Some(child)
+            } else {
+                find_nul(&child, v)
+            }
+        }),
+        _ => None,
+    }
 }
 
 fn parse_event_id(value: Option<&str>) -> Result<Uuid, ValidationError> {
@@ -277,7 +304,11 @@ impl Fields {
         }
     }
 
-    fn opt_string(&mut self, key: &str, max_chars: usize) -> Result<Option<String>, ValidationError> {
+    fn opt_string(
+        &mut self,
+        key: &str,
+        max_chars: usize,
+    ) -> Result<Option<String>, ValidationError> {
         if self.map.get(key).is_none_or(Value::is_null) {
             return Ok(None);
         }
@@ -294,7 +325,11 @@ impl Fields {
         self.take(key).map(|v| money(&path, v)).transpose()
     }
 
-    fn opt_small_int(&mut self, key: &str, range: std::ops::RangeInclusive<u8>) -> Result<Option<u8>, ValidationError> {
+    fn opt_small_int(
+        &mut self,
+        key: &str,
+        range: std::ops::RangeInclusive<u8>,
+    ) -> Result<Option<u8>, ValidationError> {
         let path = self.path(key);
         let Some(value) = self.take(key) else {
             return Ok(None);
@@ -307,7 +342,11 @@ impl Fields {
             .ok_or_else(|| {
                 ValidationError::invalid(
                     &path,
-                    format!("must be between {} and {}, got {number}", range.start(), range.end()),
+                    format!(
+                        "must be between {} and {}, got {number}",
+                        range.start(),
+                        range.end()
+                    ),
                 )
             })
     }
@@ -333,6 +372,12 @@ fn text(path: &str, value: &str, max_chars: usize) -> Result<String, ValidationE
     if value.is_empty() {
         return Err(ValidationError::invalid(path, "must not be empty"));
     }
+    if value.contains('\0') {
+        return Err(ValidationError::invalid(
+            path,
+            "must not contain NUL (U+0000) characters",
+        ));
+    }
     if value.chars().count() > max_chars {
         return Err(ValidationError::invalid(
             path,
@@ -353,7 +398,10 @@ fn integer(path: &str, value: &Value) -> Result<i64, ValidationError> {
     };
     match value {
         Value::Number(n) => number_to_i64(n).ok_or_else(|| not_integer(n)),
-        Value::String(s) => s.trim().parse::<i64>().map_err(|_| not_integer(&format!("{s:?}"))),
+        Value::String(s) => s
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| not_integer(&format!("{s:?}"))),
         other => Err(not_integer(&kind_of(other))),
     }
 }
@@ -559,7 +607,10 @@ fn line_items(f: &mut Fields, currency: Currency) -> Result<Vec<LineItem>, Valid
             if let Some(price) = unit_price.filter(|p| p.currency != currency) {
                 return Err(ValidationError::invalid(
                     &item.path("unit_price.currency"),
-                    format!("{} differs from the order currency {currency}", price.currency),
+                    format!(
+                        "{} differs from the order currency {currency}",
+                        price.currency
+                    ),
                 ));
             }
             Ok(LineItem {

@@ -21,4 +21,5 @@ pub mod api {
 }
 
 /// The encoded `FileDescriptorSet` of every Patron proto, for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/patron_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/patron_descriptor.bin"));

@@ -41,3 +41,10 @@ pub(crate) fn migrate(error: sqlx::migrate::MigrateError) -> StoreError {
         other => StoreError::Backend(Box::new(other)),
     }
 }
+
+/// Whether the error is the `events.event_id` uniqueness constraint: an event already stored.
+/// The PostgreSQL append inserts optimistically and falls back to de-duplication on this error.
+pub(crate) fn is_duplicate_event(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db)
+        if db.code().as_deref() == Some("23505") && db.constraint() == Some("events_event_id_key"))
+}

@@ -27,6 +27,8 @@ pub struct ConnectOptions {
     pub url: String,
     /// Most connections the pool opens.
     pub max_connections: u32,
+    /// How long to keep trying to get a connection before giving up.
+    pub connect_timeout: std::time::Duration,
 }
 
 impl ConnectOptions {
@@ -35,6 +37,7 @@ impl ConnectOptions {
         Self {
             url: url.into(),
             max_connections: 8,
+            connect_timeout: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -112,7 +115,10 @@ pub fn redact(url: &str) -> String {
 mod tests {
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            super::redact("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
         assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(super::redact("sqlite://data/p.db"), "sqlite://data/p.db");
     }

@@ -23,19 +23,39 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
+use crate::ConnectOptions;
 use crate::error::{self, map};
 use crate::row::{EventRow, limit, to_i64};
-use crate::ConnectOptions;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 const SELECT_EVENTS: &str = "SELECT position, event_id, customer_id, version, event_type, \
      occurred_at, recorded_at, source, payload FROM events";
 
-type Row = (i64, Uuid, String, i64, String, DateTime<Utc>, DateTime<Utc>, String, serde_json::Value);
+type Row = (
+    i64,
+    Uuid,
+    String,
+    i64,
+    String,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    String,
+    serde_json::Value,
+);
 
 fn decode(row: Row) -> Result<RecordedEvent, StoreError> {
-    let (position, event_id, customer_id, version, event_type, occurred_at, recorded_at, source, payload) = row;
+    let (
+        position,
+        event_id,
+        customer_id,
+        version,
+        event_type,
+        occurred_at,
+        recorded_at,
+        source,
+        payload,
+    ) = row;
     EventRow {
         position,
         event_id,
@@ -59,14 +79,22 @@ pub struct PgEventStore {
 impl PgEventStore {
     /// Connects with a pool; fails if the database cannot be reached.
     pub async fn connect(options: &ConnectOptions) -> Result<Self, StoreError> {
-        let connect = PgConnectOptions::from_str(&options.url).map_err(|e| {
-            StoreError::InvalidAppend(format!("invalid PostgreSQL URL: {e}"))
-        })?;
-        Self::connect_with(connect, options.max_connections).await
+        let connect = PgConnectOptions::from_str(&options.url)
+            .map_err(|e| StoreError::InvalidAppend(format!("invalid PostgreSQL URL: {e}")))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.connect_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(map)?;
+        Ok(Self { pool })
     }
 
     /// Connects with explicit sqlx options (e.g. a `search_path` for an isolated schema).
-    pub async fn connect_with(options: PgConnectOptions, max_connections: u32) -> Result<Self, StoreError> {
+    pub async fn connect_with(
+        options: PgConnectOptions,
+        max_connections: u32,
+    ) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
@@ -106,11 +134,22 @@ impl PgEventStore {
         let mut tx = self.pool.begin().await.map_err(map)?;
         let receipt = if batch.streams.iter().all(|s| s.events.is_empty()) {
             // Offsets only (e.g. a batch of dead letters): no positions, so no fence needed.
-            write_offsets(&mut tx, &batch.offsets).await?;
             AppendReceipt::default()
         } else {
-            append_events(&mut tx, batch).await?
+            // Most batches carry no event stored before, so insert straight away and let the
+            // unique index find duplicates; only if it does, start over and filter them first.
+            match append_events(&mut tx, &batch, Dedupe::Optimistic).await {
+                Err(Attempt::Duplicates) => {
+                    tx.rollback().await.map_err(map)?;
+                    tx = self.pool.begin().await.map_err(map)?;
+                    append_events(&mut tx, &batch, Dedupe::Filter)
+                        .await
+                        .map_err(Attempt::into_store_error)?
+                }
+                other => other.map_err(Attempt::into_store_error)?,
+            }
         };
+        write_offsets(&mut tx, &batch.offsets).await?;
         before_commit.await;
         tx.commit().await.map_err(map)?;
         Ok(receipt)
@@ -124,10 +163,47 @@ async fn applied(pool: &PgPool) -> usize {
         .map_or(0, |n| usize::try_from(n).unwrap_or(0))
 }
 
+/// How an append treats event ids that may already be stored.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dedupe {
+    /// Assume none are; the unique index reports it if one is.
+    Optimistic,
+    /// Look them up first and leave them out.
+    Filter,
+}
+
+/// Why one attempt at an append failed.
+enum Attempt {
+    /// An optimistic attempt hit an event id that is already stored, or a version conflict that
+    /// stored duplicates might explain: try again, filtering duplicates first.
+    Duplicates,
+    /// Anything else.
+    Failed(StoreError),
+}
+
+impl Attempt {
+    fn into_store_error(self) -> StoreError {
+        match self {
+            Attempt::Failed(error) => error,
+            // Cannot happen with `Dedupe::Filter` under the fence; report it rather than loop.
+            Attempt::Duplicates => {
+                StoreError::Backend("duplicate event id after de-duplication".into())
+            }
+        }
+    }
+}
+
+impl From<StoreError> for Attempt {
+    fn from(error: StoreError) -> Self {
+        Attempt::Failed(error)
+    }
+}
+
 async fn append_events(
     tx: &mut Transaction<'static, Postgres>,
-    batch: AppendBatch,
-) -> Result<AppendReceipt, StoreError> {
+    batch: &AppendBatch,
+    dedupe: Dedupe,
+) -> Result<AppendReceipt, Attempt> {
     // The fence: from here to commit, no other append can run.
     let head: i64 = sqlx::query_scalar("SELECT position FROM event_log_head FOR UPDATE")
         .fetch_one(&mut **tx)
@@ -135,20 +211,29 @@ async fn append_events(
         .map_err(map)?;
     let head = Position(u64::try_from(head).unwrap_or(0));
 
-    let stored: HashSet<Uuid> = sqlx::query_scalar("SELECT event_id FROM events WHERE event_id = ANY($1)")
-        .bind(batch.event_ids())
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(map)?
-        .into_iter()
-        .collect();
+    let stored: HashSet<Uuid> = match dedupe {
+        Dedupe::Optimistic => HashSet::new(),
+        Dedupe::Filter => {
+            sqlx::query_scalar("SELECT event_id FROM events WHERE event_id = ANY($1)")
+                .bind(batch.event_ids())
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(map)?
+                .into_iter()
+                .collect()
+        }
+    };
     let customers: Vec<String> = batch
         .customer_ids()
         .into_iter()
         .map(|c| c.as_str().to_owned())
         .collect();
     let versions: HashMap<CustomerId, u64> = sqlx::query_as::<_, (String, i64)>(
-        "SELECT customer_id, max(version) FROM events WHERE customer_id = ANY($1) GROUP BY customer_id",
+        // One backward index probe per stream on (customer_id, version), not a scan of its events.
+        "SELECT c.customer_id, v.version FROM UNNEST($1::text[]) AS c(customer_id) \
+         CROSS JOIN LATERAL (SELECT max(version) AS version FROM events e \
+                             WHERE e.customer_id = c.customer_id) v \
+         WHERE v.version IS NOT NULL",
     )
     .bind(customers)
     .fetch_all(&mut **tx)
@@ -158,60 +243,106 @@ async fn append_events(
     .filter_map(|(c, v)| Some((CustomerId::parse(&c).ok()?, u64::try_from(v).ok()?)))
     .collect();
 
-    let offsets = batch.offsets.clone();
-    let plan = plan_append(batch, &stored, &versions, head)?;
+    let plan = match plan_append(batch, &stored, &versions, head) {
+        // A stale expectation may just be a retry of events already stored: look before failing.
+        Err(StoreError::Conflict { .. }) if dedupe == Dedupe::Optimistic => {
+            return Err(Attempt::Duplicates);
+        }
+        other => other?,
+    };
     let receipt = AppendReceipt {
         appended: plan.events.len() as u64,
         duplicates: plan.duplicates,
         last_position: plan.events.last().map(|e| e.position),
     };
-
-    if !plan.events.is_empty() {
-        let n = plan.events.len();
-        let mut positions = Vec::with_capacity(n);
-        let mut ids = Vec::with_capacity(n);
-        let mut customers = Vec::with_capacity(n);
-        let mut versions = Vec::with_capacity(n);
-        let mut types = Vec::with_capacity(n);
-        let mut times = Vec::with_capacity(n);
-        let mut sources = Vec::with_capacity(n);
-        let mut payloads = Vec::with_capacity(n);
-        for planned in &plan.events {
-            let event = &planned.event;
-            positions.push(to_i64(planned.position.0));
-            ids.push(event.event_id);
-            customers.push(event.customer_id.as_str());
-            versions.push(to_i64(planned.version));
-            types.push(event.event_type().as_str().to_owned());
-            times.push(event.occurred_at);
-            sources.push(event.source.as_str());
-            payloads.push(event.body.to_payload());
-        }
-        sqlx::query(
-            "INSERT INTO events \
-               (position, event_id, customer_id, version, event_type, occurred_at, source, payload) \
-             SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], \
-                                  $6::timestamptz[], $7::text[], $8::jsonb[])",
-        )
-        .bind(&positions)
-        .bind(&ids)
-        .bind(&customers)
-        .bind(&versions)
-        .bind(&types)
-        .bind(&times)
-        .bind(&sources)
-        .bind(&payloads)
-        .execute(&mut **tx)
-        .await
-        .map_err(map)?;
-        sqlx::query("UPDATE event_log_head SET position = $1")
+    if plan.events.is_empty() {
+        return Ok(receipt);
+    }
+    // COPY is PostgreSQL's bulk path: far less per-row work than INSERT … SELECT FROM UNNEST.
+    let mut rows = CopyRows::new(plan.events.len());
+    for planned in &plan.events {
+        rows.row(planned.position.0, planned.version, planned.event);
+    }
+    let inserted = copy_events(tx, rows.finish()).await;
+    let inserted = match inserted {
+        Ok(()) => sqlx::query("UPDATE event_log_head SET position = $1")
             .bind(to_i64(plan.last_position(head).0))
             .execute(&mut **tx)
             .await
-            .map_err(map)?;
+            .map(|_| ()),
+        Err(e) => Err(e),
+    };
+    match inserted {
+        Ok(()) => Ok(receipt),
+        Err(e) if error::is_duplicate_event(&e) => Err(Attempt::Duplicates),
+        Err(e) => Err(Attempt::Failed(map(e))),
     }
-    write_offsets(tx, &offsets).await?;
-    Ok(receipt)
+}
+
+async fn copy_events(
+    tx: &mut Transaction<'static, Postgres>,
+    rows: Vec<u8>,
+) -> Result<(), sqlx::Error> {
+    let mut copy = tx
+        .copy_in_raw(
+            "COPY events (position, event_id, customer_id, version, event_type, occurred_at, source, payload) \
+             FROM STDIN (FORMAT binary)",
+        )
+        .await?;
+    if let Err(e) = copy.send(rows).await {
+        let _ = copy.abort("send failed").await;
+        return Err(e);
+    }
+    copy.finish().await.map(|_| ())
+}
+
+/// The header of PostgreSQL's binary COPY format: signature, flags, header-extension length.
+const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+/// The trailer: a field count of -1.
+const COPY_TRAILER: &[u8] = &(-1i16).to_be_bytes();
+/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// Encodes rows in COPY's binary format, which spares the server from parsing numbers, UUIDs
+/// and timestamps out of text.
+struct CopyRows(Vec<u8>);
+
+impl CopyRows {
+    fn new(rows: usize) -> Self {
+        let mut buf = Vec::with_capacity(COPY_HEADER.len() + rows * 320);
+        buf.extend_from_slice(COPY_HEADER);
+        Self(buf)
+    }
+
+    fn field(&mut self, bytes: &[u8]) {
+        // Fields are far below 2 GiB: payloads are bounded at ingest.
+        let len = i32::try_from(bytes.len()).unwrap_or(i32::MAX);
+        self.0.extend_from_slice(&len.to_be_bytes());
+        self.0.extend_from_slice(bytes);
+    }
+
+    fn row(&mut self, position: u64, version: u64, event: &patron_domain::Event) {
+        self.0.extend_from_slice(&8i16.to_be_bytes());
+        self.field(&to_i64(position).to_be_bytes());
+        self.field(event.event_id.as_bytes());
+        self.field(event.customer_id.as_str().as_bytes());
+        self.field(&to_i64(version).to_be_bytes());
+        self.field(event.event_type().as_str().as_bytes());
+        let micros = event.occurred_at.timestamp_micros() - PG_EPOCH_MICROS;
+        self.field(&micros.to_be_bytes());
+        self.field(event.source.as_bytes());
+        // jsonb's binary form: a version byte (1), then the JSON text.
+        let payload = event.body.to_payload_string();
+        let len = i32::try_from(payload.len() + 1).unwrap_or(i32::MAX);
+        self.0.extend_from_slice(&len.to_be_bytes());
+        self.0.push(1);
+        self.0.extend_from_slice(payload.as_bytes());
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.0.extend_from_slice(COPY_TRAILER);
+        self.0
+    }
 }
 
 async fn write_offsets(
@@ -248,16 +379,22 @@ impl EventStore for PgEventStore {
         self.append_with_pause(batch, std::future::ready(())).await
     }
 
-    async fn read_all(&self, after: Position, limit_to: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        sqlx::query_as::<_, Row>(&format!("{SELECT_EVENTS} WHERE position > $1 ORDER BY position LIMIT $2"))
-            .bind(to_i64(after.0))
-            .bind(limit(limit_to))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map)?
-            .into_iter()
-            .map(decode)
-            .collect()
+    async fn read_all(
+        &self,
+        after: Position,
+        limit_to: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        sqlx::query_as::<_, Row>(&format!(
+            "{SELECT_EVENTS} WHERE position > $1 ORDER BY position LIMIT $2"
+        ))
+        .bind(to_i64(after.0))
+        .bind(limit(limit_to))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map)?
+        .into_iter()
+        .map(decode)
+        .collect()
     }
 
     async fn read_stream(

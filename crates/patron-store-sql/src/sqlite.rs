@@ -16,23 +16,45 @@ use patron_store::{
     plan_append,
 };
 use serde_json::json;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{Sqlite, Transaction};
 use uuid::Uuid;
 
+use crate::ConnectOptions;
 use crate::error::{self, map};
 use crate::row::{EventRow, limit, to_i64};
-use crate::ConnectOptions;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 const SELECT_EVENTS: &str = "SELECT position, event_id, customer_id, version, event_type, \
      occurred_at, recorded_at, source, payload FROM events";
 
-type Row = (i64, String, String, i64, String, DateTime<Utc>, DateTime<Utc>, String, String);
+type Row = (
+    i64,
+    String,
+    String,
+    i64,
+    String,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    String,
+    String,
+);
 
 fn decode(row: Row) -> Result<RecordedEvent, StoreError> {
-    let (position, event_id, customer_id, version, event_type, occurred_at, recorded_at, source, payload) = row;
+    let (
+        position,
+        event_id,
+        customer_id,
+        version,
+        event_type,
+        occurred_at,
+        recorded_at,
+        source,
+        payload,
+    ) = row;
     let corrupt = |reason: String| StoreError::Corrupt {
         position: Position(u64::try_from(position).unwrap_or(0)),
         reason,
@@ -67,11 +89,16 @@ impl SqliteEventStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
-        if let Some(dir) = connect.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Some(dir) = connect
+            .get_filename()
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.connect_timeout)
             .connect_with(connect)
             .await
             .map_err(map)?;
@@ -135,8 +162,7 @@ async fn append_events(
     .filter_map(|(c, v)| Some((CustomerId::parse(&c).ok()?, u64::try_from(v).ok()?)))
     .collect();
 
-    let offsets = batch.offsets.clone();
-    let plan = plan_append(batch, &stored, &versions, head)?;
+    let plan = plan_append(&batch, &stored, &versions, head)?;
     let receipt = AppendReceipt {
         appended: plan.events.len() as u64,
         duplicates: plan.duplicates,
@@ -159,7 +185,7 @@ async fn append_events(
                     e.occurred_at,
                     recorded_at,
                     e.source,
-                    e.body.to_payload().to_string(),
+                    e.body.to_payload_string(),
                 ])
             })
             .collect();
@@ -175,7 +201,7 @@ async fn append_events(
         .await
         .map_err(map)?;
     }
-    write_offsets(tx, &offsets).await?;
+    write_offsets(tx, &batch.offsets).await?;
     Ok(receipt)
 }
 
@@ -214,16 +240,22 @@ impl EventStore for SqliteEventStore {
         Ok(receipt)
     }
 
-    async fn read_all(&self, after: Position, limit_to: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        sqlx::query_as::<_, Row>(&format!("{SELECT_EVENTS} WHERE position > ?1 ORDER BY position LIMIT ?2"))
-            .bind(to_i64(after.0))
-            .bind(limit(limit_to))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map)?
-            .into_iter()
-            .map(decode)
-            .collect()
+    async fn read_all(
+        &self,
+        after: Position,
+        limit_to: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        sqlx::query_as::<_, Row>(&format!(
+            "{SELECT_EVENTS} WHERE position > ?1 ORDER BY position LIMIT ?2"
+        ))
+        .bind(to_i64(after.0))
+        .bind(limit(limit_to))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map)?
+        .into_iter()
+        .map(decode)
+        .collect()
     }
 
     async fn read_stream(
@@ -255,12 +287,13 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn stream_version(&self, customer_id: &CustomerId) -> Result<u64, StoreError> {
-        let version: i64 =
-            sqlx::query_scalar("SELECT coalesce(max(version), 0) FROM events WHERE customer_id = ?1")
-                .bind(customer_id.as_str())
-                .fetch_one(&self.pool)
-                .await
-                .map_err(map)?;
+        let version: i64 = sqlx::query_scalar(
+            "SELECT coalesce(max(version), 0) FROM events WHERE customer_id = ?1",
+        )
+        .bind(customer_id.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map)?;
         Ok(u64::try_from(version).unwrap_or(0))
     }
 

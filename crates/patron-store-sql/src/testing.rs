@@ -45,7 +45,9 @@ pub async fn fresh_postgres_schema() -> PgConnectOptions {
     .await
     .expect("list stale test schemas");
     for schema in stale {
-        let _ = admin.execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str()).await;
+        let _ = admin
+            .execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str())
+            .await;
     }
     let schema = format!("patron_t_{now}_{}", uuid::Uuid::new_v4().simple());
     admin

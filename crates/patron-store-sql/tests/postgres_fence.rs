@@ -3,6 +3,8 @@
 //! Without the fence the second append would commit and become visible while the first is held,
 //! and this test would fail.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use patron_store::contract::{customer, purchase};
@@ -47,7 +49,9 @@ async fn a_later_append_cannot_become_visible_before_an_earlier_one() {
                 .await
         })
     };
-    held_rx.await.expect("the first append reaches its commit point");
+    held_rx
+        .await
+        .expect("the first append reaches its commit point");
 
     let mut later = {
         let store = store.clone();
@@ -66,9 +70,16 @@ async fn a_later_append_cannot_become_visible_before_an_earlier_one() {
 
     release_tx.send(()).expect("release the first append");
     let first = holder.await.unwrap().expect("first append commits");
-    let second = later.await.unwrap().expect("second append commits after it");
+    let second = later
+        .await
+        .unwrap()
+        .expect("second append commits after it");
     assert_eq!(first.last_position, Some(Position(2)));
-    assert_eq!(second.last_position, Some(Position(3)), "the later append gets the later position");
+    assert_eq!(
+        second.last_position,
+        Some(Position(3)),
+        "the later append gets the later position"
+    );
     let all = store.read_all(Position::ZERO, 10).await.unwrap();
     let owners: Vec<&str> = all.iter().map(|e| e.event.customer_id.as_str()).collect();
     assert_eq!(owners, vec!["ada", "ada", "bob"]);

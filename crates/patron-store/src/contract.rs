@@ -4,7 +4,12 @@
 //! expression that yields a fresh, empty store; the macro expands to one `#[tokio::test]` per
 //! guarantee. Each test panics with a message saying what was expected.
 
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::cast_possible_truncation, missing_docs)]
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    missing_docs
+)]
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -28,6 +33,7 @@ macro_rules! event_store_contract {
     ($fresh:expr) => {
         $crate::event_store_contract!(@tests $fresh;
             append_then_read_back,
+            text_survives_storage,
             idempotent_by_event_id,
             duplicates_within_a_batch_are_stored_once,
             batch_is_atomic,
@@ -118,37 +124,85 @@ pub async fn append_then_read_back<S: EventStore>(store: S) {
     let ada = customer("ada");
     let events = vec![purchase(&ada, 1999), visit(&ada)];
     let receipt = store
-        .append(AppendBatch::single(ada.clone(), ExpectedVersion::NoStream, events.clone()))
+        .append(AppendBatch::single(
+            ada.clone(),
+            ExpectedVersion::NoStream,
+            events.clone(),
+        ))
         .await
         .expect("first append to a new stream succeeds");
     assert_eq!(receipt.appended, 2, "both events are new");
     assert_eq!(receipt.duplicates, 0);
-    assert_eq!(receipt.last_position, Some(Position(2)), "positions start at 1");
+    assert_eq!(
+        receipt.last_position,
+        Some(Position(2)),
+        "positions start at 1"
+    );
     assert_eq!(store.head().await.unwrap(), Position(2));
     assert_eq!(store.stream_version(&ada).await.unwrap(), 2);
     assert_eq!(store.stream_version(&customer("nobody")).await.unwrap(), 0);
 
     let stream = store.read_stream(&ada, 0, 10).await.unwrap();
     let read: Vec<&Event> = stream.iter().map(|r| &r.event).collect();
-    assert_eq!(read, events.iter().collect::<Vec<_>>(), "events read back exactly as written");
     assert_eq!(
-        stream.iter().map(|r| (r.position.0, r.version)).collect::<Vec<_>>(),
+        read,
+        events.iter().collect::<Vec<_>>(),
+        "events read back exactly as written"
+    );
+    assert_eq!(
+        stream
+            .iter()
+            .map(|r| (r.position.0, r.version))
+            .collect::<Vec<_>>(),
         vec![(1, 1), (2, 2)],
         "positions and versions follow append order"
     );
-    assert!(store.read_stream(&customer("nobody"), 0, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .read_stream(&customer("nobody"), 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn text_survives_storage<S: EventStore>(store: S) {
+    let who = customer("客户-42 \\ 'quoted'");
+    let mut event = purchase(&who, 1);
+    event.source = "shop\twith\ttabs\\and\\backslashes".into();
+    if let EventBody::Purchase(p) = &mut event.body {
+        p.extra.insert(
+            "note".into(),
+            "line one\nline two\r\n\"quoted\" \\N tab\t emoji 🎉 \u{7f}".into(),
+        );
+    }
+    store
+        .append(AppendBatch::from_events(vec![event.clone()]))
+        .await
+        .expect("any valid text can be stored");
+    let back = store.read_stream(&who, 0, 10).await.unwrap();
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].event, event, "text reads back byte for byte");
 }
 
 pub async fn idempotent_by_event_id<S: EventStore>(store: S) {
     let ada = customer("ada");
     let first = vec![purchase(&ada, 100), purchase(&ada, 200)];
     store
-        .append(AppendBatch::single(ada.clone(), ExpectedVersion::NoStream, first.clone()))
+        .append(AppendBatch::single(
+            ada.clone(),
+            ExpectedVersion::NoStream,
+            first.clone(),
+        ))
         .await
         .unwrap();
     // The producer re-sends the same events, with the same (now stale) expectation.
     let retry = store
-        .append(AppendBatch::single(ada.clone(), ExpectedVersion::NoStream, first.clone()))
+        .append(AppendBatch::single(
+            ada.clone(),
+            ExpectedVersion::NoStream,
+            first.clone(),
+        ))
         .await
         .expect("re-sending committed events is acknowledged, not a conflict");
     assert_eq!((retry.appended, retry.duplicates), (0, 2), "{retry:?}");
@@ -178,17 +232,29 @@ pub async fn duplicates_within_a_batch_are_stored_once<S: EventStore>(store: S) 
     let ada = customer("ada");
     let event = purchase(&ada, 100);
     let receipt = store
-        .append(AppendBatch::from_events(vec![event.clone(), event.clone(), visit(&ada)]))
+        .append(AppendBatch::from_events(vec![
+            event.clone(),
+            event.clone(),
+            visit(&ada),
+        ]))
         .await
         .unwrap();
-    assert_eq!((receipt.appended, receipt.duplicates), (2, 1), "{receipt:?}");
+    assert_eq!(
+        (receipt.appended, receipt.duplicates),
+        (2, 1),
+        "{receipt:?}"
+    );
     assert_eq!(read_everything(&store).await.len(), 2);
 }
 
 pub async fn batch_is_atomic<S: EventStore>(store: S) {
     let (ada, bob) = (customer("ada"), customer("bob"));
     store
-        .append(AppendBatch::single(bob.clone(), ExpectedVersion::Any, vec![visit(&bob)]))
+        .append(AppendBatch::single(
+            bob.clone(),
+            ExpectedVersion::Any,
+            vec![visit(&bob)],
+        ))
         .await
         .unwrap();
     // Ada's part is fine, Bob's expectation is wrong: nothing of the batch may be stored,
@@ -208,14 +274,25 @@ pub async fn batch_is_atomic<S: EventStore>(store: S) {
         ],
         offsets: vec![offset("ingest", 0, 42)],
     };
-    let err = store.append(batch).await.expect_err("bob's stream exists: the batch must fail");
+    let err = store
+        .append(batch)
+        .await
+        .expect_err("bob's stream exists: the batch must fail");
     match err {
-        StoreError::Conflict { customer_id, actual, .. } => {
+        StoreError::Conflict {
+            customer_id,
+            actual,
+            ..
+        } => {
             assert_eq!((customer_id, actual), (bob.clone(), 1));
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
-    assert_eq!(store.head().await.unwrap(), Position(1), "no event of a failed batch is stored");
+    assert_eq!(
+        store.head().await.unwrap(),
+        Position(1),
+        "no event of a failed batch is stored"
+    );
     assert_eq!(store.stream_version(&ada).await.unwrap(), 0);
     assert!(
         store.source_offsets("ingest").await.unwrap().is_empty(),
@@ -225,27 +302,43 @@ pub async fn batch_is_atomic<S: EventStore>(store: S) {
 
 pub async fn invalid_batch_writes_nothing<S: EventStore>(store: S) {
     let (ada, bob) = (customer("ada"), customer("bob"));
-    let batch = AppendBatch::single(ada.clone(), ExpectedVersion::Any, vec![purchase(&ada, 1), visit(&bob)]);
-    let err = store.append(batch).await.expect_err("bob's event in ada's stream is refused");
+    let batch = AppendBatch::single(
+        ada.clone(),
+        ExpectedVersion::Any,
+        vec![purchase(&ada, 1), visit(&bob)],
+    );
+    let err = store
+        .append(batch)
+        .await
+        .expect_err("bob's event in ada's stream is refused");
     assert!(matches!(err, StoreError::InvalidAppend(_)), "got {err:?}");
     assert_eq!(store.head().await.unwrap(), Position::ZERO);
 }
 
 pub async fn offsets_commit_with_events<S: EventStore>(store: S) {
     let ada = customer("ada");
-    let batch = AppendBatch::from_events(vec![purchase(&ada, 5)])
-        .with_offsets(vec![offset("ingest", 0, 10), offset("ingest", 1, 7), offset("other", 0, 3)]);
+    let batch = AppendBatch::from_events(vec![purchase(&ada, 5)]).with_offsets(vec![
+        offset("ingest", 0, 10),
+        offset("ingest", 1, 7),
+        offset("other", 0, 3),
+    ]);
     store.append(batch).await.unwrap();
     let mut stored = store.source_offsets("ingest").await.unwrap();
     stored.sort_by_key(|o| o.partition);
-    assert_eq!(stored, vec![offset("ingest", 0, 10), offset("ingest", 1, 7)]);
+    assert_eq!(
+        stored,
+        vec![offset("ingest", 0, 10), offset("ingest", 1, 7)]
+    );
     // A batch of only dead letters still moves the offsets.
     store
         .append(AppendBatch::default().with_offsets(vec![offset("ingest", 0, 11)]))
         .await
         .unwrap();
     let stored = store.source_offsets("ingest").await.unwrap();
-    assert!(stored.contains(&offset("ingest", 0, 11)), "offset-only batch stored: {stored:?}");
+    assert!(
+        stored.contains(&offset("ingest", 0, 11)),
+        "offset-only batch stored: {stored:?}"
+    );
     assert_eq!(store.head().await.unwrap(), Position(1));
 }
 
@@ -267,11 +360,14 @@ pub async fn offsets_never_move_backwards<S: EventStore>(store: S) {
 
 pub async fn expected_version_is_checked<S: EventStore>(store: S) {
     let ada = customer("ada");
-    let append = |expected, event| {
-        store.append(AppendBatch::single(ada.clone(), expected, vec![event]))
-    };
-    append(ExpectedVersion::Exact(0), purchase(&ada, 1)).await.expect("exact 0 on a new stream");
-    append(ExpectedVersion::Exact(1), purchase(&ada, 2)).await.expect("exact 1 after one event");
+    let append =
+        |expected, event| store.append(AppendBatch::single(ada.clone(), expected, vec![event]));
+    append(ExpectedVersion::Exact(0), purchase(&ada, 1))
+        .await
+        .expect("exact 0 on a new stream");
+    append(ExpectedVersion::Exact(1), purchase(&ada, 2))
+        .await
+        .expect("exact 1 after one event");
     for (expected, what) in [
         (ExpectedVersion::Exact(1), "a stale version"),
         (ExpectedVersion::Exact(7), "a future version"),
@@ -282,7 +378,9 @@ pub async fn expected_version_is_checked<S: EventStore>(store: S) {
             other => panic!("{what} must conflict at version 2, got {other:?}"),
         }
     }
-    append(ExpectedVersion::Any, purchase(&ada, 4)).await.expect("any always appends");
+    append(ExpectedVersion::Any, purchase(&ada, 4))
+        .await
+        .expect("any always appends");
     assert_eq!(store.stream_version(&ada).await.unwrap(), 3);
 }
 
@@ -291,7 +389,11 @@ pub async fn concurrent_appends_exactly_one_wins<S: EventStore>(store: S) {
     for round in 0..20 {
         let who = customer(&format!("race-{round}"));
         store
-            .append(AppendBatch::single(who.clone(), ExpectedVersion::NoStream, vec![visit(&who)]))
+            .append(AppendBatch::single(
+                who.clone(),
+                ExpectedVersion::NoStream,
+                vec![visit(&who)],
+            ))
             .await
             .unwrap();
         let contenders: Vec<_> = (0..2)
@@ -315,8 +417,16 @@ pub async fn concurrent_appends_exactly_one_wins<S: EventStore>(store: S) {
                 Err(other) => panic!("the loser must get a conflict at version 3, got {other:?}"),
             }
         }
-        assert_eq!((wins, conflicts), (1, 1), "round {round}: exactly one append wins");
-        assert_eq!(store.stream_version(&who).await.unwrap(), 3, "round {round}");
+        assert_eq!(
+            (wins, conflicts),
+            (1, 1),
+            "round {round}: exactly one append wins"
+        );
+        assert_eq!(
+            store.stream_version(&who).await.unwrap(),
+            3,
+            "round {round}"
+        );
     }
 }
 
@@ -351,17 +461,37 @@ pub async fn read_stream_pages_in_order<S: EventStore>(store: S) {
 pub async fn read_all_pages_in_order<S: EventStore>(store: S) {
     let mut written = Vec::new();
     for i in 0..10 {
-        let events: Vec<Event> = (0..i + 1).map(|j| purchase(&customer(&format!("c{j}")), j)).collect();
+        let events: Vec<Event> = (0..i + 1)
+            .map(|j| purchase(&customer(&format!("c{j}")), j))
+            .collect();
         written.extend(events.iter().map(|e| e.event_id));
-        store.append(AppendBatch::from_events(events)).await.unwrap();
+        store
+            .append(AppendBatch::from_events(events))
+            .await
+            .unwrap();
     }
     let all = read_everything(&store).await;
-    assert_eq!(ids(&all), written, "the global log reads back in append order");
+    assert_eq!(
+        ids(&all),
+        written,
+        "the global log reads back in append order"
+    );
     let positions: Vec<u64> = all.iter().map(|e| e.position.0).collect();
-    assert_eq!(positions, (1..=written.len() as u64).collect::<Vec<_>>(), "positions are gapless");
+    assert_eq!(
+        positions,
+        (1..=written.len() as u64).collect::<Vec<_>>(),
+        "positions are gapless"
+    );
     let tail = store.read_all(Position(50), 1000).await.unwrap();
-    assert_eq!(ids(&tail), written[50..].to_vec(), "reading after a position starts right after it");
-    assert!(store.read_all(Position(55), 10).await.unwrap().is_empty(), "nothing after the head");
+    assert_eq!(
+        ids(&tail),
+        written[50..].to_vec(),
+        "reading after a position starts right after it"
+    );
+    assert!(
+        store.read_all(Position(55), 10).await.unwrap().is_empty(),
+        "nothing after the head"
+    );
 }
 
 /// Many writers commit concurrently (and so, on a database, possibly out of position order)
@@ -428,7 +558,11 @@ pub async fn concurrent_writers_never_skip<S: EventStore>(store: S) {
     let followed = reader.await.expect("reader does not panic");
 
     let scanned = read_everything(&*store).await;
-    assert_eq!(scanned.len() as u64, written, "a full scan finds every appended event");
+    assert_eq!(
+        scanned.len() as u64,
+        written,
+        "a full scan finds every appended event"
+    );
     let followed_positions: Vec<u64> = followed.iter().map(|e| e.position.0).collect();
     let scanned_positions: Vec<u64> = scanned.iter().map(|e| e.position.0).collect();
     assert_eq!(
@@ -438,7 +572,11 @@ pub async fn concurrent_writers_never_skip<S: EventStore>(store: S) {
         followed_positions.len(),
         scanned_positions.len()
     );
-    assert_eq!(ids(&followed), ids(&scanned), "the following reader saw exactly the full scan");
+    assert_eq!(
+        ids(&followed),
+        ids(&scanned),
+        "the following reader saw exactly the full scan"
+    );
     assert_eq!(
         scanned_positions,
         (1..=written).collect::<Vec<_>>(),
@@ -456,7 +594,11 @@ impl<S: EventStore, G: Send + Sync + 'static> EventStore for WithGuard<S, G> {
     async fn append(&self, batch: AppendBatch) -> Result<crate::AppendReceipt, StoreError> {
         self.0.append(batch).await
     }
-    async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         self.0.read_all(after, limit).await
     }
     async fn read_stream(

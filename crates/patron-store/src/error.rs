@@ -11,7 +11,9 @@ type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Optimistic concurrency: the stream was not at the expected version. Nothing was written.
-    #[error("version conflict on stream {customer_id}: expected {expected}, stream is at version {actual}")]
+    #[error(
+        "version conflict on stream {customer_id}: expected {expected}, stream is at version {actual}"
+    )]
     Conflict {
         /// The stream.
         customer_id: CustomerId,

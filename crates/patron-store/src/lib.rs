@@ -41,7 +41,11 @@ pub trait EventStore: Send + Sync + 'static {
     async fn append(&self, batch: AppendBatch) -> Result<AppendReceipt, StoreError>;
 
     /// Up to `limit` events with a position greater than `after`, in position order.
-    async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError>;
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
 
     /// Up to `limit` events of one customer's stream with a version greater than `after_version`,
     /// in version order.
@@ -67,7 +71,11 @@ impl<S: EventStore + ?Sized> EventStore for std::sync::Arc<S> {
     async fn append(&self, batch: AppendBatch) -> Result<AppendReceipt, StoreError> {
         (**self).append(batch).await
     }
-    async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         (**self).read_all(after, limit).await
     }
     async fn read_stream(
@@ -76,7 +84,9 @@ impl<S: EventStore + ?Sized> EventStore for std::sync::Arc<S> {
         after_version: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        (**self).read_stream(customer_id, after_version, limit).await
+        (**self)
+            .read_stream(customer_id, after_version, limit)
+            .await
     }
     async fn head(&self) -> Result<Position, StoreError> {
         (**self).head().await

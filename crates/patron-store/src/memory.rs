@@ -8,10 +8,10 @@ use chrono::{DateTime, Utc};
 use patron_domain::CustomerId;
 use uuid::Uuid;
 
+use crate::EventStore;
 use crate::error::StoreError;
 use crate::plan::plan_append;
 use crate::types::{AppendBatch, AppendReceipt, Position, RecordedEvent, SourceOffset};
-use crate::EventStore;
 
 #[derive(Default)]
 struct State {
@@ -51,7 +51,9 @@ impl InMemoryEventStore {
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave a half-applied append (appends mutate only
         // after planning succeeded), so a poisoned lock is safe to keep using.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -74,8 +76,7 @@ impl EventStore for InMemoryEventStore {
             })
             .collect();
         let head = Position(state.log.len() as u64);
-        let offsets = batch.offsets.clone();
-        let plan = plan_append(batch, &stored, &versions, head)?;
+        let plan = plan_append(&batch, &stored, &versions, head)?;
         let receipt = AppendReceipt {
             appended: plan.events.len() as u64,
             duplicates: plan.duplicates,
@@ -93,22 +94,32 @@ impl EventStore for InMemoryEventStore {
                 position: planned.position,
                 version: planned.version,
                 recorded_at,
-                event: planned.event,
+                event: planned.event.clone(),
             });
         }
-        for offset in offsets {
+        for offset in &batch.offsets {
             let slot = state
                 .offsets
-                .entry((offset.consumer, offset.topic, offset.partition))
+                .entry((
+                    offset.consumer.clone(),
+                    offset.topic.clone(),
+                    offset.partition,
+                ))
                 .or_insert(offset.next_offset);
             *slot = (*slot).max(offset.next_offset);
         }
         Ok(receipt)
     }
 
-    async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         let state = self.state();
-        let start = usize::try_from(after.0).unwrap_or(usize::MAX).min(state.log.len());
+        let start = usize::try_from(after.0)
+            .unwrap_or(usize::MAX)
+            .min(state.log.len());
         Ok(state.log[start..].iter().take(limit).cloned().collect())
     }
 
@@ -122,7 +133,9 @@ impl EventStore for InMemoryEventStore {
         let Some(indices) = state.streams.get(customer_id) else {
             return Ok(Vec::new());
         };
-        let start = usize::try_from(after_version).unwrap_or(usize::MAX).min(indices.len());
+        let start = usize::try_from(after_version)
+            .unwrap_or(usize::MAX)
+            .min(indices.len());
         Ok(indices[start..]
             .iter()
             .take(limit)

@@ -14,27 +14,27 @@ use crate::types::{AppendBatch, Position};
 
 /// An event the plan will store, with its place.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PlannedEvent {
+pub struct PlannedEvent<'a> {
     /// Global position.
     pub position: Position,
     /// Version in its stream.
     pub version: u64,
     /// The event.
-    pub event: Event,
+    pub event: &'a Event,
 }
 
 /// What an append will write.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct AppendPlan {
+pub struct AppendPlan<'a> {
     /// New events, in position order.
-    pub events: Vec<PlannedEvent>,
+    pub events: Vec<PlannedEvent<'a>>,
     /// Each touched stream's new version.
     pub stream_versions: Vec<(CustomerId, u64)>,
     /// Events acknowledged as already stored or repeated within the batch.
     pub duplicates: u64,
 }
 
-impl AppendPlan {
+impl AppendPlan<'_> {
     /// The position of the last planned event, or `head` when nothing new is stored.
     pub fn last_position(&self, head: Position) -> Position {
         self.events.last().map_or(head, |e| e.position)
@@ -89,22 +89,22 @@ impl AppendBatch {
 /// Plans an append given the store's state: `stored` holds the batch's event ids that are already
 /// in the store, `versions` the current version of each touched stream (absent = 0), `head` the
 /// last committed position.
-pub fn plan_append(
-    batch: AppendBatch,
+pub fn plan_append<'a>(
+    batch: &'a AppendBatch,
     stored: &HashSet<Uuid>,
     versions: &HashMap<CustomerId, u64>,
     head: Position,
-) -> Result<AppendPlan, StoreError> {
+) -> Result<AppendPlan<'a>, StoreError> {
     batch.check()?;
     let offered = batch.event_count() as u64;
     let mut plan = AppendPlan::default();
     let mut seen: HashSet<Uuid> = HashSet::new();
     let mut next_versions: HashMap<CustomerId, u64> = HashMap::new();
     let mut position = head;
-    for stream in batch.streams {
-        let fresh: Vec<Event> = stream
+    for stream in &batch.streams {
+        let fresh: Vec<&Event> = stream
             .events
-            .into_iter()
+            .iter()
             .filter(|e| !stored.contains(&e.event_id) && seen.insert(e.event_id))
             .collect();
         if fresh.is_empty() {
@@ -118,7 +118,7 @@ pub fn plan_append(
             .unwrap_or(0);
         if !stream.expected.admits(current) {
             return Err(StoreError::Conflict {
-                customer_id: stream.customer_id,
+                customer_id: stream.customer_id.clone(),
                 expected: stream.expected,
                 actual: current,
             });
@@ -133,7 +133,7 @@ pub fn plan_append(
                 event,
             });
         }
-        next_versions.insert(stream.customer_id, version);
+        next_versions.insert(stream.customer_id.clone(), version);
     }
     plan.duplicates = offered - plan.events.len() as u64;
     plan.stream_versions = next_versions.into_iter().collect();

@@ -48,7 +48,10 @@ fn a_valid_purchase_becomes_a_typed_event() {
     .unwrap();
     assert_eq!(event.customer_id.as_str(), "c-42");
     assert_eq!(event.source, "web-shop");
-    assert_eq!(event.occurred_at, Utc.with_ymd_and_hms(2026, 11, 20, 10, 0, 0).unwrap());
+    assert_eq!(
+        event.occurred_at,
+        Utc.with_ymd_and_hms(2026, 11, 20, 10, 0, 0).unwrap()
+    );
     let EventBody::Purchase(p) = event.body else {
         panic!("expected a purchase, got {:?}", event.body)
     };
@@ -60,12 +63,16 @@ fn a_valid_purchase_becomes_a_typed_event() {
 
 #[test]
 fn amounts_may_arrive_as_quoted_integers() {
-    let event = check(purchase(json!({"minor_units": "9007199254740993", "currency": "JPY"})));
+    let event = check(purchase(
+        json!({"minor_units": "9007199254740993", "currency": "JPY"}),
+    ));
     // 2^53 + 1 survives exactly because it never passes through a float.
     let err = event.expect_err("beyond the per-event maximum");
     assert_eq!(err.class, ErrorClass::InvalidAmount);
     let event = check(purchase(json!({"minor_units": "1999", "currency": "USD"}))).unwrap();
-    let EventBody::Purchase(p) = event.body else { panic!("expected a purchase") };
+    let EventBody::Purchase(p) = event.body else {
+        panic!("expected a purchase")
+    };
     assert_eq!(p.amount.minor_units, 1999);
 }
 
@@ -117,7 +124,10 @@ fn money_errors_are_precise() {
         "data.amount.minor_units",
     );
     rejected(
-        raw("refund", json!({"order_id": "o-1", "amount": {"minor_units": 0, "currency": "EUR"}})),
+        raw(
+            "refund",
+            json!({"order_id": "o-1", "amount": {"minor_units": 0, "currency": "EUR"}}),
+        ),
         ErrorClass::InvalidAmount,
         "data.amount.minor_units",
     );
@@ -152,19 +162,31 @@ fn envelope_errors_are_precise() {
 
 #[test]
 fn absurd_timestamps_are_rejected() {
-    for text in ["0001-01-01T00:00:00Z", "1969-12-31T23:59:59Z", "9999-12-31T00:00:00Z", "2026-11-25T12:00:01Z"] {
+    for text in [
+        "0001-01-01T00:00:00Z",
+        "1969-12-31T23:59:59Z",
+        "9999-12-31T00:00:00Z",
+        "2026-11-25T12:00:01Z",
+    ] {
         let mut r = purchase(json!({"minor_units": 1, "currency": "EUR"}));
         r.occurred_at = Some(RawTime::Text(text.into()));
         rejected(r, ErrorClass::TimestampOutOfRange, "occurred_at");
     }
     let mut r = purchase(json!({"minor_units": 1, "currency": "EUR"}));
-    r.occurred_at = Some(RawTime::Unix { seconds: i64::MAX, nanos: 0 });
+    r.occurred_at = Some(RawTime::Unix {
+        seconds: i64::MAX,
+        nanos: 0,
+    });
     rejected(r, ErrorClass::TimestampOutOfRange, "occurred_at");
     let mut r = purchase(json!({"minor_units": 1, "currency": "EUR"}));
     r.occurred_at = Some(RawTime::Text("yesterday".into()));
     rejected(r, ErrorClass::InvalidField, "occurred_at");
     // Within a day of skew is fine; so is a 1997 backfill.
-    for text in ["2026-11-24T11:00:00Z", "1997-01-01T00:00:00Z", "2026-11-20T10:00:00+08:00"] {
+    for text in [
+        "2026-11-24T11:00:00Z",
+        "1997-01-01T00:00:00Z",
+        "2026-11-20T10:00:00+08:00",
+    ] {
         let mut r = purchase(json!({"minor_units": 1, "currency": "EUR"}));
         r.occurred_at = Some(RawTime::Text(text.into()));
         check(r).unwrap_or_else(|e| panic!("{text} should be accepted: {e}"));
@@ -174,14 +196,29 @@ fn absurd_timestamps_are_rejected() {
 #[test]
 fn every_known_body_validates() {
     let bodies = [
-        ("refund", json!({"order_id": "o-1", "amount": {"minor_units": 500, "currency": "GBP"}, "reason": "damaged"})),
-        ("interaction", json!({"channel": "email", "kind": "email_click"})),
+        (
+            "refund",
+            json!({"order_id": "o-1", "amount": {"minor_units": 500, "currency": "GBP"}, "reason": "damaged"}),
+        ),
+        (
+            "interaction",
+            json!({"channel": "email", "kind": "email_click"}),
+        ),
         ("feedback", json!({"nps": 9, "csat": 5, "comment": "great"})),
         ("profile_updated", json!({"traits": {"name": "Ada"}})),
-        ("acquired", json!({"channel": "paid_search", "campaign": "bf-2026", "cost": {"minor_units": 1250, "currency": "USD"}})),
-        ("consent_changed", json!({"purpose": "marketing_email", "granted": false})),
+        (
+            "acquired",
+            json!({"channel": "paid_search", "campaign": "bf-2026", "cost": {"minor_units": 1250, "currency": "USD"}}),
+        ),
+        (
+            "consent_changed",
+            json!({"purpose": "marketing_email", "granted": false}),
+        ),
         ("erasure_requested", json!({})),
-        ("identities_linked", json!({"identities": [{"kind": "email", "value": "ada@example.com"}, {"kind": "wechat_unionid", "value": "o6_bmasdasdsad6_2sgVt7hMZOPfL"}], "evidence": "login"})),
+        (
+            "identities_linked",
+            json!({"identities": [{"kind": "email", "value": "ada@example.com"}, {"kind": "wechat_unionid", "value": "o6_bmasdasdsad6_2sgVt7hMZOPfL"}], "evidence": "login"}),
+        ),
         ("points_earned", json!({"points": 40})),
     ];
     for (event_type, data) in bodies {
@@ -190,45 +227,103 @@ fn every_known_body_validates() {
         assert_eq!(event.event_type().as_str(), event_type);
         // The stored form decodes back to the same body.
         let back = EventBody::from_payload(event_type, event.body.to_payload()).unwrap();
-        assert_eq!(back, event.body, "{event_type} round-trips through its stored form");
+        assert_eq!(
+            back, event.body,
+            "{event_type} round-trips through its stored form"
+        );
     }
 }
 
 #[test]
 fn body_errors_are_precise() {
-    rejected(raw("feedback", json!({"nps": 11})), ErrorClass::InvalidField, "data.nps");
-    rejected(raw("feedback", json!({"csat": 0})), ErrorClass::InvalidField, "data.csat");
-    rejected(raw("feedback", json!({})), ErrorClass::MissingField, "data.nps|data.csat|data.comment");
     rejected(
-        raw("consent_changed", json!({"purpose": "sms", "granted": "yes"})),
+        raw("feedback", json!({"nps": 11})),
+        ErrorClass::InvalidField,
+        "data.nps",
+    );
+    rejected(
+        raw("feedback", json!({"csat": 0})),
+        ErrorClass::InvalidField,
+        "data.csat",
+    );
+    rejected(
+        raw("feedback", json!({})),
+        ErrorClass::MissingField,
+        "data.nps|data.csat|data.comment",
+    );
+    rejected(
+        raw(
+            "consent_changed",
+            json!({"purpose": "sms", "granted": "yes"}),
+        ),
         ErrorClass::InvalidField,
         "data.granted",
     );
     rejected(
-        raw("identities_linked", json!({"identities": [{"kind": "device_id", "value": "00000000-0000"}]})),
+        raw(
+            "identities_linked",
+            json!({"identities": [{"kind": "device_id", "value": "00000000-0000"}]}),
+        ),
         ErrorClass::InvalidField,
         "data.identities[0].value",
     );
     rejected(
-        raw("identities_linked", json!({"identities": [{"kind": "email", "value": "anonymous"}]})),
+        raw(
+            "identities_linked",
+            json!({"identities": [{"kind": "email", "value": "anonymous"}]}),
+        ),
         ErrorClass::InvalidField,
         "data.identities[0].value",
     );
-    rejected(raw("identities_linked", json!({})), ErrorClass::MissingField, "data.identities");
     rejected(
-        raw("purchase", json!({"order_id": "o", "amount": {"minor_units": 1, "currency": "EUR"}, "items": [{"sku": "a", "quantity": 0}]})),
+        raw("identities_linked", json!({})),
+        ErrorClass::MissingField,
+        "data.identities",
+    );
+    rejected(
+        raw(
+            "purchase",
+            json!({"order_id": "o", "amount": {"minor_units": 1, "currency": "EUR"}, "items": [{"sku": "a", "quantity": 0}]}),
+        ),
         ErrorClass::InvalidField,
         "data.items[0].quantity",
     );
     rejected(
-        raw("purchase", json!({"order_id": "o", "amount": {"minor_units": 1, "currency": "EUR"}, "items": [{"sku": "a", "unit_price": {"minor_units": 1, "currency": "USD"}}]})),
+        raw(
+            "purchase",
+            json!({"order_id": "o", "amount": {"minor_units": 1, "currency": "EUR"}, "items": [{"sku": "a", "unit_price": {"minor_units": 1, "currency": "USD"}}]}),
+        ),
         ErrorClass::InvalidField,
         "data.items[0].unit_price.currency",
     );
     rejected(
-        raw("interaction", json!({"channel": "x".repeat(65), "kind": "visit"})),
+        raw(
+            "interaction",
+            json!({"channel": "x".repeat(65), "kind": "visit"}),
+        ),
         ErrorClass::InvalidField,
         "data.channel",
     );
-    rejected(raw("profile_updated", json!({"traits": {}})), ErrorClass::InvalidField, "data.traits");
+    rejected(
+        raw("profile_updated", json!({"traits": {}})),
+        ErrorClass::InvalidField,
+        "data.traits",
+    );
+}
+
+#[test]
+fn nul_characters_are_refused_anywhere() {
+    rejected(
+        raw("profile_updated", json!({"traits": {"name": "A\u{0}da"}})),
+        ErrorClass::InvalidField,
+        "data.traits.name",
+    );
+    rejected(
+        raw("points_earned", json!({"notes": ["ok", "b\u{0}ad"]})),
+        ErrorClass::InvalidField,
+        "data.notes[1]",
+    );
+    let mut r = raw("interaction", json!({"channel": "web", "kind": "visit"}));
+    r.source = Some("we\u{0}b".into());
+    rejected(r, ErrorClass::InvalidField, "source");
 }

@@ -1,0 +1,94 @@
+# Patron's tasks. `make help` lists them.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+# The PostgreSQL database tests use (each test makes its own schema or database inside it).
+PATRON_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+export PATRON_TEST_DATABASE_URL
+PG_HOST ?= 127.0.0.1
+PG_PORT ?= 5432
+
+# The domain crate must stay free of infrastructure.
+DOMAIN_FORBIDDEN := tokio sqlx tonic prost rdkafka
+
+.PHONY: help
+help: ## List the targets
+	@echo "Patron — make targets:"
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+.PHONY: run
+run: ## Run the main job on the embedded default (SQLite in ./data): migrate, import the example events, show a customer
+	$(CARGO) build -p patron
+	./target/debug/patron migrate
+	./target/debug/patron import examples/events.jsonl --rejects data/rejects.jsonl
+	@echo "--- the first events of customer c-1001 (./target/debug/patron events --customer c-1001):"
+	@./target/debug/patron events --customer c-1001 --limit 5
+	@echo "--- rejected lines and why: data/rejects.jsonl"
+
+.PHONY: build
+build: ## Build every crate
+	$(CARGO) build --workspace --all-targets
+
+.PHONY: test
+test: postgres ## Run the whole test suite, against SQLite and the local PostgreSQL
+	$(CARGO) build -p patron
+	$(CARGO) test --workspace
+
+.PHONY: postgres
+postgres: ## Check that PostgreSQL is reachable for the tests (start a local one, or say how to get one)
+	@if pg_isready -q -h $(PG_HOST) -p $(PG_PORT) 2>/dev/null || (exec 3<>/dev/tcp/$(PG_HOST)/$(PG_PORT)) 2>/dev/null; then \
+		echo "PostgreSQL is up on $(PG_HOST):$(PG_PORT)"; \
+	elif command -v pg_ctlcluster >/dev/null && ls /etc/postgresql >/dev/null 2>&1; then \
+		echo "starting the local PostgreSQL cluster"; \
+		pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -1) main start; \
+		for i in $$(seq 1 30); do pg_isready -q -h $(PG_HOST) -p $(PG_PORT) && break; sleep 1; done; \
+	else \
+		echo "PostgreSQL is not reachable on $(PG_HOST):$(PG_PORT), and none is installed here."; \
+		echo "Get one, then run make test again:"; \
+		echo "  Debian/Ubuntu: sudo apt-get install -y postgresql && sudo pg_ctlcluster \$$(ls /etc/postgresql) main start"; \
+		echo "                 sudo -u postgres psql -c \"ALTER USER postgres PASSWORD 'postgres'\" -c 'CREATE DATABASE test'"; \
+		echo "                 export PATRON_TEST_DATABASE_URL=postgres://postgres:postgres@127.0.0.1:5432/test"; \
+		echo "  macOS:         brew install postgresql@16 && brew services start postgresql@16"; \
+		echo "  any OS, with Docker: docker run -d -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust -e POSTGRES_DB=test postgres:16"; \
+		exit 1; \
+	fi
+	@if command -v psql >/dev/null; then \
+		psql "$(PATRON_TEST_DATABASE_URL)" -Atqc 'select 1' >/dev/null 2>&1 || \
+		psql "$${PATRON_TEST_DATABASE_URL%/*}/postgres" -qc "CREATE DATABASE $${PATRON_TEST_DATABASE_URL##*/}" ; \
+	fi
+
+.PHONY: lint
+lint: fmt-check clippy check-domain ## Formatting, clippy with warnings as errors, and the domain dependency rule
+
+.PHONY: fmt
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+.PHONY: fmt-check
+fmt-check:
+	$(CARGO) fmt --all --check
+
+.PHONY: clippy
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+.PHONY: check-domain
+check-domain: ## Prove that patron-domain depends on none of tokio, sqlx, tonic, prost, rdkafka
+	@deps=$$($(CARGO) tree -p patron-domain -e normal,build --prefix none --format '{p}' | awk '{print $$1}' | sort -u); \
+	bad=$$(for c in $(DOMAIN_FORBIDDEN); do echo "$$deps" | grep -Ex "$$c(-.*)?" ; done); \
+	if [ -n "$$bad" ]; then echo "patron-domain must not depend on: $$bad"; exit 1; fi; \
+	echo "patron-domain depends on none of: $(DOMAIN_FORBIDDEN)"
+
+.PHONY: bench
+bench: postgres ## Benchmarks, each printed as a ratio to a raw baseline measured in the same run
+	$(CARGO) run --release -p patron-bench -- store
+
+.PHONY: ci
+ci: lint test ## What CI runs
+
+.PHONY: clean
+clean: ## Remove build output and the local data directory
+	$(CARGO) clean
+	rm -rf data

@@ -1,0 +1,36 @@
+//! `patron-bench`: throughput benchmarks, each printed as a ratio to a raw baseline measured on
+//! the same machine in the same run (these machines are shared and noisy: absolute numbers vary,
+//! ratios much less).
+
+mod store;
+
+use clap::{Parser, Subcommand};
+
+/// Patron benchmarks.
+#[derive(Debug, Parser)]
+struct Cli {
+    /// PostgreSQL server to benchmark against; a scratch schema is created and dropped.
+    #[arg(
+        long,
+        env = "PATRON_BENCH_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
+    database_url: String,
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Event store append throughput for batches of 1, 100 and 1,000 events, against a raw
+    /// `INSERT … SELECT generate_series` of identical rows into an identical table.
+    Store(store::Args),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.bench {
+        Bench::Store(args) => store::run(&cli.database_url, args).await,
+    }
+}

@@ -1,0 +1,151 @@
+//! Command-line and environment configuration. Every option has a `PATRON_…` variable.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Patron: an event-sourced customer-lifecycle backend.
+///
+/// Patron stores customer events (purchases, refunds, interactions, feedback, profile changes)
+/// in an append-only event store: PostgreSQL in production, SQLite embedded by default.
+/// Every option can also be set through the environment variable shown with it.
+#[derive(Debug, Parser)]
+#[command(name = "patron", version, about, long_about)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) database: DatabaseArgs,
+    #[command(flatten)]
+    pub(crate) log: LogArgs,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Where the event store lives.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Database")]
+pub(crate) struct DatabaseArgs {
+    /// Event store database: `sqlite://PATH` (embedded; the file is created when missing) or
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`.
+    #[arg(
+        long,
+        env = "PATRON_DATABASE_URL",
+        default_value = "sqlite://data/patron.db",
+        global = true,
+        hide_env_values = true
+    )]
+    pub(crate) database_url: String,
+
+    /// Most database connections to open.
+    #[arg(
+        long,
+        env = "PATRON_DATABASE_MAX_CONNECTIONS",
+        default_value_t = 8,
+        global = true
+    )]
+    pub(crate) database_max_connections: u32,
+
+    /// How long to keep trying to reach the database before giving up (e.g. `500ms`, `10s`).
+    #[arg(long, env = "PATRON_DATABASE_CONNECT_TIMEOUT", default_value = "10s",
+          value_parser = humantime::parse_duration, global = true)]
+    pub(crate) database_connect_timeout: std::time::Duration,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Logging")]
+pub(crate) struct LogArgs {
+    /// Log filter, in `tracing` syntax (e.g. `info`, `patron=debug,sqlx=warn`). Logs go to stderr.
+    #[arg(long, env = "PATRON_LOG", default_value = "info", global = true)]
+    pub(crate) log: String,
+
+    /// Log format.
+    #[arg(long, env = "PATRON_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub(crate) log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create or upgrade the database schema. Safe to run any number of times.
+    Migrate,
+    /// Append events from a file of CloudEvents JSON lines (a backfill), validating each one.
+    ///
+    /// Valid events are appended in batches; events already stored (same `event_id`) are counted
+    /// as duplicates, so an import can be re-run safely. Invalid lines are reported with their
+    /// line number and reason (and written to `--rejects` when given); they never stop the import.
+    Import(ImportArgs),
+    /// Print stored events as JSON lines: one customer's stream, or the global log.
+    Events(EventsArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ImportArgs {
+    /// The file to read, one CloudEvents JSON document per line; `-` reads standard input.
+    pub(crate) file: PathBuf,
+
+    /// Events per append transaction.
+    #[arg(long, env = "PATRON_IMPORT_BATCH_SIZE", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub(crate) batch_size: u32,
+
+    /// Also write rejected lines, with their reasons, to this file (JSON lines).
+    #[arg(long, env = "PATRON_IMPORT_REJECTS")]
+    pub(crate) rejects: Option<PathBuf>,
+
+    /// Largest accepted line, in bytes.
+    #[arg(long, env = "PATRON_MAX_PAYLOAD_BYTES", default_value_t = 256 * 1024)]
+    pub(crate) max_payload_bytes: usize,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EventsArgs {
+    /// Print this customer's stream (otherwise the global log).
+    #[arg(long)]
+    pub(crate) customer: Option<String>,
+
+    /// Start after this position (global log) or version (customer stream).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) after: u64,
+
+    /// Print at most this many events.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) limit: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_option_has_an_environment_variable() {
+        fn check(command: &clap::Command, path: &str) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                let exempt = arg.is_positional()
+                    || matches!(id, "help" | "version")
+                    || (path == "patron events" && matches!(id, "customer" | "after" | "limit"));
+                assert!(
+                    exempt || arg.get_env().is_some(),
+                    "`{path} --{id}` has no PATRON_ environment variable"
+                );
+            }
+            for sub in command.get_subcommands() {
+                check(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        check(&super::Cli::command(), "patron");
+    }
+}
