@@ -158,7 +158,7 @@ async fn store_rate(
     let started = Instant::now();
     let mut appended = 0;
     for b in batches {
-        appended += store.append(b).await?.appended;
+        appended += store.append(&b).await?.appended;
     }
     let elapsed = started.elapsed();
     anyhow::ensure!(

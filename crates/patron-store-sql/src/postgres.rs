@@ -127,7 +127,7 @@ impl PgEventStore {
     #[doc(hidden)]
     pub async fn append_with_pause<F: Future<Output = ()> + Send>(
         &self,
-        batch: AppendBatch,
+        batch: &AppendBatch,
         before_commit: F,
     ) -> Result<AppendReceipt, StoreError> {
         batch.check()?;
@@ -138,11 +138,11 @@ impl PgEventStore {
         } else {
             // Most batches carry no event stored before, so insert straight away and let the
             // unique index find duplicates; only if it does, start over and filter them first.
-            match append_events(&mut tx, &batch, Dedupe::Optimistic).await {
+            match append_events(&mut tx, batch, Dedupe::Optimistic).await {
                 Err(Attempt::Duplicates) => {
                     tx.rollback().await.map_err(map)?;
                     tx = self.pool.begin().await.map_err(map)?;
-                    append_events(&mut tx, &batch, Dedupe::Filter)
+                    append_events(&mut tx, batch, Dedupe::Filter)
                         .await
                         .map_err(Attempt::into_store_error)?
                 }
@@ -375,7 +375,7 @@ async fn write_offsets(
 
 #[async_trait]
 impl EventStore for PgEventStore {
-    async fn append(&self, batch: AppendBatch) -> Result<AppendReceipt, StoreError> {
+    async fn append(&self, batch: &AppendBatch) -> Result<AppendReceipt, StoreError> {
         self.append_with_pause(batch, std::future::ready(())).await
     }
 

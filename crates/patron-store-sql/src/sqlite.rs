@@ -127,7 +127,7 @@ async fn applied(pool: &SqlitePool) -> usize {
 
 async fn append_events(
     tx: &mut Transaction<'static, Sqlite>,
-    batch: AppendBatch,
+    batch: &AppendBatch,
 ) -> Result<AppendReceipt, StoreError> {
     let head: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
         .fetch_one(&mut **tx)
@@ -162,7 +162,7 @@ async fn append_events(
     .filter_map(|(c, v)| Some((CustomerId::parse(&c).ok()?, u64::try_from(v).ok()?)))
     .collect();
 
-    let plan = plan_append(&batch, &stored, &versions, head)?;
+    let plan = plan_append(batch, &stored, &versions, head)?;
     let receipt = AppendReceipt {
         appended: plan.events.len() as u64,
         duplicates: plan.duplicates,
@@ -231,7 +231,7 @@ async fn write_offsets(
 
 #[async_trait]
 impl EventStore for SqliteEventStore {
-    async fn append(&self, batch: AppendBatch) -> Result<AppendReceipt, StoreError> {
+    async fn append(&self, batch: &AppendBatch) -> Result<AppendReceipt, StoreError> {
         batch.check()?;
         // IMMEDIATE takes the write lock up front: no deadlock-prone read-to-write upgrade.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(map)?;

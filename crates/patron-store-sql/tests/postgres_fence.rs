@@ -42,7 +42,7 @@ async fn a_later_append_cannot_become_visible_before_an_earlier_one() {
         let store = store.clone();
         tokio::spawn(async move {
             store
-                .append_with_pause(first, async move {
+                .append_with_pause(&first, async move {
                     let _ = held_tx.send(());
                     let _ = release_rx.await;
                 })
@@ -55,7 +55,7 @@ async fn a_later_append_cannot_become_visible_before_an_earlier_one() {
 
     let mut later = {
         let store = store.clone();
-        tokio::spawn(async move { store.append(second).await })
+        tokio::spawn(async move { store.append(&second).await })
     };
     tokio::select! {
         _ = blocked_on_fence(&store) => {}

@@ -124,7 +124,7 @@ pub async fn append_then_read_back<S: EventStore>(store: S) {
     let ada = customer("ada");
     let events = vec![purchase(&ada, 1999), visit(&ada)];
     let receipt = store
-        .append(AppendBatch::single(
+        .append(&AppendBatch::single(
             ada.clone(),
             ExpectedVersion::NoStream,
             events.clone(),
@@ -177,7 +177,7 @@ pub async fn text_survives_storage<S: EventStore>(store: S) {
         );
     }
     store
-        .append(AppendBatch::from_events(vec![event.clone()]))
+        .append(&AppendBatch::from_events(vec![event.clone()]))
         .await
         .expect("any valid text can be stored");
     let back = store.read_stream(&who, 0, 10).await.unwrap();
@@ -189,7 +189,7 @@ pub async fn idempotent_by_event_id<S: EventStore>(store: S) {
     let ada = customer("ada");
     let first = vec![purchase(&ada, 100), purchase(&ada, 200)];
     store
-        .append(AppendBatch::single(
+        .append(&AppendBatch::single(
             ada.clone(),
             ExpectedVersion::NoStream,
             first.clone(),
@@ -198,7 +198,7 @@ pub async fn idempotent_by_event_id<S: EventStore>(store: S) {
         .unwrap();
     // The producer re-sends the same events, with the same (now stale) expectation.
     let retry = store
-        .append(AppendBatch::single(
+        .append(&AppendBatch::single(
             ada.clone(),
             ExpectedVersion::NoStream,
             first.clone(),
@@ -210,7 +210,7 @@ pub async fn idempotent_by_event_id<S: EventStore>(store: S) {
     // A partly new batch stores only the new event, at the next version.
     let third = purchase(&ada, 300);
     let mixed = store
-        .append(AppendBatch::single(
+        .append(&AppendBatch::single(
             ada.clone(),
             ExpectedVersion::Any,
             vec![first[1].clone(), third.clone()],
@@ -232,7 +232,7 @@ pub async fn duplicates_within_a_batch_are_stored_once<S: EventStore>(store: S) 
     let ada = customer("ada");
     let event = purchase(&ada, 100);
     let receipt = store
-        .append(AppendBatch::from_events(vec![
+        .append(&AppendBatch::from_events(vec![
             event.clone(),
             event.clone(),
             visit(&ada),
@@ -250,7 +250,7 @@ pub async fn duplicates_within_a_batch_are_stored_once<S: EventStore>(store: S) 
 pub async fn batch_is_atomic<S: EventStore>(store: S) {
     let (ada, bob) = (customer("ada"), customer("bob"));
     store
-        .append(AppendBatch::single(
+        .append(&AppendBatch::single(
             bob.clone(),
             ExpectedVersion::Any,
             vec![visit(&bob)],
@@ -275,7 +275,7 @@ pub async fn batch_is_atomic<S: EventStore>(store: S) {
         offsets: vec![offset("ingest", 0, 42)],
     };
     let err = store
-        .append(batch)
+        .append(&batch)
         .await
         .expect_err("bob's stream exists: the batch must fail");
     match err {
@@ -308,7 +308,7 @@ pub async fn invalid_batch_writes_nothing<S: EventStore>(store: S) {
         vec![purchase(&ada, 1), visit(&bob)],
     );
     let err = store
-        .append(batch)
+        .append(&batch)
         .await
         .expect_err("bob's event in ada's stream is refused");
     assert!(matches!(err, StoreError::InvalidAppend(_)), "got {err:?}");
@@ -322,7 +322,7 @@ pub async fn offsets_commit_with_events<S: EventStore>(store: S) {
         offset("ingest", 1, 7),
         offset("other", 0, 3),
     ]);
-    store.append(batch).await.unwrap();
+    store.append(&batch).await.unwrap();
     let mut stored = store.source_offsets("ingest").await.unwrap();
     stored.sort_by_key(|o| o.partition);
     assert_eq!(
@@ -331,7 +331,7 @@ pub async fn offsets_commit_with_events<S: EventStore>(store: S) {
     );
     // A batch of only dead letters still moves the offsets.
     store
-        .append(AppendBatch::default().with_offsets(vec![offset("ingest", 0, 11)]))
+        .append(&AppendBatch::default().with_offsets(vec![offset("ingest", 0, 11)]))
         .await
         .unwrap();
     let stored = store.source_offsets("ingest").await.unwrap();
@@ -344,11 +344,11 @@ pub async fn offsets_commit_with_events<S: EventStore>(store: S) {
 
 pub async fn offsets_never_move_backwards<S: EventStore>(store: S) {
     store
-        .append(AppendBatch::default().with_offsets(vec![offset("ingest", 0, 100)]))
+        .append(&AppendBatch::default().with_offsets(vec![offset("ingest", 0, 100)]))
         .await
         .unwrap();
     store
-        .append(AppendBatch::default().with_offsets(vec![offset("ingest", 0, 40)]))
+        .append(&AppendBatch::default().with_offsets(vec![offset("ingest", 0, 40)]))
         .await
         .unwrap();
     assert_eq!(
@@ -360,8 +360,11 @@ pub async fn offsets_never_move_backwards<S: EventStore>(store: S) {
 
 pub async fn expected_version_is_checked<S: EventStore>(store: S) {
     let ada = customer("ada");
-    let append =
-        |expected, event| store.append(AppendBatch::single(ada.clone(), expected, vec![event]));
+    let append = |expected, event| {
+        let store = &store;
+        let batch = AppendBatch::single(ada.clone(), expected, vec![event]);
+        async move { store.append(&batch).await }
+    };
     append(ExpectedVersion::Exact(0), purchase(&ada, 1))
         .await
         .expect("exact 0 on a new stream");
@@ -389,7 +392,7 @@ pub async fn concurrent_appends_exactly_one_wins<S: EventStore>(store: S) {
     for round in 0..20 {
         let who = customer(&format!("race-{round}"));
         store
-            .append(AppendBatch::single(
+            .append(&AppendBatch::single(
                 who.clone(),
                 ExpectedVersion::NoStream,
                 vec![visit(&who)],
@@ -403,7 +406,7 @@ pub async fn concurrent_appends_exactly_one_wins<S: EventStore>(store: S) {
                 tokio::spawn(async move {
                     let events = vec![purchase(&who, i), purchase(&who, i + 10)];
                     store
-                        .append(AppendBatch::single(who, ExpectedVersion::Exact(1), events))
+                        .append(&AppendBatch::single(who, ExpectedVersion::Exact(1), events))
                         .await
                 })
             })
@@ -438,7 +441,7 @@ pub async fn read_stream_pages_in_order<S: EventStore>(store: S) {
         written.push(event.event_id);
         // Interleave another stream so that positions and versions differ.
         store
-            .append(AppendBatch::from_events(vec![event, visit(&bob)]))
+            .append(&AppendBatch::from_events(vec![event, visit(&bob)]))
             .await
             .unwrap();
     }
@@ -466,7 +469,7 @@ pub async fn read_all_pages_in_order<S: EventStore>(store: S) {
             .collect();
         written.extend(events.iter().map(|e| e.event_id));
         store
-            .append(AppendBatch::from_events(events))
+            .append(&AppendBatch::from_events(events))
             .await
             .unwrap();
     }
@@ -541,7 +544,7 @@ pub async fn concurrent_writers_never_skip<S: EventStore>(store: S) {
                         .map(|i| purchase(&customer(&format!("c{}", (rng + i) % 40)), i as i64))
                         .collect();
                     let receipt = store
-                        .append(AppendBatch::from_events(events))
+                        .append(&AppendBatch::from_events(events))
                         .await
                         .expect("unconditional appends always succeed");
                     written += receipt.appended;
@@ -591,7 +594,7 @@ pub struct WithGuard<S, G>(pub S, pub G);
 
 #[async_trait::async_trait]
 impl<S: EventStore, G: Send + Sync + 'static> EventStore for WithGuard<S, G> {
-    async fn append(&self, batch: AppendBatch) -> Result<crate::AppendReceipt, StoreError> {
+    async fn append(&self, batch: &AppendBatch) -> Result<crate::AppendReceipt, StoreError> {
         self.0.append(batch).await
     }
     async fn read_all(

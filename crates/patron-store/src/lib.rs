@@ -38,7 +38,7 @@ pub trait EventStore: Send + Sync + 'static {
     /// stream whose events are all duplicates succeeds whatever its expected version (a retry of
     /// a committed append); otherwise a mismatched expected version fails the whole batch with
     /// [`StoreError::Conflict`].
-    async fn append(&self, batch: AppendBatch) -> Result<AppendReceipt, StoreError>;
+    async fn append(&self, batch: &AppendBatch) -> Result<AppendReceipt, StoreError>;
 
     /// Up to `limit` events with a position greater than `after`, in position order.
     async fn read_all(
@@ -68,7 +68,7 @@ pub trait EventStore: Send + Sync + 'static {
 
 #[async_trait]
 impl<S: EventStore + ?Sized> EventStore for std::sync::Arc<S> {
-    async fn append(&self, batch: AppendBatch) -> Result<AppendReceipt, StoreError> {
+    async fn append(&self, batch: &AppendBatch) -> Result<AppendReceipt, StoreError> {
         (**self).append(batch).await
     }
     async fn read_all(

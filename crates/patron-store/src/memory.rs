@@ -59,7 +59,7 @@ impl InMemoryEventStore {
 
 #[async_trait]
 impl EventStore for InMemoryEventStore {
-    async fn append(&self, batch: AppendBatch) -> Result<AppendReceipt, StoreError> {
+    async fn append(&self, batch: &AppendBatch) -> Result<AppendReceipt, StoreError> {
         let recorded_at = (self.clock)();
         let mut state = self.state();
         let stored: HashSet<Uuid> = batch
@@ -76,7 +76,7 @@ impl EventStore for InMemoryEventStore {
             })
             .collect();
         let head = Position(state.log.len() as u64);
-        let plan = plan_append(&batch, &stored, &versions, head)?;
+        let plan = plan_append(batch, &stored, &versions, head)?;
         let receipt = AppendReceipt {
             appended: plan.events.len() as u64,
             duplicates: plan.duplicates,

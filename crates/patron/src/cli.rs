@@ -84,6 +84,81 @@ pub(crate) enum Command {
     Import(ImportArgs),
     /// Print stored events as JSON lines: one customer's stream, or the global log.
     Events(EventsArgs),
+    /// Consume customer events from Kafka into the event store, effectively once.
+    ///
+    /// Records are decoded (protobuf, or CloudEvents JSON in structured or binary mode),
+    /// validated and appended in batches; each batch's Kafka offsets are stored in the same
+    /// transaction, and on every partition assignment consumption restarts from them. Records
+    /// that fail go to `<topic><dead-letter-suffix>` with headers saying why. If the database is
+    /// unreachable, consumption pauses and resumes when it is back. SIGTERM or Ctrl-C commits the
+    /// batch in hand and exits.
+    Ingest(IngestArgs),
+}
+
+/// Where Kafka is.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Kafka")]
+pub(crate) struct KafkaArgs {
+    /// Kafka bootstrap servers, comma-separated.
+    #[arg(long, env = "PATRON_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub(crate) kafka_brokers: String,
+
+    /// Extra librdkafka client properties as KEY=VALUE (repeatable; comma-separated in the
+    /// variable), e.g. `security.protocol=SASL_SSL`.
+    #[arg(long = "kafka-option", env = "PATRON_KAFKA_OPTIONS", value_delimiter = ',',
+          value_parser = parse_key_value)]
+    pub(crate) kafka_options: Vec<(String, String)>,
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct IngestArgs {
+    #[command(flatten)]
+    pub(crate) kafka: KafkaArgs,
+
+    /// Topics to consume, comma-separated.
+    #[arg(
+        long,
+        env = "PATRON_INGEST_TOPICS",
+        value_delimiter = ',',
+        default_value = "customer-events"
+    )]
+    pub(crate) topics: Vec<String>,
+
+    /// Consumer group id (offsets are stored in the event store under this name).
+    #[arg(long, env = "PATRON_INGEST_GROUP", default_value = "patron-ingest")]
+    pub(crate) group: String,
+
+    /// Suffix of the dead-letter topic of each consumed topic.
+    #[arg(long, env = "PATRON_INGEST_DEAD_LETTER_SUFFIX", default_value = ".dlq")]
+    pub(crate) dead_letter_suffix: String,
+
+    /// Most records per batch (one database transaction).
+    #[arg(long, env = "PATRON_INGEST_BATCH_SIZE", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) batch_size: u32,
+
+    /// Longest a record waits for its batch to fill (e.g. `100ms`).
+    #[arg(long, env = "PATRON_INGEST_BATCH_MAX_DELAY", default_value = "100ms",
+          value_parser = humantime::parse_duration)]
+    pub(crate) batch_max_delay: std::time::Duration,
+
+    /// Longest wait between retries while the database is unreachable (e.g. `10s`).
+    #[arg(long, env = "PATRON_INGEST_RETRY_MAX_DELAY", default_value = "10s",
+          value_parser = humantime::parse_duration)]
+    pub(crate) retry_max_delay: std::time::Duration,
+
+    /// Largest accepted record, in bytes; larger ones are dead-lettered.
+    #[arg(long, env = "PATRON_MAX_PAYLOAD_BYTES", default_value_t = 256 * 1024)]
+    pub(crate) max_payload_bytes: usize,
 }
 
 #[derive(Debug, Args)]

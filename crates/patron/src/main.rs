@@ -27,6 +27,7 @@ fn main() -> ExitCode {
             Command::Migrate => commands::migrate::run(&cli.database).await,
             Command::Import(args) => commands::import::run(&cli.database, args).await,
             Command::Events(args) => commands::events::run(&cli.database, args).await,
+            Command::Ingest(args) => commands::ingest::run(&cli.database, args).await,
         }
     });
     match result {

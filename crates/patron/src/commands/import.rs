@@ -93,7 +93,7 @@ async fn flush(
         return Ok(());
     }
     let receipt = store
-        .append(AppendBatch::from_events(batch.drain(..)))
+        .append(&AppendBatch::from_events(batch.drain(..)))
         .await
         .context("append failed (has `patron migrate` been run on this database?)")?;
     tally.appended += receipt.appended;

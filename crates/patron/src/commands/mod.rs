@@ -2,6 +2,7 @@
 
 pub(crate) mod events;
 pub(crate) mod import;
+pub(crate) mod ingest;
 pub(crate) mod migrate;
 
 use anyhow::Context as _;
@@ -22,4 +23,28 @@ pub(crate) async fn open_store(database: &DatabaseArgs) -> anyhow::Result<SqlEve
             redact(&database.database_url)
         )
     })
+}
+
+/// Completes on SIGTERM or Ctrl-C (SIGINT).
+pub(crate) async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; Ctrl-C still stops");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -1,0 +1,117 @@
+//! The ingest application: from transport records to stored events, effectively once.
+//!
+//! A transport adapter (Kafka, in `patron-kafka`) hands over a batch of [`InboundRecord`]s.
+//! [`prepare`] decodes and validates each one: valid events go into one [`AppendBatch`] together
+//! with the offsets the batch covers, invalid records become [`DeadLetter`]s. [`Ingestor::commit`]
+//! first delivers the dead letters, then appends events and offsets in one store transaction. A
+//! crash at any point therefore either loses the whole batch's effect (it is read again from the
+//! stored offsets) or none of it; nothing is lost and nothing is stored twice.
+
+mod dead_letter;
+mod prepare;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use patron_domain::ErrorClass;
+use patron_store::{EventStore, Position, StoreError};
+
+pub use dead_letter::{DeadLetter, headers as dead_letter_headers};
+pub use prepare::{InboundRecord, PreparedBatch, Settings, prepare};
+
+/// Where dead letters go (a Kafka topic in production).
+#[async_trait]
+pub trait DeadLetterSink: Send + Sync + 'static {
+    /// Delivers every letter durably before returning `Ok`.
+    async fn send(&self, letters: &[DeadLetter]) -> Result<(), SinkError>;
+}
+
+/// A dead-letter delivery failed.
+#[derive(Debug, thiserror::Error)]
+#[error("dead-letter delivery failed: {0}")]
+pub struct SinkError(#[source] pub Box<dyn std::error::Error + Send + Sync + 'static>);
+
+/// Why a batch could not be committed.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The event store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Dead letters could not be delivered (the batch's offsets were therefore not stored).
+    #[error(transparent)]
+    DeadLetters(#[from] SinkError),
+}
+
+impl IngestError {
+    /// Whether retrying the same batch later may succeed (outages). Dead-letter delivery failures
+    /// are treated as transient: the broker may come back.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            IngestError::Store(e) => e.is_transient(),
+            IngestError::DeadLetters(_) => true,
+        }
+    }
+}
+
+/// What committing one batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    /// Records in the batch.
+    pub records: usize,
+    /// Events newly stored.
+    pub appended: u64,
+    /// Events whose id was already stored (re-sent by a producer).
+    pub duplicates: u64,
+    /// Classes of the records sent to dead letters.
+    pub dead_letters: Vec<ErrorClass>,
+    /// The log position after the batch, when it stored events.
+    pub last_position: Option<Position>,
+}
+
+/// Commits prepared batches: dead letters first, then events with offsets in one transaction.
+pub struct Ingestor {
+    store: Arc<dyn EventStore>,
+    dead_letters: Arc<dyn DeadLetterSink>,
+}
+
+impl Ingestor {
+    /// An ingestor writing to `store` and sending bad records to `dead_letters`.
+    pub fn new(store: Arc<dyn EventStore>, dead_letters: Arc<dyn DeadLetterSink>) -> Self {
+        Self {
+            store,
+            dead_letters,
+        }
+    }
+
+    /// Commits a batch. Safe to call again with the same batch after a transient error: dead
+    /// letters already delivered are not sent twice, and the append is idempotent.
+    pub async fn commit(&self, prepared: &mut PreparedBatch) -> Result<BatchReport, IngestError> {
+        if !prepared.dead_letters.is_empty() && !prepared.dead_letters_sent {
+            self.dead_letters.send(&prepared.dead_letters).await?;
+            prepared.dead_letters_sent = true;
+        }
+        let started = std::time::Instant::now();
+        let receipt = self.store.append(&prepared.batch).await?;
+        metrics::histogram!("patron_ingest_append_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("patron_ingest_events_total").increment(receipt.appended);
+        metrics::counter!("patron_ingest_duplicates_total").increment(receipt.duplicates);
+        for letter in &prepared.dead_letters {
+            metrics::counter!("patron_ingest_dead_letters_total", "class" => letter.error.class.as_str())
+                .increment(1);
+        }
+        Ok(BatchReport {
+            records: prepared.records,
+            appended: receipt.appended,
+            duplicates: receipt.duplicates,
+            dead_letters: prepared
+                .dead_letters
+                .iter()
+                .map(|l| l.error.class)
+                .collect(),
+            last_position: receipt.last_position,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,292 @@
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use chrono::TimeZone;
+use patron_domain::CustomerId;
+use patron_proto::events::v1 as pb;
+use patron_store::{
+    AppendBatch, AppendReceipt, InMemoryEventStore, Position, RecordedEvent, SourceOffset,
+};
+use prost::Message as _;
+
+use super::*;
+
+fn now() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc
+        .with_ymd_and_hms(2026, 11, 23, 12, 0, 0)
+        .unwrap()
+}
+
+fn json_record(
+    partition: i32,
+    offset: i64,
+    id: u128,
+    customer: &str,
+    minor_units: i64,
+) -> InboundRecord {
+    let event_id = format!("{:032x}", id | (1 << 120));
+    let payload = serde_json::json!({
+        "specversion": "1.0", "id": event_id, "source": "shop", "type": "patron.purchase.v1",
+        "subject": customer, "time": "2026-11-20T10:00:00Z",
+        "data": {"order_id": format!("o-{id}"), "amount": {"minor_units": minor_units, "currency": "EUR"}}
+    });
+    InboundRecord {
+        topic: "customer-events".into(),
+        partition,
+        offset,
+        key: Some(customer.as_bytes().to_vec()),
+        headers: vec![(
+            "content-type".into(),
+            b"application/cloudevents+json".to_vec(),
+        )],
+        payload: payload.to_string().into_bytes(),
+    }
+}
+
+fn protobuf_record(partition: i32, offset: i64, id: u128, customer: &str) -> InboundRecord {
+    let event = pb::CustomerEvent {
+        event_id: format!("{:032x}", id | (1 << 120)),
+        customer_id: customer.into(),
+        occurred_at: Some(prost_types::Timestamp {
+            seconds: 1_795_000_000,
+            nanos: 0,
+        }),
+        source: "app".into(),
+        extra: None,
+        body: Some(pb::customer_event::Body::Interaction(pb::Interaction {
+            channel: "app".into(),
+            kind: "app_open".into(),
+        })),
+    };
+    InboundRecord {
+        topic: "customer-events".into(),
+        partition,
+        offset,
+        key: Some(customer.as_bytes().to_vec()),
+        headers: vec![("content-type".into(), b"application/protobuf".to_vec())],
+        payload: event.encode_to_vec(),
+    }
+}
+
+#[derive(Default)]
+struct RecordingSink {
+    letters: Mutex<Vec<DeadLetter>>,
+    failures_left: AtomicUsize,
+}
+
+#[async_trait]
+impl DeadLetterSink for RecordingSink {
+    async fn send(&self, letters: &[DeadLetter]) -> Result<(), SinkError> {
+        if self
+            .failures_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(SinkError("broker unreachable".into()));
+        }
+        self.letters.lock().unwrap().extend_from_slice(letters);
+        Ok(())
+    }
+}
+
+/// An in-memory store whose first `failures` appends fail as if the database were down.
+struct FlakyStore {
+    inner: InMemoryEventStore,
+    failures_left: AtomicUsize,
+}
+
+#[async_trait]
+impl EventStore for FlakyStore {
+    async fn append(&self, batch: &AppendBatch) -> Result<AppendReceipt, StoreError> {
+        if self
+            .failures_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(StoreError::Unavailable("connection refused".into()));
+        }
+        self.inner.append(batch).await
+    }
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_all(after, limit).await
+    }
+    async fn read_stream(
+        &self,
+        c: &CustomerId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_stream(c, after, limit).await
+    }
+    async fn head(&self) -> Result<Position, StoreError> {
+        self.inner.head().await
+    }
+    async fn stream_version(&self, c: &CustomerId) -> Result<u64, StoreError> {
+        self.inner.stream_version(c).await
+    }
+    async fn source_offsets(&self, consumer: &str) -> Result<Vec<SourceOffset>, StoreError> {
+        self.inner.source_offsets(consumer).await
+    }
+}
+
+fn mixed_batch() -> Vec<InboundRecord> {
+    let mut bad_json = json_record(0, 12, 3, "c-1", 100);
+    bad_json.payload = b"{\"specversion\": \"1.0\", \"id\": ".to_vec();
+    vec![
+        json_record(0, 10, 1, "c-1", 1999),
+        protobuf_record(1, 7, 2, "c-2"),
+        json_record(0, 11, 4, "c-1", -5),
+        bad_json,
+        json_record(1, 8, 5, "c-3", 250),
+    ]
+}
+
+#[test]
+fn prepare_splits_events_from_dead_letters_and_covers_every_offset() {
+    let prepared = prepare(mixed_batch(), &Settings::new("ingest"), now());
+    assert_eq!(prepared.records, 5);
+    assert_eq!(prepared.batch.event_count(), 3, "three valid records");
+    let classes: Vec<ErrorClass> = prepared
+        .dead_letters
+        .iter()
+        .map(|d| d.error.class)
+        .collect();
+    assert_eq!(
+        classes,
+        [ErrorClass::NegativeAmount, ErrorClass::Undecodable]
+    );
+    let offsets: Vec<(i32, i64)> = prepared
+        .batch
+        .offsets
+        .iter()
+        .map(|o| (o.partition, o.next_offset))
+        .collect();
+    assert_eq!(
+        offsets,
+        [(0, 13), (1, 9)],
+        "next offsets follow the last record, valid or not"
+    );
+    assert!(
+        prepared
+            .batch
+            .offsets
+            .iter()
+            .all(|o| o.consumer == "ingest")
+    );
+}
+
+#[tokio::test]
+async fn commit_stores_events_with_offsets_and_sends_dead_letters() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let sink = Arc::new(RecordingSink::default());
+    let ingestor = Ingestor::new(store.clone(), sink.clone());
+    let mut prepared = prepare(mixed_batch(), &Settings::new("ingest"), now());
+    let report = ingestor.commit(&mut prepared).await.unwrap();
+    assert_eq!(
+        (report.records, report.appended, report.duplicates),
+        (5, 3, 0)
+    );
+    assert_eq!(report.last_position, Some(Position(3)));
+    assert_eq!(store.head().await.unwrap(), Position(3));
+    let stored: Vec<i64> = store
+        .source_offsets("ingest")
+        .await
+        .unwrap()
+        .iter()
+        .map(|o| o.next_offset)
+        .collect();
+    assert_eq!(stored, [13, 9]);
+    let letters = sink.letters.lock().unwrap();
+    assert_eq!(letters.len(), 2);
+    let headers = letters[0].headers();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8(v.clone()).unwrap())
+            .unwrap_or_else(|| panic!("dead letter lacks header {name}"))
+    };
+    assert_eq!(
+        header(dead_letter_headers::ORIGINAL_TOPIC),
+        "customer-events"
+    );
+    assert_eq!(header(dead_letter_headers::ORIGINAL_PARTITION), "0");
+    assert_eq!(header(dead_letter_headers::ORIGINAL_OFFSET), "11");
+    assert_eq!(header(dead_letter_headers::ERROR_CLASS), "negative_amount");
+    assert_eq!(
+        header(dead_letter_headers::ERROR_FIELD),
+        "data.amount.minor_units"
+    );
+    assert!(header(dead_letter_headers::ERROR_REASON).contains("must not be negative"));
+    assert_eq!(
+        header("content-type"),
+        "application/cloudevents+json",
+        "original headers are kept"
+    );
+}
+
+#[tokio::test]
+async fn a_retried_commit_stores_once_and_sends_dead_letters_once() {
+    let store = Arc::new(FlakyStore {
+        inner: InMemoryEventStore::new(),
+        failures_left: AtomicUsize::new(2),
+    });
+    let sink = Arc::new(RecordingSink::default());
+    let ingestor = Ingestor::new(store.clone(), sink.clone());
+    let mut prepared = prepare(mixed_batch(), &Settings::new("ingest"), now());
+    for attempt in 0..2 {
+        let err = ingestor
+            .commit(&mut prepared)
+            .await
+            .expect_err("the store is down");
+        assert!(
+            err.is_transient(),
+            "attempt {attempt}: an outage is transient: {err}"
+        );
+        assert!(
+            store.source_offsets("ingest").await.unwrap().is_empty(),
+            "no offsets while down"
+        );
+    }
+    let report = ingestor
+        .commit(&mut prepared)
+        .await
+        .expect("the store is back");
+    assert_eq!(report.appended, 3);
+    assert_eq!(
+        sink.letters.lock().unwrap().len(),
+        2,
+        "dead letters delivered exactly once"
+    );
+    // Re-committing the same batch (e.g. after an unclear outcome) stores nothing twice.
+    let again = ingestor.commit(&mut prepared).await.unwrap();
+    assert_eq!((again.appended, again.duplicates), (0, 3));
+}
+
+#[tokio::test]
+async fn undeliverable_dead_letters_hold_back_the_offsets() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let sink = Arc::new(RecordingSink {
+        failures_left: AtomicUsize::new(1),
+        ..RecordingSink::default()
+    });
+    let ingestor = Ingestor::new(store.clone(), sink.clone());
+    let mut prepared = prepare(mixed_batch(), &Settings::new("ingest"), now());
+    let err = ingestor
+        .commit(&mut prepared)
+        .await
+        .expect_err("dead-letter topic unreachable");
+    assert!(err.is_transient());
+    assert_eq!(
+        store.head().await.unwrap(),
+        Position::ZERO,
+        "nothing stored before letters are safe"
+    );
+    assert!(store.source_offsets("ingest").await.unwrap().is_empty());
+    ingestor.commit(&mut prepared).await.unwrap();
+    assert_eq!(sink.letters.lock().unwrap().len(), 2);
+}

@@ -1,0 +1,165 @@
+//! Test helpers: an in-process mock cluster, producing records and reading topics back.
+//!
+//! librdkafka's mock cluster speaks the real protocol on loopback ports, so other processes
+//! (the `patron` binary under test) can use its bootstrap address too. It keeps only a few MiB
+//! per partition: fine for client logic, not for volume.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
+
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
+
+/// An in-process Kafka cluster for tests.
+pub struct MockKafka {
+    cluster: MockCluster<'static, DefaultProducerContext>,
+}
+
+impl MockKafka {
+    /// Starts a cluster of `brokers` brokers on loopback.
+    pub fn start(brokers: i32) -> Self {
+        Self {
+            cluster: MockCluster::new(brokers).expect("start the mock cluster"),
+        }
+    }
+
+    /// Its `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        self.cluster.bootstrap_servers()
+    }
+
+    /// Creates a topic.
+    pub fn create_topic(&self, name: &str, partitions: i32) {
+        self.cluster
+            .create_topic(name, partitions, 1)
+            .expect("create a mock topic");
+    }
+}
+
+/// Creates a topic on a real broker (the mock cluster does not support the admin API).
+pub async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
+    let admin: AdminClient<_> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let results = admin
+        .create_topics(
+            [&topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .expect("create topics request");
+    for result in results {
+        if let Err((topic, code)) = result {
+            assert!(
+                code == rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists,
+                "cannot create topic {topic}: {code}"
+            );
+        }
+    }
+}
+
+/// A record to produce.
+#[derive(Debug, Clone, Default)]
+pub struct TestRecord {
+    pub key: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub payload: Vec<u8>,
+}
+
+/// A record read back.
+#[derive(Debug, Clone)]
+pub struct ReadRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub payload: Vec<u8>,
+}
+
+impl ReadRecord {
+    /// A header's value as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+/// Produces records with an idempotent producer and waits for every acknowledgement.
+pub async fn produce(bootstrap: &str, topic: &str, records: &[TestRecord]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .create()
+        .expect("producer");
+    for chunk in records.chunks(10_000) {
+        let sends = chunk.iter().map(|r| {
+            let headers = r.headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+                h.insert(Header {
+                    key: k,
+                    value: Some(v),
+                })
+            });
+            let mut record = FutureRecord::<[u8], [u8]>::to(topic)
+                .payload(&r.payload)
+                .headers(headers);
+            if let Some(key) = &r.key {
+                record = record.key(key.as_slice());
+            }
+            producer.send(record, Duration::from_secs(30))
+        });
+        for result in futures::future::join_all(sends).await {
+            result.map_err(|(e, _)| e).expect("produce a test record");
+        }
+    }
+}
+
+/// Reads a topic from the beginning until `expected` records arrived or `within` elapsed.
+pub async fn read_topic(
+    bootstrap: &str,
+    topic: &str,
+    expected: usize,
+    within: Duration,
+) -> Vec<ReadRecord> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("reader-{}", std::process::id()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut records = Vec::new();
+    let mut stream = consumer.stream();
+    let deadline = tokio::time::Instant::now() + within;
+    while records.len() < expected {
+        let next = tokio::time::timeout_at(deadline, stream.next()).await;
+        let Ok(Some(Ok(message))) = next else { break };
+        records.push(ReadRecord {
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            headers: message
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .filter_map(|h| Some((h.key.to_owned(), h.value?.to_vec())))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        });
+    }
+    records
+}

@@ -1,0 +1,46 @@
+//! `patron ingest`: Kafka → event store.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use patron_codec::Limits;
+use patron_ingest::Settings;
+use patron_kafka::{IngestConsumer, IngestOptions, KafkaDeadLetters, KafkaSettings};
+
+use crate::cli::{DatabaseArgs, IngestArgs};
+
+pub(crate) async fn run(database: &DatabaseArgs, args: IngestArgs) -> anyhow::Result<ExitCode> {
+    let store = super::open_store(database).await?.into_dyn();
+    let kafka = KafkaSettings {
+        brokers: args.kafka.kafka_brokers.clone(),
+        options: args.kafka.kafka_options.clone(),
+    };
+    let dead_letters = Arc::new(
+        KafkaDeadLetters::new(&kafka, args.dead_letter_suffix.clone())
+            .context("cannot create the dead-letter producer")?,
+    );
+    let mut options = IngestOptions::new(args.group.clone(), args.topics.clone());
+    options.batch_size = usize::try_from(args.batch_size).unwrap_or(1000);
+    options.batch_max_delay = args.batch_max_delay;
+    options.retry_max_delay = args.retry_max_delay;
+    let mut settings = Settings::new(args.group.clone());
+    settings.limits = Limits {
+        max_payload_bytes: args.max_payload_bytes,
+    };
+    let consumer = IngestConsumer::new(&kafka, options, settings, store, dead_letters)
+        .context("cannot create the Kafka consumer")?;
+    // The consumer blocks in place briefly during rebalances: it must run on a runtime worker.
+    let summary = tokio::spawn(consumer.run(super::shutdown_signal()))
+        .await
+        .context("the consumer task failed")?
+        .context("ingestion stopped")?;
+    tracing::info!(
+        batches = summary.batches,
+        appended = summary.appended,
+        duplicates = summary.duplicates,
+        dead_letters = summary.dead_letters,
+        "ingest stopped cleanly"
+    );
+    Ok(ExitCode::SUCCESS)
+}
