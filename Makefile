@@ -10,6 +10,14 @@ export PATRON_TEST_DATABASE_URL
 PG_HOST ?= 127.0.0.1
 PG_PORT ?= 5432
 
+# A Kafka-compatible broker for the real-broker test suite and the ingest benchmark: tansu, built
+# from crates.io once into TOOLS_DIR (about 10 minutes on 2 cores) and reused afterwards.
+TOOLS_DIR ?= $(HOME)/.cache/patron/tools
+TANSU := $(TOOLS_DIR)/bin/tansu
+TANSU_VERSION ?= 0.6.0
+BROKER ?= 127.0.0.1:19092
+BROKER_PID := target/tansu.pid
+
 # The domain crate must stay free of infrastructure.
 DOMAIN_FORBIDDEN := tokio sqlx tonic prost rdkafka
 
@@ -32,9 +40,41 @@ build: ## Build every crate
 	$(CARGO) build --workspace --all-targets
 
 .PHONY: test
-test: postgres ## Run the whole test suite, against SQLite and the local PostgreSQL
+test: postgres ## Run the whole test suite: SQLite, the local PostgreSQL, the Kafka mock cluster and (when it can be built) a real broker
 	$(CARGO) build -p patron
-	$(CARGO) test --workspace
+	@-$(MAKE) --no-print-directory broker-binary
+	@set -e; \
+	if [ -x "$(TANSU)" ] && $(MAKE) --no-print-directory broker-start; then \
+		trap '$(MAKE) --no-print-directory broker-stop' EXIT; \
+		echo "==> real-broker suite: ON (tansu on $(BROKER))"; \
+		PATRON_TEST_KAFKA_BROKERS=$(BROKER) $(CARGO) test --workspace; \
+	else \
+		echo "==> real-broker suite: SKIPPED (no tansu binary at $(TANSU); 'make broker-binary' builds it)"; \
+		$(CARGO) test --workspace; \
+	fi
+
+.PHONY: broker-binary
+broker-binary: ## Build the tansu broker into ~/.cache/patron/tools (once; reused afterwards)
+	@if [ -x "$(TANSU)" ]; then echo "tansu: $(TANSU)"; else \
+		echo "building tansu $(TANSU_VERSION) from crates.io into $(TOOLS_DIR) (about 10 minutes, once)"; \
+		$(CARGO) install tansu --version $(TANSU_VERSION) --locked --features dynostore --root $(TOOLS_DIR); \
+	fi
+
+.PHONY: broker
+broker: broker-binary broker-start ## Start a local Kafka-compatible broker (tansu, in memory) on 127.0.0.1:19092
+
+.PHONY: broker-start
+broker-start:
+	@mkdir -p target
+	@if (exec 3<>/dev/tcp/$(subst :,/,$(BROKER))) 2>/dev/null; then echo "a broker is already listening on $(BROKER)"; exit 0; fi; \
+	setsid nohup $(TANSU) broker --listener-url tcp://$(BROKER) --advertised-listener-url tcp://$(BROKER) \
+		--storage-engine memory://tansu/ >target/tansu.log 2>&1 </dev/null & echo $$! > $(BROKER_PID); \
+	for i in $$(seq 1 50); do (exec 3<>/dev/tcp/$(subst :,/,$(BROKER))) 2>/dev/null && exit 0; sleep 0.2; done; \
+	echo "tansu did not start; see target/tansu.log"; exit 1
+
+.PHONY: broker-stop
+broker-stop: ## Stop the broker that make started
+	@if [ -f $(BROKER_PID) ]; then kill $$(cat $(BROKER_PID)) 2>/dev/null || true; rm -f $(BROKER_PID); fi
 
 .PHONY: postgres
 postgres: ## Check that PostgreSQL is reachable for the tests (start a local one, or say how to get one)
@@ -82,8 +122,11 @@ check-domain: ## Prove that patron-domain depends on none of tokio, sqlx, tonic,
 	echo "patron-domain depends on none of: $(DOMAIN_FORBIDDEN)"
 
 .PHONY: bench
-bench: postgres ## Benchmarks, each printed as a ratio to a raw baseline measured in the same run
-	$(CARGO) run --release -p patron-bench -- store
+bench: postgres broker-binary ## Benchmarks, each printed as a ratio to a raw baseline measured in the same run
+	$(CARGO) build --release -p patron -p patron-bench
+	./target/release/patron-bench store
+	@set -e; $(MAKE) --no-print-directory broker-start; trap '$(MAKE) --no-print-directory broker-stop' EXIT; \
+		PATRON_BENCH_KAFKA_BROKERS=$(BROKER) ./target/release/patron-bench ingest
 
 .PHONY: ci
 ci: lint test ## What CI runs

@@ -2,6 +2,7 @@
 //! the same machine in the same run (these machines are shared and noisy: absolute numbers vary,
 //! ratios much less).
 
+mod ingest;
 mod store;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +26,9 @@ enum Bench {
     /// Event store append throughput for batches of 1, 100 and 1,000 events, against a raw
     /// `INSERT … SELECT generate_series` of identical rows into an identical table.
     Store(store::Args),
+    /// End-to-end ingest rate from a Kafka topic into PostgreSQL through `patron ingest`, and its
+    /// peak memory, against a raw insert of identical rows.
+    Ingest(ingest::Args),
 }
 
 #[tokio::main]
@@ -32,5 +36,6 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.bench {
         Bench::Store(args) => store::run(&cli.database_url, args).await,
+        Bench::Ingest(args) => ingest::run(&cli.database_url, args).await,
     }
 }

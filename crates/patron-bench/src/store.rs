@@ -28,7 +28,7 @@ pub(crate) struct Args {
 }
 
 /// The purchase every benchmark row carries, so raw and store rows are identical in shape.
-fn purchase(customer: usize, n: usize) -> anyhow::Result<Event> {
+pub(crate) fn purchase(customer: usize, n: usize) -> anyhow::Result<Event> {
     let eur = Currency::from_code("EUR")?;
     Ok(Event {
         event_id: Uuid::new_v4(),
@@ -92,7 +92,7 @@ impl Scratch {
     }
 }
 
-fn median(mut samples: Vec<f64>) -> f64 {
+pub(crate) fn median(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(f64::total_cmp);
     samples[samples.len() / 2]
 }
@@ -107,7 +107,7 @@ fn payload_template(payload: &str) -> anyhow::Result<(String, String)> {
     Ok((payload[..split - 1].to_owned(), payload[split..].to_owned()))
 }
 
-async fn raw_rate(url: &str, rows: usize, customers: usize, payload: &str) -> anyhow::Result<f64> {
+pub(crate) async fn raw_rate(url: &str, rows: usize, customers: usize, payload: &str) -> anyhow::Result<f64> {
     let scratch = Scratch::new(url, "raw").await?;
     let store = scratch.store().await?;
     let pool = store.pool();

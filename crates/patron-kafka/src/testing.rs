@@ -96,11 +96,17 @@ impl ReadRecord {
 
 /// Produces records with an idempotent producer and waits for every acknowledgement.
 pub async fn produce(bootstrap: &str, topic: &str, records: &[TestRecord]) {
+    produce_with(bootstrap, topic, records, 10_000).await;
+}
+
+/// Like [`produce`], with at most `batch` records per produce request batch. Some brokers only
+/// serve fetches from batch boundaries; tests that restart consumers mid-batch use `1`.
+pub async fn produce_with(bootstrap: &str, topic: &str, records: &[TestRecord], batch: usize) {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
-        .set("linger.ms", "20")
-        .set("batch.num.messages", "10000")
+        .set("linger.ms", if batch > 1 { "20" } else { "0" })
+        .set("batch.num.messages", batch.to_string())
         .create()
         .expect("producer");
     for chunk in records.chunks(10_000) {
@@ -162,4 +168,49 @@ pub async fn read_topic(
         });
     }
     records
+}
+
+/// Reads one partition from `offset` (assigned, not subscribed) until `max` records arrived or
+/// `within` elapsed; returns the offsets delivered.
+pub async fn read_partition_from(
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    max: usize,
+    within: Duration,
+) -> Vec<i64> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("partition-reader-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(offset)).expect("partition");
+    consumer.assign(&tpl).expect("assign");
+    let mut offsets = Vec::new();
+    let mut stream = consumer.stream();
+    let deadline = tokio::time::Instant::now() + within;
+    while offsets.len() < max {
+        let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, stream.next()).await else { break };
+        offsets.push(message.offset());
+    }
+    offsets
+}
+
+/// Each partition's high watermark (the offset the next produced record will get).
+pub fn high_watermarks(bootstrap: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("watermark client");
+    (0..partitions)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("fetch watermarks")
+                .1
+        })
+        .collect()
 }

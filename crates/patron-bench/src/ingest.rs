@@ -1,0 +1,137 @@
+//! End-to-end ingest rate: records already in a Kafka topic, consumed by the real `patron ingest`
+//! process into PostgreSQL, against a raw insert of identical rows measured in the same run.
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use patron_kafka::testing::{TestRecord, create_topic, produce};
+use sqlx::{Connection, Executor, PgConnection};
+
+use crate::store::{purchase, raw_rate};
+
+/// Options of the ingest benchmark.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Kafka-compatible broker to produce to and consume from (`make bench` starts one).
+    #[arg(long, env = "PATRON_BENCH_KAFKA_BROKERS", default_value = "127.0.0.1:19092")]
+    brokers: String,
+    /// Events produced, then ingested.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: usize,
+    /// Distinct customers the events are spread over.
+    #[arg(long, default_value_t = 10_000)]
+    customers: usize,
+    /// Partitions of the topic.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+}
+
+/// A CloudEvents JSON record carrying the same event the store benchmark appends.
+fn record(n: usize, customers: usize) -> anyhow::Result<TestRecord> {
+    let event = purchase(n % customers, n)?;
+    let json = serde_json::json!({
+        "specversion": "1.0",
+        "id": event.event_id,
+        "source": event.source,
+        "type": "patron.purchase.v1",
+        "subject": event.customer_id,
+        "time": event.occurred_at,
+        "data": event.body.to_payload(),
+    });
+    Ok(TestRecord {
+        key: Some(event.customer_id.as_str().as_bytes().to_vec()),
+        headers: vec![("content-type".into(), b"application/cloudevents+json".to_vec())],
+        payload: json.to_string().into_bytes(),
+    })
+}
+
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+async fn head(db: &mut PgConnection) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar("SELECT position FROM event_log_head").fetch_one(db).await?)
+}
+
+pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let patron = std::env::current_exe()?
+        .parent()
+        .context("bench binary directory")?
+        .join("patron");
+    anyhow::ensure!(patron.exists(), "{} is missing: cargo build --release -p patron", patron.display());
+
+    let topic = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    create_topic(&args.brokers, &topic, args.partitions).await;
+    let produce_started = Instant::now();
+    for start in (0..args.events).step_by(50_000) {
+        let chunk: Vec<TestRecord> = (start..(start + 50_000).min(args.events))
+            .map(|n| record(n, args.customers))
+            .collect::<anyhow::Result<_>>()?;
+        produce(&args.brokers, &topic, &chunk).await;
+    }
+    writeln!(
+        out,
+        "produced {} events to {topic} in {:.1} s",
+        args.events,
+        produce_started.elapsed().as_secs_f64()
+    )?;
+
+    let mut admin = PgConnection::connect(url).await?;
+    let database = format!("patron_bench_ingest_{}", std::process::id());
+    admin.execute(format!("DROP DATABASE IF EXISTS {database}").as_str()).await?;
+    admin.execute(format!("CREATE DATABASE {database}").as_str()).await?;
+    let base = url.rsplit_once('/').map_or(url, |(b, _)| b);
+    let db_url = format!("{base}/{database}");
+    let status = Command::new(&patron).args(["migrate"]).env("PATRON_DATABASE_URL", &db_url).status()?;
+    anyhow::ensure!(status.success(), "patron migrate failed");
+
+    let mut child = Command::new(&patron)
+        .args(["ingest", "--kafka-brokers", &args.brokers, "--topics", &topic, "--group", &topic])
+        .env("PATRON_DATABASE_URL", &db_url)
+        .env("PATRON_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()?;
+    let mut db = PgConnection::connect(&db_url).await?;
+    let target = i64::try_from(args.events)?;
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    // Time from the first committed batch (the group join is not ingest work) to the last.
+    let (first_at, first_head) = loop {
+        let h = head(&mut db).await?;
+        if h > 0 {
+            break (Instant::now(), h);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "ingest stored nothing");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    loop {
+        if head(&mut db).await? >= target {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "ingest did not finish in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = first_at.elapsed();
+    let rss = peak_rss_mib(child.id());
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+    drop(db);
+    admin.execute(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)").as_str()).await?;
+
+    let rate = (target - first_head) as f64 / elapsed.as_secs_f64();
+    let payload = purchase(0, 0)?.body.to_payload_string();
+    let raw = raw_rate(url, args.events, args.customers, &payload).await?;
+    writeln!(out, "end-to-end ingest (Kafka → decode → validate → append + offsets), {} events", args.events)?;
+    writeln!(out, "raw INSERT … SELECT generate_series, same rows: {raw:>10.0} rows/s")?;
+    writeln!(out, "patron ingest:                                 {rate:>10.0} events/s   ratio {:.2}  (target ≥ 0.50)", rate / raw)?;
+    match rss {
+        Some(mib) => writeln!(out, "peak RSS of the ingest process: {mib:.0} MiB  (target < 300 MiB)")?,
+        None => writeln!(out, "peak RSS of the ingest process: unavailable (no /proc)")?,
+    }
+    Ok(())
+}
