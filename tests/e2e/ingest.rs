@@ -8,7 +8,7 @@
 //! Runs against librdkafka's in-process mock cluster, and against a real Kafka-compatible broker
 //! when `PATRON_TEST_KAFKA_BROKERS` names one (`make test` starts one when it can).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::cast_possible_truncation)]
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -29,7 +29,10 @@ fn record(n: u64) -> (String, TestRecord) {
     });
     let record = TestRecord {
         key: Some(customer.into_bytes()),
-        headers: vec![("content-type".into(), b"application/cloudevents+json".to_vec())],
+        headers: vec![(
+            "content-type".into(),
+            b"application/cloudevents+json".to_vec(),
+        )],
         payload: body.to_string().into_bytes(),
     };
     (id, record)
@@ -50,12 +53,35 @@ async fn counts(url: &str) -> Counts {
     Counts { events, distinct }
 }
 
-fn spawn_ingest(url: &str, bootstrap: &str, topic: &str, log: &std::path::Path) -> Child {
+/// A running `patron ingest`, killed if the test ends (or panics) first.
+struct Ingest(Child);
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_ingest(url: &str, bootstrap: &str, topic: &str, log: &std::path::Path) -> Ingest {
     // A killed member stays in the group until its session times out: keep that short here.
     Command::new(patron_bin())
-        .args(["ingest", "--kafka-brokers", bootstrap, "--topics", topic, "--batch-size", "250"])
+        .args([
+            "ingest",
+            "--kafka-brokers",
+            bootstrap,
+            "--topics",
+            topic,
+            "--batch-size",
+            "250",
+        ])
         .args(["--group", &format!("ingest-{topic}")])
-        .args(["--kafka-option", "session.timeout.ms=6000", "--kafka-option", "max.poll.interval.ms=10000"])
+        .args([
+            "--kafka-option",
+            "session.timeout.ms=6000",
+            "--kafka-option",
+            "max.poll.interval.ms=10000",
+        ])
         .args(["--batch-max-delay", "20ms"])
         .env("PATRON_DATABASE_URL", url)
         .env("PATRON_LOG", "patron_kafka=info,warn")
@@ -63,6 +89,7 @@ fn spawn_ingest(url: &str, bootstrap: &str, topic: &str, log: &std::path::Path) 
         .stdout(Stdio::null())
         .stderr(File::create(log).unwrap())
         .spawn()
+        .map(Ingest)
         .expect("start patron ingest")
 }
 
@@ -70,7 +97,10 @@ fn spawn_ingest(url: &str, bootstrap: &str, topic: &str, log: &std::path::Path) 
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self, bound: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         (self.0 >> 33) % bound
     }
 }
@@ -110,7 +140,13 @@ fn duplicates_logged(log: &std::path::Path) -> u64 {
         .sum()
 }
 
-async fn killed_at_random_moments(bootstrap: &str, topic: &str, events: u64, kills: u32, produce_batch: usize) {
+async fn killed_at_random_moments(
+    bootstrap: &str,
+    topic: &str,
+    events: u64,
+    kills: u32,
+    produce_batch: usize,
+) {
     let produced: Vec<(String, TestRecord)> = (0..events).map(record).collect();
     let records: Vec<TestRecord> = produced.iter().map(|(_, r)| r.clone()).collect();
     produce_with(bootstrap, topic, &records, produce_batch).await;
@@ -118,7 +154,10 @@ async fn killed_at_random_moments(bootstrap: &str, topic: &str, events: u64, kil
     let db = PgDatabase::create().await;
     patron(&db.url, &["migrate"]).success();
     let logs = tempfile::tempdir().unwrap();
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
     println!("kill schedule seed: {seed}");
     let mut rng = Lcg(seed);
     let mut duplicates = 0;
@@ -127,39 +166,57 @@ async fn killed_at_random_moments(bootstrap: &str, topic: &str, events: u64, kil
         let before = counts(&db.url).await.events;
         let mut child = spawn_ingest(&db.url, bootstrap, topic, &log);
         // Kill only after this run made progress, at a random moment after that.
-        wait_for(&db.url, "the restarted ingest makes progress", Duration::from_secs(90), &log, |c| {
-            c.events > before || c.events == events as i64
-        })
+        wait_for(
+            &db.url,
+            "the restarted ingest makes progress",
+            Duration::from_secs(90),
+            &log,
+            |c| c.events > before || c.events == events as i64,
+        )
         .await;
         tokio::time::sleep(Duration::from_millis(rng.next(250))).await;
-        child.kill().expect("SIGKILL");
-        child.wait().unwrap();
+        child.0.kill().expect("SIGKILL");
+        child.0.wait().unwrap();
         duplicates += duplicates_logged(&log);
     }
     // A last run consumes the rest and is stopped with SIGTERM: it must exit cleanly.
     let log = logs.path().join("final.log");
     let mut child = spawn_ingest(&db.url, bootstrap, topic, &log);
-    wait_for(&db.url, "every event is stored", Duration::from_secs(120), &log, |c| {
-        c.events >= events as i64
-    })
+    wait_for(
+        &db.url,
+        "every event is stored",
+        Duration::from_secs(120),
+        &log,
+        |c| c.events >= events as i64,
+    )
     .await;
-    let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let status = child.wait().unwrap();
-    assert!(status.success(), "SIGTERM ends ingest cleanly, got {status}");
+    let pid = child.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.0.wait().unwrap();
+    assert!(
+        status.success(),
+        "SIGTERM ends ingest cleanly, got {status}"
+    );
     duplicates += duplicates_logged(&log);
 
     let c = counts(&db.url).await;
     assert_eq!(c.events, events as i64, "every produced event is stored");
     assert_eq!(c.distinct, c.events, "none twice");
     let mut conn = PgConnection::connect(&db.url).await.unwrap();
-    let stored: HashSet<String> = sqlx::query_scalar::<_, uuid::Uuid>("SELECT event_id FROM events")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|id| id.to_string())
-        .collect();
+    let stored: HashSet<String> =
+        sqlx::query_scalar::<_, uuid::Uuid>("SELECT event_id FROM events")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|id| id.to_string())
+            .collect();
     let expected: HashSet<String> = produced.into_iter().map(|(id, _)| id).collect();
     assert_eq!(stored, expected, "exactly the produced events");
     let next: Vec<i64> = sqlx::query_scalar(
@@ -169,8 +226,15 @@ async fn killed_at_random_moments(bootstrap: &str, topic: &str, events: u64, kil
     .fetch_all(&mut conn)
     .await
     .unwrap();
-    assert_eq!(next, high_watermarks(bootstrap, topic, 4), "the stored offsets reach every partition's end");
-    assert_eq!(duplicates, 0, "after {kills} kills no committed record was consumed again");
+    assert_eq!(
+        next,
+        high_watermarks(bootstrap, topic, 4),
+        "the stored offsets reach every partition's end"
+    );
+    assert_eq!(
+        duplicates, 0,
+        "after {kills} kills no committed record was consumed again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,7 +247,9 @@ async fn sigkill_loses_nothing_and_stores_nothing_twice_mock_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_loses_nothing_and_stores_nothing_twice_real_broker() {
     let Ok(bootstrap) = std::env::var("PATRON_TEST_KAFKA_BROKERS") else {
-        println!("SKIPPED: PATRON_TEST_KAFKA_BROKERS is not set (make test starts a broker when it can)");
+        println!(
+            "SKIPPED: PATRON_TEST_KAFKA_BROKERS is not set (make test starts a broker when it can)"
+        );
         return;
     };
     let topic = format!("customer-events-{}", uuid::Uuid::new_v4().simple());

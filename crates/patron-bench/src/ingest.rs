@@ -15,7 +15,11 @@ use crate::store::{purchase, raw_rate};
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Kafka-compatible broker to produce to and consume from (`make bench` starts one).
-    #[arg(long, env = "PATRON_BENCH_KAFKA_BROKERS", default_value = "127.0.0.1:19092")]
+    #[arg(
+        long,
+        env = "PATRON_BENCH_KAFKA_BROKERS",
+        default_value = "127.0.0.1:19092"
+    )]
     brokers: String,
     /// Events produced, then ingested.
     #[arg(long, default_value_t = 1_000_000)]
@@ -28,22 +32,39 @@ pub(crate) struct Args {
     partitions: i32,
 }
 
-/// A CloudEvents JSON record carrying the same event the store benchmark appends.
+/// A protobuf record (the canonical wire format) carrying the same event the store benchmark
+/// appends.
 fn record(n: usize, customers: usize) -> anyhow::Result<TestRecord> {
+    use patron_proto::events::v1 as pb;
+    use prost::Message as _;
     let event = purchase(n % customers, n)?;
-    let json = serde_json::json!({
-        "specversion": "1.0",
-        "id": event.event_id,
-        "source": event.source,
-        "type": "patron.purchase.v1",
-        "subject": event.customer_id,
-        "time": event.occurred_at,
-        "data": event.body.to_payload(),
-    });
+    let money = |minor_units: i64| pb::Money {
+        minor_units,
+        currency: "EUR".into(),
+    };
+    let message = pb::CustomerEvent {
+        event_id: event.event_id.to_string(),
+        customer_id: event.customer_id.as_str().to_owned(),
+        occurred_at: Some(prost_types::Timestamp {
+            seconds: event.occurred_at.timestamp(),
+            nanos: i32::try_from(event.occurred_at.timestamp_subsec_nanos()).unwrap_or(0),
+        }),
+        source: event.source.clone(),
+        extra: None,
+        body: Some(pb::customer_event::Body::Purchase(pb::Purchase {
+            order_id: format!("o-{n}"),
+            amount: Some(money(2599)),
+            items: vec![pb::LineItem {
+                sku: "tea".into(),
+                quantity: 2,
+                unit_price: Some(money(1299)),
+            }],
+        })),
+    };
     Ok(TestRecord {
         key: Some(event.customer_id.as_str().as_bytes().to_vec()),
-        headers: vec![("content-type".into(), b"application/cloudevents+json".to_vec())],
-        payload: json.to_string().into_bytes(),
+        headers: vec![("content-type".into(), b"application/protobuf".to_vec())],
+        payload: message.encode_to_vec(),
     })
 }
 
@@ -55,7 +76,9 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
 }
 
 async fn head(db: &mut PgConnection) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar("SELECT position FROM event_log_head").fetch_one(db).await?)
+    Ok(sqlx::query_scalar("SELECT position FROM event_log_head")
+        .fetch_one(db)
+        .await?)
 }
 
 pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<()> {
@@ -64,7 +87,11 @@ pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<()> {
         .parent()
         .context("bench binary directory")?
         .join("patron");
-    anyhow::ensure!(patron.exists(), "{} is missing: cargo build --release -p patron", patron.display());
+    anyhow::ensure!(
+        patron.exists(),
+        "{} is missing: cargo build --release -p patron",
+        patron.display()
+    );
 
     let topic = format!("bench-{}", uuid::Uuid::new_v4().simple());
     create_topic(&args.brokers, &topic, args.partitions).await;
@@ -82,19 +109,50 @@ pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<()> {
         produce_started.elapsed().as_secs_f64()
     )?;
 
+    // The broker's own read rate, for context: a plain consumer reading the whole topic.
+    let broker_rate = patron_kafka::testing::read_rate(
+        &args.brokers,
+        &topic,
+        args.events,
+        Duration::from_secs(600),
+    )
+    .await;
+    writeln!(
+        out,
+        "plain consumer read of the topic:              {broker_rate:>10.0} records/s"
+    )?;
+
     let mut admin = PgConnection::connect(url).await?;
     let database = format!("patron_bench_ingest_{}", std::process::id());
-    admin.execute(format!("DROP DATABASE IF EXISTS {database}").as_str()).await?;
-    admin.execute(format!("CREATE DATABASE {database}").as_str()).await?;
+    admin
+        .execute(format!("DROP DATABASE IF EXISTS {database}").as_str())
+        .await?;
+    admin
+        .execute(format!("CREATE DATABASE {database}").as_str())
+        .await?;
     let base = url.rsplit_once('/').map_or(url, |(b, _)| b);
     let db_url = format!("{base}/{database}");
-    let status = Command::new(&patron).args(["migrate"]).env("PATRON_DATABASE_URL", &db_url).status()?;
+    let status = Command::new(&patron)
+        .args(["migrate"])
+        .env("PATRON_DATABASE_URL", &db_url)
+        .status()?;
     anyhow::ensure!(status.success(), "patron migrate failed");
 
     let mut child = Command::new(&patron)
-        .args(["ingest", "--kafka-brokers", &args.brokers, "--topics", &topic, "--group", &topic])
+        .args([
+            "ingest",
+            "--kafka-brokers",
+            &args.brokers,
+            "--topics",
+            &topic,
+            "--group",
+            &topic,
+        ])
         .env("PATRON_DATABASE_URL", &db_url)
-        .env("PATRON_LOG", "warn")
+        .env(
+            "PATRON_LOG",
+            std::env::var("PATRON_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .spawn()?;
     let mut db = PgConnection::connect(&db_url).await?;
@@ -118,20 +176,41 @@ pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<()> {
     }
     let elapsed = first_at.elapsed();
     let rss = peak_rss_mib(child.id());
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let _ = child.wait();
     drop(db);
-    admin.execute(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)").as_str()).await?;
+    admin
+        .execute(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)").as_str())
+        .await?;
 
     let rate = (target - first_head) as f64 / elapsed.as_secs_f64();
     let payload = purchase(0, 0)?.body.to_payload_string();
     let raw = raw_rate(url, args.events, args.customers, &payload).await?;
-    writeln!(out, "end-to-end ingest (Kafka → decode → validate → append + offsets), {} events", args.events)?;
-    writeln!(out, "raw INSERT … SELECT generate_series, same rows: {raw:>10.0} rows/s")?;
-    writeln!(out, "patron ingest:                                 {rate:>10.0} events/s   ratio {:.2}  (target ≥ 0.50)", rate / raw)?;
+    writeln!(
+        out,
+        "end-to-end ingest (Kafka → decode → validate → append + offsets), {} events",
+        args.events
+    )?;
+    writeln!(
+        out,
+        "raw INSERT … SELECT generate_series, same rows: {raw:>10.0} rows/s"
+    )?;
+    writeln!(
+        out,
+        "patron ingest:                                 {rate:>10.0} events/s   ratio {:.2}  (target ≥ 0.50)",
+        rate / raw
+    )?;
     match rss {
-        Some(mib) => writeln!(out, "peak RSS of the ingest process: {mib:.0} MiB  (target < 300 MiB)")?,
-        None => writeln!(out, "peak RSS of the ingest process: unavailable (no /proc)")?,
+        Some(mib) => writeln!(
+            out,
+            "peak RSS of the ingest process: {mib:.0} MiB  (target < 300 MiB)"
+        )?,
+        None => writeln!(
+            out,
+            "peak RSS of the ingest process: unavailable (no /proc)"
+        )?,
     }
     Ok(())
 }

@@ -107,7 +107,12 @@ fn payload_template(payload: &str) -> anyhow::Result<(String, String)> {
     Ok((payload[..split - 1].to_owned(), payload[split..].to_owned()))
 }
 
-pub(crate) async fn raw_rate(url: &str, rows: usize, customers: usize, payload: &str) -> anyhow::Result<f64> {
+pub(crate) async fn raw_rate(
+    url: &str,
+    rows: usize,
+    customers: usize,
+    payload: &str,
+) -> anyhow::Result<f64> {
     let scratch = Scratch::new(url, "raw").await?;
     let store = scratch.store().await?;
     let pool = store.pool();

@@ -6,14 +6,19 @@
 //! or a rebalance is read again, and whatever was committed is not. Rebalancing is eager (all
 //! partitions are revoked at once): on a revocation, everything read but not committed is dropped.
 //!
-//! Outages: when a commit fails transiently (the database is down), the consumer pauses its
-//! partitions, keeps polling (so it stays in the group) and retries the same batch with
-//! exponential backoff; once it succeeds, it resumes.
+//! Pipelining: a batch commits in a task of its own while the next batch is read and decoded, so
+//! decoding overlaps the database's work. At most one batch is in flight; a revocation waits for
+//! it (or cancels it while it waits out an outage) before the partitions move, so the next owner
+//! always starts from offsets that no older commit can still overtake.
+//!
+//! Outages: when a commit fails transiently (the database is down), the committing task pauses
+//! the partitions and retries the same batch with exponential backoff, while the consume loop
+//! keeps polling (so the member stays in the group); once the commit succeeds, it resumes.
 
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, BlockingRetryable, ExponentialBuilder};
@@ -27,6 +32,8 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use tokio::runtime::Handle;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
 
 use crate::{KafkaError, KafkaSettings};
@@ -49,12 +56,12 @@ pub struct IngestOptions {
 }
 
 impl IngestOptions {
-    /// Defaults: batches of 1,000 records or 100 ms, retries from 100 ms up to 10 s.
+    /// Defaults: batches of 5,000 records or 100 ms, retries from 100 ms up to 10 s.
     pub fn new(group_id: impl Into<String>, topics: Vec<String>) -> Self {
         Self {
             group_id: group_id.into(),
             topics,
-            batch_size: 1000,
+            batch_size: 5000,
             batch_max_delay: Duration::from_millis(100),
             retry_min_delay: Duration::from_millis(100),
             retry_max_delay: Duration::from_secs(10),
@@ -79,12 +86,29 @@ pub struct IngestSummary {
     pub pauses: u64,
 }
 
+/// State shared by the consume loop, the committing task and the rebalance callback.
+struct Shared {
+    /// One permit: held by the batch in flight.
+    in_flight: Arc<Semaphore>,
+    /// Set by a revocation: the batch in flight must not commit any more.
+    cancel: AtomicBool,
+    /// Set on shutdown: the batch in flight gives up instead of waiting out an outage.
+    stopping: AtomicBool,
+    /// Wakes a committing task that waits out an outage.
+    wake: Notify,
+    /// Whether partitions are paused for an outage.
+    paused: AtomicBool,
+    /// Outages so far.
+    pauses: AtomicU64,
+}
+
 /// Rebalance handling: seek to the offsets stored with the events; remember revocations.
 struct IngestContext {
     store: Arc<dyn EventStore>,
     group: String,
     runtime: Handle,
     revoked: AtomicBool,
+    shared: Arc<Shared>,
 }
 
 impl ClientContext for IngestContext {
@@ -127,8 +151,15 @@ impl ConsumerContext for IngestContext {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 // Everything read from these partitions but not yet committed is dropped by the
-                // consume loop; the next owner reads it again from the stored offsets.
+                // consume loop; the next owner reads it again from the stored offsets. A batch in
+                // flight finishes (or is cancelled, if it waits out an outage) first.
                 self.revoked.store(true, Ordering::SeqCst);
+                self.shared.cancel.store(true, Ordering::SeqCst);
+                self.shared.wake.notify_one();
+                let in_flight = Arc::clone(&self.shared.in_flight);
+                let _idle = tokio::task::block_in_place(|| {
+                    self.runtime.block_on(in_flight.acquire_owned())
+                });
                 if let Err(error) = consumer.unassign() {
                     tracing::error!(%error, "cannot unassign partitions");
                 }
@@ -217,24 +248,23 @@ fn to_record(message: &BorrowedMessage<'_>) -> InboundRecord {
     }
 }
 
-/// How a flush ended.
-enum Flushed {
+/// How a batch's commit ended.
+enum Outcome {
     /// Committed.
-    Committed,
-    /// Dropped: the partitions were revoked while the batch waited out an outage.
-    Dropped,
-    /// Abandoned: shutdown was requested while the batch waited out an outage.
-    Stopped,
+    Committed(patron_ingest::BatchReport),
+    /// Not committed: its partitions were revoked, or shutdown came during an outage. Its
+    /// records will be read again from the stored offsets.
+    Abandoned,
 }
 
 /// Consumes customer events and commits them in batches. Run it on a multi-threaded runtime.
 pub struct IngestConsumer {
-    consumer: StreamConsumer<IngestContext>,
-    ingestor: Ingestor,
+    consumer: Arc<StreamConsumer<IngestContext>>,
+    ingestor: Arc<Ingestor>,
     settings: Settings,
     options: IngestOptions,
+    shared: Arc<Shared>,
     summary: IngestSummary,
-    paused: bool,
 }
 
 impl IngestConsumer {
@@ -264,11 +294,20 @@ impl IngestConsumer {
             )));
         }
         settings.consumer.clone_from(&options.group_id);
+        let shared = Arc::new(Shared {
+            in_flight: Arc::new(Semaphore::new(1)),
+            cancel: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            wake: Notify::new(),
+            paused: AtomicBool::new(false),
+            pauses: AtomicU64::new(0),
+        });
         let context = IngestContext {
             store: Arc::clone(&store),
             group: options.group_id.clone(),
             runtime: Handle::current(),
             revoked: AtomicBool::new(false),
+            shared: Arc::clone(&shared),
         };
         let consumer: StreamConsumer<IngestContext> = kafka
             .config(&[
@@ -282,12 +321,12 @@ impl IngestConsumer {
             ])
             .create_with_context(context)?;
         Ok(Self {
-            consumer,
-            ingestor: Ingestor::new(store, dead_letters),
+            consumer: Arc::new(consumer),
+            ingestor: Arc::new(Ingestor::new(store, dead_letters)),
             settings,
             options,
+            shared,
             summary: IngestSummary::default(),
-            paused: false,
         })
     }
 
@@ -302,31 +341,65 @@ impl IngestConsumer {
         let mut shutdown = pin!(shutdown);
         let mut pending: Vec<InboundRecord> = Vec::with_capacity(self.options.batch_size);
         let mut deadline: Option<Instant> = None;
+        let mut in_flight: Option<JoinHandle<Result<Outcome, KafkaError>>> = None;
+        // The next batch, decoded while the one in flight commits.
+        let mut ready: Option<PreparedBatch> = None;
         loop {
+            if self.revoked() {
+                pending.clear();
+                ready = None;
+                deadline = None;
+            }
+            let due = !pending.is_empty()
+                && (pending.len() >= self.options.batch_size
+                    || deadline.is_some_and(|d| d <= Instant::now()));
+            if due && ready.is_none() {
+                ready = Some(self.prepare(std::mem::take(&mut pending)));
+                deadline = None;
+            }
+            if in_flight.is_none()
+                && let Some(batch) = ready.take()
+            {
+                in_flight = Some(self.start_commit(batch));
+            }
+            let idle = ready.is_none();
             let timer = async {
                 match deadline {
-                    Some(at) => sleep_until(at).await,
+                    Some(at) if idle => sleep_until(at).await,
+                    _ => std::future::pending().await,
+                }
+            };
+            let committed = async {
+                match in_flight.as_mut() {
+                    Some(task) => task.await,
                     None => std::future::pending().await,
                 }
             };
+            // While a full batch waits for the one in flight, stop reading (backpressure), unless
+            // paused for an outage: then keep polling to stay in the group.
+            let read = pending.len() < self.options.batch_size
+                || self.shared.paused.load(Ordering::SeqCst);
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                () = timer => {
-                    self.drop_if_revoked(&mut pending);
-                    self.flush(&mut pending, &mut shutdown).await?;
-                    deadline = None;
+                done = committed => {
+                    in_flight = None;
+                    self.record(done)?;
                 }
-                message = self.consumer.recv() => {
-                    self.drop_if_revoked(&mut pending);
+                () = timer => {}
+                message = self.consumer.recv(), if read => {
+                    if self.revoked() {
+                        pending.clear();
+                        ready = None;
+                    }
                     match message {
                         Ok(message) => pending.push(to_record(&message)),
                         Err(error) => tracing::warn!(%error, "kafka consumer error"),
                     }
+                    if self.shared.paused.load(Ordering::SeqCst) {
+                        pause(&self.consumer);
+                    }
                     if pending.is_empty() {
-                        deadline = None;
-                    } else if pending.len() >= self.options.batch_size {
-                        self.flush(&mut pending, &mut shutdown).await?;
                         deadline = None;
                     } else if deadline.is_none() {
                         deadline = Some(Instant::now() + self.options.batch_max_delay);
@@ -334,164 +407,179 @@ impl IngestConsumer {
                 }
             }
         }
+
         tracing::info!(
             records = pending.len(),
-            "shutting down: committing the batch in hand"
+            "shutting down: committing what is in hand"
         );
-        self.drop_if_revoked(&mut pending);
-        let mut stopped = pin!(std::future::ready(()));
-        self.flush(&mut pending, &mut stopped).await?;
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.wake.notify_one();
+        if let Some(task) = in_flight.take() {
+            self.record(task.await)?;
+        }
+        if self.revoked() {
+            pending.clear();
+            ready = None;
+        }
+        if let Some(batch) = ready.take() {
+            let task = self.start_commit(batch);
+            self.record(task.await)?;
+        }
+        if !pending.is_empty() {
+            let batch = self.prepare(std::mem::take(&mut pending));
+            let task = self.start_commit(batch);
+            self.record(task.await)?;
+        }
         self.consumer.unsubscribe();
+        self.summary.pauses = self.shared.pauses.load(Ordering::SeqCst);
         tracing::info!(summary = ?self.summary, "consumer stopped");
         Ok(self.summary)
     }
 
-    fn drop_if_revoked(&self, pending: &mut Vec<InboundRecord>) {
-        if self
+    /// Whether partitions were revoked since the last call: then every record read but not yet
+    /// committed must be dropped (the next owner reads it again from the stored offsets).
+    fn revoked(&self) -> bool {
+        let revoked = self
             .consumer
             .context()
             .revoked
-            .swap(false, Ordering::SeqCst)
-            && !pending.is_empty()
-        {
+            .swap(false, Ordering::SeqCst);
+        if revoked {
             tracing::info!(
-                records = pending.len(),
-                "dropping records of revoked partitions; they will be read again"
+                "partitions revoked: dropping uncommitted records; they will be read again"
             );
-            pending.clear();
         }
+        revoked
     }
 
-    async fn flush<F: Future<Output = ()>>(
+    /// Decodes and validates a batch.
+    fn prepare(&self, records: Vec<InboundRecord>) -> PreparedBatch {
+        prepare(records, &self.settings, Utc::now())
+    }
+
+    /// Commits a prepared batch in a task of its own.
+    fn start_commit(&self, prepared: PreparedBatch) -> JoinHandle<Result<Outcome, KafkaError>> {
+        // Nothing is in flight (the loop only starts a commit then), so the permit is free.
+        let permit = Arc::clone(&self.shared.in_flight).try_acquire_owned().ok();
+        self.shared.cancel.store(false, Ordering::SeqCst);
+        tokio::spawn(commit(
+            Arc::clone(&self.consumer),
+            Arc::clone(&self.ingestor),
+            Arc::clone(&self.shared),
+            self.options.clone(),
+            prepared,
+            permit,
+        ))
+    }
+
+    fn record(
         &mut self,
-        pending: &mut Vec<InboundRecord>,
-        shutdown: &mut std::pin::Pin<&mut F>,
+        done: Result<Result<Outcome, KafkaError>, tokio::task::JoinError>,
     ) -> Result<(), KafkaError> {
-        while !pending.is_empty() {
-            let prepared = prepare(std::mem::take(pending), &self.settings, Utc::now());
-            match self.commit(prepared, pending, shutdown).await? {
-                Flushed::Committed => {}
-                Flushed::Dropped => pending.clear(),
-                Flushed::Stopped => {
-                    pending.clear();
-                    break;
-                }
-            }
-            // Records that arrived while waiting out an outage form the next batch.
+        let outcome =
+            done.map_err(|e| KafkaError::Config(format!("commit task failed: {e}")))??;
+        if let Outcome::Committed(report) = outcome {
+            self.summary.batches += 1;
+            self.summary.records += report.records as u64;
+            self.summary.appended += report.appended;
+            self.summary.duplicates += report.duplicates;
+            self.summary.dead_letters += report.dead_letters.len() as u64;
         }
         Ok(())
     }
+}
 
-    async fn commit<F: Future<Output = ()>>(
-        &mut self,
-        mut prepared: PreparedBatch,
-        overflow: &mut Vec<InboundRecord>,
-        shutdown: &mut std::pin::Pin<&mut F>,
-    ) -> Result<Flushed, KafkaError> {
-        let mut delays = ExponentialBuilder::default()
-            .with_min_delay(self.options.retry_min_delay)
-            .with_max_delay(self.options.retry_max_delay)
-            .without_max_times()
-            .build();
-        loop {
-            match self.ingestor.commit(&mut prepared).await {
-                Ok(report) => {
-                    self.resume();
-                    self.summary.batches += 1;
-                    self.summary.records += report.records as u64;
-                    self.summary.appended += report.appended;
-                    self.summary.duplicates += report.duplicates;
-                    self.summary.dead_letters += report.dead_letters.len() as u64;
-                    tracing::info!(
-                        records = report.records,
-                        appended = report.appended,
-                        duplicates = report.duplicates,
-                        dead_letters = report.dead_letters.len(),
-                        position = report.last_position.map(|p| p.0),
-                        "batch committed"
-                    );
-                    self.commit_to_kafka(&prepared.batch.offsets);
-                    return Ok(Flushed::Committed);
-                }
-                Err(error) if error.is_transient() => {
-                    self.pause();
-                    let delay = delays.next().unwrap_or(self.options.retry_max_delay);
-                    tracing::warn!(%error, retry_in = ?delay, "cannot commit the batch; consumption paused");
-                    let wake = Instant::now() + delay;
-                    loop {
-                        tokio::select! {
-                            biased;
-                            () = shutdown.as_mut() => {
-                                tracing::warn!("stopping with an uncommitted batch; it will be read again");
-                                return Ok(Flushed::Stopped);
+/// Commits one batch, waiting out transient failures with backoff (partitions paused meanwhile).
+async fn commit(
+    consumer: Arc<StreamConsumer<IngestContext>>,
+    ingestor: Arc<Ingestor>,
+    shared: Arc<Shared>,
+    options: IngestOptions,
+    mut prepared: PreparedBatch,
+    _permit: Option<OwnedSemaphorePermit>,
+) -> Result<Outcome, KafkaError> {
+    let mut delays = ExponentialBuilder::default()
+        .with_min_delay(options.retry_min_delay)
+        .with_max_delay(options.retry_max_delay)
+        .without_max_times()
+        .build();
+    loop {
+        if shared.cancel.load(Ordering::SeqCst) {
+            return Ok(Outcome::Abandoned);
+        }
+        let started = Instant::now();
+        match ingestor.commit(&mut prepared).await {
+            Ok(report) => {
+                if shared.paused.swap(false, Ordering::SeqCst) {
+                    match consumer.assignment() {
+                        Ok(assignment) => {
+                            if let Err(error) = consumer.resume(&assignment) {
+                                tracing::warn!(%error, "cannot resume partitions");
                             }
-                            () = sleep_until(wake) => break,
-                            // Keep polling while paused: it keeps this member in the group and
-                            // runs rebalance callbacks.
-                            message = self.consumer.recv() => {
-                                if self.consumer.context().revoked.swap(false, Ordering::SeqCst) {
-                                    tracing::info!("partitions revoked during an outage; dropping the batch");
-                                    self.paused = false;
-                                    return Ok(Flushed::Dropped);
-                                }
-                                if let Ok(message) = message {
-                                    overflow.push(to_record(&message));
-                                }
-                                self.pause();
-                            }
+                            tracing::info!("event store reachable again; consumption resumed");
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "cannot read the assignment to resume")
                         }
                     }
                 }
-                Err(error) => return Err(error.into()),
+                tracing::info!(
+                    records = report.records,
+                    appended = report.appended,
+                    duplicates = report.duplicates,
+                    dead_letters = report.dead_letters.len(),
+                    position = report.last_position.map(|p| p.0),
+                    millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    "batch committed"
+                );
+                commit_to_kafka(&consumer, &prepared.batch.offsets);
+                return Ok(Outcome::Committed(report));
             }
-        }
-    }
-
-    /// Pauses every assigned partition (again, after a rebalance brought new ones).
-    fn pause(&mut self) {
-        if !self.paused {
-            self.summary.pauses += 1;
-            metrics::counter!("patron_ingest_pauses_total").increment(1);
-        }
-        self.paused = true;
-        if let Ok(assignment) = self.consumer.assignment()
-            && let Err(error) = self.consumer.pause(&assignment)
-        {
-            tracing::warn!(%error, "cannot pause partitions");
-        }
-    }
-
-    fn resume(&mut self) {
-        if !self.paused {
-            return;
-        }
-        self.paused = false;
-        match self.consumer.assignment() {
-            Ok(assignment) => {
-                if let Err(error) = self.consumer.resume(&assignment) {
-                    tracing::warn!(%error, "cannot resume partitions");
+            Err(error) if error.is_transient() => {
+                if shared.stopping.load(Ordering::SeqCst) {
+                    tracing::warn!(%error, "stopping with an uncommitted batch; it will be read again");
+                    return Ok(Outcome::Abandoned);
                 }
-                tracing::info!("event store reachable again; consumption resumed");
+                if !shared.paused.swap(true, Ordering::SeqCst) {
+                    shared.pauses.fetch_add(1, Ordering::SeqCst);
+                    metrics::counter!("patron_ingest_pauses_total").increment(1);
+                }
+                pause(&consumer);
+                let delay = delays.next().unwrap_or(options.retry_max_delay);
+                tracing::warn!(%error, retry_in = ?delay, "cannot commit the batch; consumption paused");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = shared.wake.notified() => {}
+                }
             }
-            Err(error) => tracing::warn!(%error, "cannot read the assignment to resume"),
+            Err(error) => return Err(error.into()),
         }
     }
+}
 
-    /// Commits the stored offsets to Kafka too, asynchronously, so that standard tools show the
-    /// group's lag. The event store stays the source of truth.
-    fn commit_to_kafka(&self, offsets: &[SourceOffset]) {
-        let mut tpl = TopicPartitionList::new();
-        for o in offsets {
-            if let Err(error) =
-                tpl.add_partition_offset(&o.topic, o.partition, Offset::Offset(o.next_offset))
-            {
-                tracing::debug!(%error, "cannot list an offset for Kafka");
-            }
-        }
-        if tpl.count() > 0
-            && let Err(error) = self.consumer.commit(&tpl, CommitMode::Async)
+/// Pauses every assigned partition (again, after a rebalance brought new ones).
+fn pause(consumer: &StreamConsumer<IngestContext>) {
+    if let Ok(assignment) = consumer.assignment()
+        && let Err(error) = consumer.pause(&assignment)
+    {
+        tracing::warn!(%error, "cannot pause partitions");
+    }
+}
+
+/// Commits the stored offsets to Kafka too, asynchronously, so that standard tools show the
+/// group's lag. The event store stays the source of truth.
+fn commit_to_kafka(consumer: &StreamConsumer<IngestContext>, offsets: &[SourceOffset]) {
+    let mut tpl = TopicPartitionList::new();
+    for o in offsets {
+        if let Err(error) =
+            tpl.add_partition_offset(&o.topic, o.partition, Offset::Offset(o.next_offset))
         {
-            tracing::debug!(%error, "offset commit to Kafka failed (monitoring only)");
+            tracing::debug!(%error, "cannot list an offset for Kafka");
         }
+    }
+    if tpl.count() > 0
+        && let Err(error) = consumer.commit(&tpl, CommitMode::Async)
+    {
+        tracing::debug!(%error, "offset commit to Kafka failed (monitoring only)");
     }
 }

@@ -182,18 +182,24 @@ pub async fn read_partition_from(
 ) -> Vec<i64> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("partition-reader-{}", std::process::id()))
+        .set(
+            "group.id",
+            format!("partition-reader-{}", std::process::id()),
+        )
         .set("enable.auto.commit", "false")
         .create()
         .expect("reader");
     let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(offset)).expect("partition");
+    tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(offset))
+        .expect("partition");
     consumer.assign(&tpl).expect("assign");
     let mut offsets = Vec::new();
     let mut stream = consumer.stream();
     let deadline = tokio::time::Instant::now() + within;
     while offsets.len() < max {
-        let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, stream.next()).await else { break };
+        let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, stream.next()).await else {
+            break;
+        };
         offsets.push(message.offset());
     }
     offsets
@@ -213,4 +219,31 @@ pub fn high_watermarks(bootstrap: &str, topic: &str, partitions: i32) -> Vec<i64
                 .1
         })
         .collect()
+}
+
+/// Reads a topic from the beginning with a plain consumer that does nothing with the records,
+/// and returns records per second from the first record to the `expected`-th (the group join is
+/// not counted): the broker's read ceiling for a benchmark to compare against.
+pub async fn read_rate(bootstrap: &str, topic: &str, expected: usize, within: Duration) -> f64 {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("rate-reader-{}", std::process::id()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let deadline = tokio::time::Instant::now() + within;
+    let mut first = None;
+    let mut count = 0usize;
+    while count < expected {
+        let Ok(Ok(_message)) = tokio::time::timeout_at(deadline, consumer.recv()).await else {
+            break;
+        };
+        first.get_or_insert_with(std::time::Instant::now);
+        count += 1;
+    }
+    first.map_or(0.0, |t| {
+        count.saturating_sub(1) as f64 / t.elapsed().as_secs_f64()
+    })
 }

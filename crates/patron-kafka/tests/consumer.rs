@@ -57,7 +57,13 @@ fn start(
 }
 
 async fn stored_offsets_total(store: &dyn EventStore, group: &str) -> i64 {
-    store.source_offsets(group).await.unwrap().iter().map(|o| o.next_offset).sum()
+    store
+        .source_offsets(group)
+        .await
+        .unwrap()
+        .iter()
+        .map(|o| o.next_offset)
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -67,9 +73,30 @@ async fn every_format_is_stored_and_bad_records_are_dead_lettered() {
     kafka.create_topic("customer-events.dlq", 1);
     let good: Vec<TestRecord> = (0..300).map(any_format).collect();
     let mut bad = vec![
-        ("undecodable", TestRecord { payload: b"\x0a\xff\xff\xff".to_vec(), headers: vec![("content-type".into(), b"application/protobuf".to_vec())], key: None }),
-        ("unsupported_content_type", TestRecord { payload: b"a,b,c".to_vec(), headers: vec![("content-type".into(), b"text/csv".to_vec())], key: None }),
-        ("payload_too_large", TestRecord { payload: vec![b'{'; 300 * 1024], headers: vec![], key: None }),
+        (
+            "undecodable",
+            TestRecord {
+                payload: b"\x0a\xff\xff\xff".to_vec(),
+                headers: vec![("content-type".into(), b"application/protobuf".to_vec())],
+                key: None,
+            },
+        ),
+        (
+            "unsupported_content_type",
+            TestRecord {
+                payload: b"a,b,c".to_vec(),
+                headers: vec![("content-type".into(), b"text/csv".to_vec())],
+                key: None,
+            },
+        ),
+        (
+            "payload_too_large",
+            TestRecord {
+                payload: vec![b'{'; 300 * 1024],
+                headers: vec![],
+                key: None,
+            },
+        ),
     ];
     let mut invalid = |class: &'static str, n: u64, edit: &dyn Fn(&mut serde_json::Value)| {
         let mut record = structured(n, "c-bad");
@@ -78,11 +105,21 @@ async fn every_format_is_stored_and_bad_records_are_dead_lettered() {
         record.payload = body.to_string().into_bytes();
         bad.push((class, record));
     };
-    invalid("missing_field", 1000, &|b| { b.as_object_mut().unwrap().remove("id"); });
-    invalid("negative_amount", 1001, &|b| b["data"]["amount"]["minor_units"] = (-5).into());
-    invalid("invalid_amount", 1002, &|b| b["data"]["amount"]["minor_units"] = 12.5.into());
-    invalid("unknown_currency", 1003, &|b| b["data"]["amount"]["currency"] = "ZZZ".into());
-    invalid("timestamp_out_of_range", 1004, &|b| b["time"] = "2999-01-01T00:00:00Z".into());
+    invalid("missing_field", 1000, &|b| {
+        b.as_object_mut().unwrap().remove("id");
+    });
+    invalid("negative_amount", 1001, &|b| {
+        b["data"]["amount"]["minor_units"] = (-5).into()
+    });
+    invalid("invalid_amount", 1002, &|b| {
+        b["data"]["amount"]["minor_units"] = 12.5.into()
+    });
+    invalid("unknown_currency", 1003, &|b| {
+        b["data"]["amount"]["currency"] = "ZZZ".into()
+    });
+    invalid("timestamp_out_of_range", 1004, &|b| {
+        b["time"] = "2999-01-01T00:00:00Z".into()
+    });
     invalid("invalid_field", 1005, &|b| b["id"] = "not-a-uuid".into());
 
     let mut all = good.clone();
@@ -94,37 +131,81 @@ async fn every_format_is_stored_and_bad_records_are_dead_lettered() {
     let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
     let (stop, task) = start(&kafka.bootstrap(), options("formats"), Arc::clone(&store));
     let total = all.len() as i64;
-    eventually(Duration::from_secs(60), "every record's offset is stored", || {
-        let store = Arc::clone(&store);
-        async move { stored_offsets_total(&*store, "formats").await == total }
-    })
+    eventually(
+        Duration::from_secs(60),
+        "every record's offset is stored",
+        || {
+            let store = Arc::clone(&store);
+            async move { stored_offsets_total(&*store, "formats").await == total }
+        },
+    )
     .await;
     stop.send(()).unwrap();
     let summary = task.await.unwrap();
 
-    assert_eq!(summary.appended, good.len() as u64, "every valid record is stored: {summary:?}");
+    assert_eq!(
+        summary.appended,
+        good.len() as u64,
+        "every valid record is stored: {summary:?}"
+    );
     assert_eq!(summary.dead_letters, bad.len() as u64, "{summary:?}");
     assert_eq!(summary.duplicates, 0);
     let stored = store.read_all(Position::ZERO, 10_000).await.unwrap();
-    let ids: HashSet<String> = stored.iter().map(|e| e.event.event_id.to_string()).collect();
+    let ids: HashSet<String> = stored
+        .iter()
+        .map(|e| e.event.event_id.to_string())
+        .collect();
     let expected: HashSet<String> = (0..300).map(event_id).collect();
     assert_eq!(ids, expected, "exactly the valid events, each once");
-    let types: HashSet<&str> = stored.iter().map(|e| e.event.event_type().as_str().to_owned()).map(|t| match t.as_str() { "purchase" => "purchase", "interaction" => "interaction", "feedback" => "feedback", _ => "other" }).collect();
-    assert_eq!(types, HashSet::from(["purchase", "interaction", "feedback"]), "all three formats arrived");
+    let types: HashSet<&str> = stored
+        .iter()
+        .map(|e| e.event.event_type().as_str().to_owned())
+        .map(|t| match t.as_str() {
+            "purchase" => "purchase",
+            "interaction" => "interaction",
+            "feedback" => "feedback",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(
+        types,
+        HashSet::from(["purchase", "interaction", "feedback"]),
+        "all three formats arrived"
+    );
 
-    let letters = read_topic(&kafka.bootstrap(), "customer-events.dlq", bad.len(), Duration::from_secs(30)).await;
-    assert_eq!(letters.len(), bad.len(), "every bad record is in the dead-letter topic");
-    let mut classes: Vec<String> = letters.iter().map(|l| l.header(h::ERROR_CLASS).expect("class header")).collect();
+    let letters = read_topic(
+        &kafka.bootstrap(),
+        "customer-events.dlq",
+        bad.len(),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        letters.len(),
+        bad.len(),
+        "every bad record is in the dead-letter topic"
+    );
+    let mut classes: Vec<String> = letters
+        .iter()
+        .map(|l| l.header(h::ERROR_CLASS).expect("class header"))
+        .collect();
     classes.sort();
     let mut expected: Vec<&str> = bad.iter().map(|(class, _)| *class).collect();
     expected.sort_unstable();
     assert_eq!(classes, expected);
     for letter in &letters {
         assert_eq!(letter.header(h::ORIGINAL_TOPIC).as_deref(), Some(TOPIC));
-        let partition: i32 = letter.header(h::ORIGINAL_PARTITION).unwrap().parse().unwrap();
+        let partition: i32 = letter
+            .header(h::ORIGINAL_PARTITION)
+            .unwrap()
+            .parse()
+            .unwrap();
         let offset: i64 = letter.header(h::ORIGINAL_OFFSET).unwrap().parse().unwrap();
         assert!((0..4).contains(&partition) && offset >= 0);
-        assert!(!letter.header(h::ERROR_REASON).unwrap().is_empty(), "a readable reason");
+        assert!(
+            !letter.header(h::ERROR_REASON).unwrap().is_empty(),
+            "a readable reason"
+        );
     }
 }
 
@@ -137,27 +218,46 @@ async fn an_outage_pauses_consumption_and_loses_nothing() {
 
     let store = SwitchableStore::new(InMemoryEventStore::new(), true);
     let (stop, task) = start(&kafka.bootstrap(), options("outage"), store.clone());
-    eventually(Duration::from_secs(60), "the consumer has retried several times", || {
-        let store = Arc::clone(&store);
-        async move { store.failed_attempts.lock().unwrap().len() >= 4 }
-    })
+    eventually(
+        Duration::from_secs(60),
+        "the consumer has retried several times",
+        || {
+            let store = Arc::clone(&store);
+            async move { store.failed_attempts.lock().unwrap().len() >= 4 }
+        },
+    )
     .await;
-    assert_eq!(store.head().await.unwrap(), Position::ZERO, "nothing stored while down");
+    assert_eq!(
+        store.head().await.unwrap(),
+        Position::ZERO,
+        "nothing stored while down"
+    );
     store.down.store(false, Ordering::SeqCst);
-    eventually(Duration::from_secs(60), "every event is stored after the outage", || {
-        let store = Arc::clone(&store);
-        async move { store.head().await.unwrap() == Position(500) }
-    })
+    eventually(
+        Duration::from_secs(60),
+        "every event is stored after the outage",
+        || {
+            let store = Arc::clone(&store);
+            async move { store.head().await.unwrap() == Position(500) }
+        },
+    )
     .await;
     stop.send(()).unwrap();
     let summary = task.await.unwrap();
-    assert_eq!((summary.appended, summary.duplicates), (500, 0), "{summary:?}");
+    assert_eq!(
+        (summary.appended, summary.duplicates),
+        (500, 0),
+        "{summary:?}"
+    );
     assert_eq!(summary.pauses, 1, "one outage, one pause: {summary:?}");
 
     // Retries back off: no busy loop while the database is down.
     let attempts = store.failed_attempts.lock().unwrap().clone();
     let gaps: Vec<Duration> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
-    assert!(gaps.iter().all(|g| *g >= Duration::from_millis(40)), "retries are spaced: {gaps:?}");
+    assert!(
+        gaps.iter().all(|g| *g >= Duration::from_millis(40)),
+        "retries are spaced: {gaps:?}"
+    );
     assert!(gaps.last() > gaps.first(), "retry delays grow: {gaps:?}");
 }
 
@@ -175,21 +275,32 @@ async fn a_rebalance_between_two_consumers_loses_and_repeats_nothing() {
     let mut slow = options("pair");
     slow.batch_size = 50;
     let (stop_a, task_a) = start(&kafka.bootstrap(), slow.clone(), Arc::clone(&store));
-    eventually(Duration::from_secs(60), "the first consumer has committed a few batches", || {
-        let store = Arc::clone(&store);
-        async move { store.head().await.unwrap() >= Position(200) }
-    })
+    eventually(
+        Duration::from_secs(60),
+        "the first consumer has committed a few batches",
+        || {
+            let store = Arc::clone(&store);
+            async move { store.head().await.unwrap() >= Position(200) }
+        },
+    )
     .await;
     let (stop_b, task_b) = start(&kafka.bootstrap(), slow, Arc::clone(&store));
-    eventually(Duration::from_secs(120), "all 4000 events are stored", || {
-        let store = Arc::clone(&store);
-        async move { store.head().await.unwrap() >= Position(4000) }
-    })
+    eventually(
+        Duration::from_secs(120),
+        "all 4000 events are stored",
+        || {
+            let store = Arc::clone(&store);
+            async move { store.head().await.unwrap() >= Position(4000) }
+        },
+    )
     .await;
     stop_a.send(()).unwrap();
     stop_b.send(()).unwrap();
     let (a, b) = (task_a.await.unwrap(), task_b.await.unwrap());
-    assert!(b.appended > 0, "the second consumer took over partitions: {b:?}");
+    assert!(
+        b.appended > 0,
+        "the second consumer took over partitions: {b:?}"
+    );
     assert_eq!(a.appended + b.appended, 4000, "{a:?} {b:?}");
     assert_eq!(
         a.duplicates + b.duplicates,

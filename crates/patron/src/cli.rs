@@ -142,7 +142,7 @@ pub(crate) struct IngestArgs {
     pub(crate) dead_letter_suffix: String,
 
     /// Most records per batch (one database transaction).
-    #[arg(long, env = "PATRON_INGEST_BATCH_SIZE", default_value_t = 1000,
+    #[arg(long, env = "PATRON_INGEST_BATCH_SIZE", default_value_t = 5000,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub(crate) batch_size: u32,
 

@@ -28,7 +28,10 @@ pub fn structured(n: u64, customer: &str) -> TestRecord {
     });
     TestRecord {
         key: Some(customer.as_bytes().to_vec()),
-        headers: vec![("content-type".into(), b"application/cloudevents+json".to_vec())],
+        headers: vec![(
+            "content-type".into(),
+            b"application/cloudevents+json".to_vec(),
+        )],
         payload: body.to_string().into_bytes(),
     }
 }
@@ -52,7 +55,10 @@ pub fn protobuf(n: u64, customer: &str) -> TestRecord {
     let event = pb::CustomerEvent {
         event_id: event_id(n),
         customer_id: customer.into(),
-        occurred_at: Some(prost_types::Timestamp { seconds: 1_795_000_000, nanos: 0 }),
+        occurred_at: Some(prost_types::Timestamp {
+            seconds: 1_795_000_000,
+            nanos: 0,
+        }),
         source: "survey".into(),
         extra: None,
         body: Some(pb::customer_event::Body::Feedback(pb::Feedback {
@@ -86,7 +92,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + within;
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -126,15 +135,26 @@ impl<S: EventStore> EventStore for SwitchableStore<S> {
     async fn append(&self, batch: &AppendBatch) -> Result<AppendReceipt, StoreError> {
         if self.down.load(Ordering::SeqCst) {
             self.failed_attempts.lock().unwrap().push(Instant::now());
-            return Err(StoreError::Unavailable("connection refused (test outage)".into()));
+            return Err(StoreError::Unavailable(
+                "connection refused (test outage)".into(),
+            ));
         }
         tokio::time::sleep(self.latency).await;
         self.inner.append(batch).await
     }
-    async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         self.inner.read_all(after, limit).await
     }
-    async fn read_stream(&self, c: &CustomerId, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_stream(
+        &self,
+        c: &CustomerId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         self.inner.read_stream(c, after, limit).await
     }
     async fn head(&self) -> Result<Position, StoreError> {

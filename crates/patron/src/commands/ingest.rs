@@ -21,7 +21,7 @@ pub(crate) async fn run(database: &DatabaseArgs, args: IngestArgs) -> anyhow::Re
             .context("cannot create the dead-letter producer")?,
     );
     let mut options = IngestOptions::new(args.group.clone(), args.topics.clone());
-    options.batch_size = usize::try_from(args.batch_size).unwrap_or(1000);
+    options.batch_size = usize::try_from(args.batch_size).unwrap_or(5000);
     options.batch_max_delay = args.batch_max_delay;
     options.retry_max_delay = args.retry_max_delay;
     let mut settings = Settings::new(args.group.clone());
