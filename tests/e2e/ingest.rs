@@ -8,7 +8,12 @@
 //! Runs against librdkafka's in-process mock cluster, and against a real Kafka-compatible broker
 //! when `PATRON_TEST_KAFKA_BROKERS` names one (`make test` starts one when it can).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::cast_possible_truncation)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::cast_possible_truncation
+)]
 
 use std::collections::HashSet;
 use std::fs::File;
