@@ -187,40 +187,35 @@ impl EventBody {
 
     /// The stored JSON form of the body (without its type, which is stored beside it).
     pub fn to_payload(&self) -> Value {
-        fn json<T: Serialize>(body: &T) -> Value {
-            // Serialising plain structs of strings, integers and JSON values cannot fail.
-            serde_json::to_value(body).unwrap_or(Value::Null)
-        }
+        // Serialising plain structs of strings, integers and JSON values cannot fail.
         match self {
-            EventBody::Purchase(b) => json(b),
-            EventBody::Refund(b) => json(b),
-            EventBody::Interaction(b) => json(b),
-            EventBody::Feedback(b) => json(b),
-            EventBody::ProfileUpdated(b) => json(b),
-            EventBody::Acquired(b) => json(b),
-            EventBody::ConsentChanged(b) => json(b),
-            EventBody::ErasureRequested(b) => json(b),
-            EventBody::IdentitiesLinked(b) => json(b),
             EventBody::Unknown(b) => b.data.clone(),
+            known => known.with_known(|body| body.to_value().unwrap_or(Value::Null)),
         }
     }
 
     /// The stored JSON form as text (what [`EventBody::to_payload`] gives, serialised directly).
     pub fn to_payload_string(&self) -> String {
-        fn json<T: Serialize>(body: &T) -> String {
-            serde_json::to_string(body).unwrap_or_else(|_| "null".to_owned())
-        }
         match self {
-            EventBody::Purchase(b) => json(b),
-            EventBody::Refund(b) => json(b),
-            EventBody::Interaction(b) => json(b),
-            EventBody::Feedback(b) => json(b),
-            EventBody::ProfileUpdated(b) => json(b),
-            EventBody::Acquired(b) => json(b),
-            EventBody::ConsentChanged(b) => json(b),
-            EventBody::ErasureRequested(b) => json(b),
-            EventBody::IdentitiesLinked(b) => json(b),
             EventBody::Unknown(b) => b.data.to_string(),
+            known => known.with_known(|body| body.to_text().unwrap_or_else(|_| "null".to_owned())),
+        }
+    }
+
+    /// Calls `f` with the body of a known type as something serialisable (`f` is not called for
+    /// unknown types, which hold their JSON as sent).
+    fn with_known<R>(&self, f: impl FnOnce(&dyn ErasedBody) -> R) -> R {
+        match self {
+            EventBody::Purchase(b) => f(b),
+            EventBody::Refund(b) => f(b),
+            EventBody::Interaction(b) => f(b),
+            EventBody::Feedback(b) => f(b),
+            EventBody::ProfileUpdated(b) => f(b),
+            EventBody::Acquired(b) => f(b),
+            EventBody::ConsentChanged(b) => f(b),
+            EventBody::ErasureRequested(b) => f(b),
+            EventBody::IdentitiesLinked(b) => f(b),
+            EventBody::Unknown(b) => f(&b.data),
         }
     }
 
@@ -242,6 +237,21 @@ impl EventBody {
                 data: payload,
             }),
         })
+    }
+}
+
+/// A body that serialises to JSON: lets one dispatch over [`EventBody`] serve every format.
+trait ErasedBody {
+    fn to_value(&self) -> serde_json::Result<Value>;
+    fn to_text(&self) -> serde_json::Result<String>;
+}
+
+impl<T: Serialize> ErasedBody for T {
+    fn to_value(&self) -> serde_json::Result<Value> {
+        serde_json::to_value(self)
+    }
+    fn to_text(&self) -> serde_json::Result<String> {
+        serde_json::to_string(self)
     }
 }
 

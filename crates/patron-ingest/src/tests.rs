@@ -2,11 +2,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::TimeZone;
-use patron_domain::CustomerId;
 use patron_proto::events::v1 as pb;
-use patron_store::{
-    AppendBatch, AppendReceipt, InMemoryEventStore, Position, RecordedEvent, SourceOffset,
-};
+use patron_store::faulty::FaultyStore;
+use patron_store::{InMemoryEventStore, Position};
 use prost::Message as _;
 
 use super::*;
@@ -86,50 +84,6 @@ impl DeadLetterSink for RecordingSink {
         }
         self.letters.lock().unwrap().extend_from_slice(letters);
         Ok(())
-    }
-}
-
-/// An in-memory store whose first `failures` appends fail as if the database were down.
-struct FlakyStore {
-    inner: InMemoryEventStore,
-    failures_left: AtomicUsize,
-}
-
-#[async_trait]
-impl EventStore for FlakyStore {
-    async fn append(&self, batch: &AppendBatch) -> Result<AppendReceipt, StoreError> {
-        if self
-            .failures_left
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            return Err(StoreError::Unavailable("connection refused".into()));
-        }
-        self.inner.append(batch).await
-    }
-    async fn read_all(
-        &self,
-        after: Position,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_all(after, limit).await
-    }
-    async fn read_stream(
-        &self,
-        c: &CustomerId,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_stream(c, after, limit).await
-    }
-    async fn head(&self) -> Result<Position, StoreError> {
-        self.inner.head().await
-    }
-    async fn stream_version(&self, c: &CustomerId) -> Result<u64, StoreError> {
-        self.inner.stream_version(c).await
-    }
-    async fn source_offsets(&self, consumer: &str) -> Result<Vec<SourceOffset>, StoreError> {
-        self.inner.source_offsets(consumer).await
     }
 }
 
@@ -231,10 +185,7 @@ async fn commit_stores_events_with_offsets_and_sends_dead_letters() {
 
 #[tokio::test]
 async fn a_retried_commit_stores_once_and_sends_dead_letters_once() {
-    let store = Arc::new(FlakyStore {
-        inner: InMemoryEventStore::new(),
-        failures_left: AtomicUsize::new(2),
-    });
+    let store = Arc::new(FaultyStore::new(InMemoryEventStore::new()).failing(2));
     let sink = Arc::new(RecordingSink::default());
     let ingestor = Ingestor::new(store.clone(), sink.clone());
     let mut prepared = prepare(mixed_batch(), &Settings::new("ingest"), now());

@@ -12,6 +12,7 @@ use std::time::Duration;
 use patron_ingest::{Settings, dead_letter_headers as h};
 use patron_kafka::testing::{MockKafka, TestRecord, read_topic};
 use patron_kafka::{IngestConsumer, IngestOptions, IngestSummary, KafkaDeadLetters, KafkaSettings};
+use patron_store::faulty::FaultyStore;
 use patron_store::{EventStore, InMemoryEventStore, Position};
 use support::*;
 use tokio::sync::oneshot;
@@ -216,14 +217,14 @@ async fn an_outage_pauses_consumption_and_loses_nothing() {
     let records: Vec<TestRecord> = (0..500).map(any_format).collect();
     patron_kafka::testing::produce(&kafka.bootstrap(), TOPIC, &records).await;
 
-    let store = SwitchableStore::new(InMemoryEventStore::new(), true);
+    let store = Arc::new(FaultyStore::new(InMemoryEventStore::new()).down());
     let (stop, task) = start(&kafka.bootstrap(), options("outage"), store.clone());
     eventually(
         Duration::from_secs(60),
         "the consumer has retried several times",
         || {
             let store = Arc::clone(&store);
-            async move { store.failed_attempts.lock().unwrap().len() >= 4 }
+            async move { store.failures() >= 4 }
         },
     )
     .await;
@@ -265,13 +266,14 @@ async fn an_outage_pauses_consumption_and_loses_nothing() {
 async fn a_rebalance_between_two_consumers_loses_and_repeats_nothing() {
     let kafka = MockKafka::start(1);
     kafka.create_topic(TOPIC, 4);
-    let records: Vec<TestRecord> = (0..4000).map(any_format).collect();
+    let records: Vec<TestRecord> = (0..8000).map(any_format).collect();
     patron_kafka::testing::produce(&kafka.bootstrap(), TOPIC, &records).await;
 
     let (store, _dir) = patron_store_sql::testing::fresh_sqlite().await;
-    // 40 ms per batch of 50: the first consumer alone would need about 3 s, long enough for
-    // the second to join halfway.
-    let store: Arc<dyn EventStore> = SwitchableStore::slow(store, Duration::from_millis(40));
+    // 50 ms per batch of 50: the first consumer alone would need about 8 s, long enough for
+    // the second to join well before the end.
+    let store: Arc<dyn EventStore> =
+        Arc::new(FaultyStore::new(store).slow(Duration::from_millis(50)));
     let mut slow = options("pair");
     slow.batch_size = 50;
     let (stop_a, task_a) = start(&kafka.bootstrap(), slow.clone(), Arc::clone(&store));
@@ -287,10 +289,10 @@ async fn a_rebalance_between_two_consumers_loses_and_repeats_nothing() {
     let (stop_b, task_b) = start(&kafka.bootstrap(), slow, Arc::clone(&store));
     eventually(
         Duration::from_secs(120),
-        "all 4000 events are stored",
+        "all 8000 events are stored",
         || {
             let store = Arc::clone(&store);
-            async move { store.head().await.unwrap() >= Position(4000) }
+            async move { store.head().await.unwrap() >= Position(8000) }
         },
     )
     .await;
@@ -301,11 +303,11 @@ async fn a_rebalance_between_two_consumers_loses_and_repeats_nothing() {
         b.appended > 0,
         "the second consumer took over partitions: {b:?}"
     );
-    assert_eq!(a.appended + b.appended, 4000, "{a:?} {b:?}");
+    assert_eq!(a.appended + b.appended, 8000, "{a:?} {b:?}");
     assert_eq!(
         a.duplicates + b.duplicates,
         0,
         "no committed record was consumed again after the rebalance: {a:?} {b:?}"
     );
-    assert_eq!(store.head().await.unwrap(), Position(4000));
+    assert_eq!(store.head().await.unwrap(), Position(8000));
 }

@@ -17,6 +17,8 @@ mod types;
 
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
+#[cfg(any(test, feature = "contract"))]
+pub mod faulty;
 
 pub use error::StoreError;
 pub use memory::InMemoryEventStore;

@@ -2,18 +2,10 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use async_trait::async_trait;
-use patron_domain::CustomerId;
 use patron_kafka::testing::TestRecord;
 use patron_proto::events::v1 as pb;
-use patron_store::{
-    AppendBatch, AppendReceipt, EventStore, Position, RecordedEvent, SourceOffset, StoreError,
-};
 use prost::Message as _;
 
 pub fn event_id(n: u64) -> String {
@@ -97,73 +89,5 @@ where
             "timed out waiting until {what}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Wraps a store; while `down` is set, appends fail as if the database were unreachable, and
-/// the time of each failed attempt is recorded.
-pub struct SwitchableStore<S> {
-    pub inner: S,
-    pub down: AtomicBool,
-    pub failed_attempts: Mutex<Vec<Instant>>,
-    /// Added to every successful append, to make a consumer slow.
-    pub latency: Duration,
-}
-
-impl<S> SwitchableStore<S> {
-    pub fn new(inner: S, down: bool) -> Arc<Self> {
-        Arc::new(Self {
-            inner,
-            down: AtomicBool::new(down),
-            failed_attempts: Mutex::new(Vec::new()),
-            latency: Duration::ZERO,
-        })
-    }
-
-    pub fn slow(inner: S, latency: Duration) -> Arc<Self> {
-        Arc::new(Self {
-            inner,
-            down: AtomicBool::new(false),
-            failed_attempts: Mutex::new(Vec::new()),
-            latency,
-        })
-    }
-}
-
-#[async_trait]
-impl<S: EventStore> EventStore for SwitchableStore<S> {
-    async fn append(&self, batch: &AppendBatch) -> Result<AppendReceipt, StoreError> {
-        if self.down.load(Ordering::SeqCst) {
-            self.failed_attempts.lock().unwrap().push(Instant::now());
-            return Err(StoreError::Unavailable(
-                "connection refused (test outage)".into(),
-            ));
-        }
-        tokio::time::sleep(self.latency).await;
-        self.inner.append(batch).await
-    }
-    async fn read_all(
-        &self,
-        after: Position,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_all(after, limit).await
-    }
-    async fn read_stream(
-        &self,
-        c: &CustomerId,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_stream(c, after, limit).await
-    }
-    async fn head(&self) -> Result<Position, StoreError> {
-        self.inner.head().await
-    }
-    async fn stream_version(&self, c: &CustomerId) -> Result<u64, StoreError> {
-        self.inner.stream_version(c).await
-    }
-    async fn source_offsets(&self, consumer: &str) -> Result<Vec<SourceOffset>, StoreError> {
-        self.inner.source_offsets(consumer).await
     }
 }
