@@ -195,6 +195,18 @@ async fn killed_at_random_moments(
         |c| c.events >= events as i64,
     )
     .await;
+    // Stop it once it is consuming (the earlier runs may have stored everything already).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("\"consuming\"")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the last run never started consuming"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     let pid = child.0.id().to_string();
     assert!(
         Command::new("kill")

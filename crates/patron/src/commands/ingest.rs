@@ -11,6 +11,7 @@ use patron_kafka::{IngestConsumer, IngestOptions, KafkaDeadLetters, KafkaSetting
 use crate::cli::{DatabaseArgs, IngestArgs};
 
 pub(crate) async fn run(database: &DatabaseArgs, args: IngestArgs) -> anyhow::Result<ExitCode> {
+    let shutdown = super::shutdown_signal();
     let store = super::open_store(database).await?.into_dyn();
     let kafka = KafkaSettings {
         brokers: args.kafka.kafka_brokers.clone(),
@@ -31,7 +32,7 @@ pub(crate) async fn run(database: &DatabaseArgs, args: IngestArgs) -> anyhow::Re
     let consumer = IngestConsumer::new(&kafka, options, settings, store, dead_letters)
         .context("cannot create the Kafka consumer")?;
     // The consumer blocks in place briefly during rebalances: it must run on a runtime worker.
-    let summary = tokio::spawn(consumer.run(super::shutdown_signal()))
+    let summary = tokio::spawn(consumer.run(shutdown))
         .await
         .context("the consumer task failed")?
         .context("ingestion stopped")?;
