@@ -115,11 +115,13 @@ clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 .PHONY: check-domain
-check-domain: ## Prove that patron-domain depends on none of tokio, sqlx, tonic, prost, rdkafka
-	@deps=$$($(CARGO) tree -p patron-domain -e normal,build --prefix none --format '{p}' | awk '{print $$1}' | sort -u); \
-	bad=$$(for c in $(DOMAIN_FORBIDDEN); do echo "$$deps" | grep -Ex "$$c(-.*)?" ; done); \
-	if [ -n "$$bad" ]; then echo "patron-domain must not depend on: $$bad"; exit 1; fi; \
-	echo "patron-domain depends on none of: $(DOMAIN_FORBIDDEN)"
+check-domain: ## Prove that the domain crates (patron-domain, patron-lifecycle) depend on none of tokio, sqlx, tonic, prost, rdkafka
+	@for crate in patron-domain patron-lifecycle; do \
+		deps=$$($(CARGO) tree -p $$crate -e normal,build --prefix none --format '{p}' | awk '{print $$1}' | sort -u); \
+		bad=$$(for c in $(DOMAIN_FORBIDDEN); do echo "$$deps" | grep -Ex "$$c(-.*)?" ; done); \
+		if [ -n "$$bad" ]; then echo "$$crate must not depend on: $$bad"; exit 1; fi; \
+		echo "$$crate depends on none of: $(DOMAIN_FORBIDDEN)"; \
+	done
 
 .PHONY: bench
 bench: postgres broker-binary ## Benchmarks, each printed as a ratio to a raw baseline measured in the same run

@@ -1,0 +1,25 @@
+//! The names of the rules that move customers between stages, as stored in
+//! [`Transition::rule`](crate::Transition::rule). They are stable: consumers may match on them.
+
+/// Any first event of a customer: `prospect`.
+pub const FIRST_SEEN: &str = "first_seen";
+/// The first purchase: `prospect` → `new`.
+pub const FIRST_PURCHASE: &str = "first_purchase";
+/// The honeymoon ended with a repeat purchase: `new` → `active` (or `loyal`).
+pub const HONEYMOON_END: &str = "honeymoon_end";
+/// A repeat purchase after the honeymoon: `new` → `active` (or `loyal`).
+pub const REPEAT_PURCHASE: &str = "repeat_purchase";
+/// Orders and net revenue reached the loyal tier: `active` → `loyal`.
+pub const LOYAL_THRESHOLD: &str = "loyal_threshold";
+/// Inactivity reached the at-risk multiple of the usual gap: → `at_risk`.
+pub const INACTIVITY_AT_RISK: &str = "inactivity_at_risk";
+/// Inactivity reached the churn multiple of the usual gap: `at_risk` → `churned`.
+pub const INACTIVITY_CHURN: &str = "inactivity_churn";
+/// A purchase while at risk: `at_risk` → `active` (or `loyal`).
+pub const RETURNED: &str = "returned";
+/// A purchase after churn: `churned` → `reactivated`.
+pub const WIN_BACK: &str = "win_back";
+/// The purchase after a win-back: `reactivated` → `active` (or `loyal`).
+pub const REACTIVATION_REPEAT: &str = "reactivation_repeat";
+/// The reactivation window ended: `reactivated` → `active` (or `loyal`).
+pub const REACTIVATION_END: &str = "reactivation_end";

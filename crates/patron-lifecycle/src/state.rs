@@ -1,0 +1,171 @@
+//! The lifecycle state of one customer: plain data that a projector persists between events.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use patron_domain::Money;
+use serde::{Deserialize, Serialize};
+
+use crate::rules::Rules;
+use crate::stage::Stage;
+
+/// How many gaps between purchases are kept to compute a customer's usual (median) gap.
+pub const MAX_GAPS: usize = 32;
+
+/// One stage change, with the rule that made it and the numbers that rule used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    /// The stage left; `None` for the customer's first stage.
+    pub from: Option<Stage>,
+    /// The stage entered.
+    pub to: Stage,
+    /// When, in event time: the event's time, or the deadline of a time-driven rule.
+    pub at: DateTime<Utc>,
+    /// The rule that fired, one of [`crate::rule`].
+    pub rule: String,
+    /// The numbers the rule used, e.g. `inactive_days` and `threshold_days`.
+    pub facts: BTreeMap<String, String>,
+}
+
+/// What the engine knows about one customer's lifecycle.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CustomerLifecycle {
+    /// The current stage; `None` until the customer's first event.
+    pub stage: Option<Stage>,
+    /// When the current stage was entered; `None` until the customer's first event.
+    pub since: Option<DateTime<Utc>>,
+    /// Purchases, in any currency.
+    pub purchases: u64,
+    /// Purchases minus refunds in the rules' currency, in minor units.
+    pub net_revenue_minor: i64,
+    /// Purchases and refunds in other currencies, which `net_revenue_minor` leaves out.
+    pub other_currency_events: u64,
+    /// The earliest purchase.
+    pub first_purchase_at: Option<DateTime<Utc>>,
+    /// The latest purchase.
+    pub last_purchase_at: Option<DateTime<Utc>>,
+    /// The latest purchase times, ascending: at most [`MAX_GAPS`] + 1, for the median gap.
+    pub recent_purchases: Vec<DateTime<Utc>>,
+    /// The latest `occurred_at` of any event applied.
+    pub last_event_at: Option<DateTime<Utc>>,
+    /// Every stage change, oldest first.
+    pub history: Vec<Transition>,
+}
+
+/// A customer's usual gap between purchases, and where it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UsualGap {
+    /// The gap, in seconds (always positive for valid rules).
+    pub(crate) seconds: i64,
+    /// `median`, `minimum` (the median was below `min_gap_days`) or `default` (too few purchases).
+    pub(crate) source: &'static str,
+    /// How many gaps the median was taken over.
+    pub(crate) gaps: usize,
+}
+
+impl CustomerLifecycle {
+    /// A customer the engine has not seen yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The median of the kept gaps between purchases, in seconds; `None` with fewer than two.
+    pub fn median_gap_seconds(&self) -> Option<i64> {
+        let mut gaps: Vec<i64> = self
+            .recent_purchases
+            .windows(2)
+            .map(|pair| (pair[1] - pair[0]).num_seconds())
+            .collect();
+        gaps.sort_unstable();
+        let mid = gaps.len() / 2;
+        match gaps.len() {
+            0 => None,
+            n if n % 2 == 1 => Some(gaps[mid]),
+            // Both are non-negative, so this cannot overflow.
+            _ => Some(gaps[mid - 1] + (gaps[mid] - gaps[mid - 1]) / 2),
+        }
+    }
+
+    /// The gap that inactivity is measured against.
+    pub(crate) fn usual_gap(&self, rules: &Rules) -> UsualGap {
+        let gaps = self.recent_purchases.len().saturating_sub(1);
+        let minimum = Rules::days_seconds(rules.min_gap_days);
+        match self.median_gap_seconds() {
+            None => UsualGap {
+                seconds: Rules::days_seconds(rules.default_gap_days),
+                source: "default",
+                gaps,
+            },
+            Some(median) if median < minimum => UsualGap {
+                seconds: minimum,
+                source: "minimum",
+                gaps,
+            },
+            Some(median) => UsualGap {
+                seconds: median,
+                source: "median",
+                gaps,
+            },
+        }
+    }
+
+    /// Whether the customer has at least `orders` purchases.
+    pub(crate) fn has_orders(&self, orders: i64) -> bool {
+        u64::try_from(orders).is_ok_and(|orders| self.purchases >= orders)
+    }
+
+    /// Whether orders and net revenue reach the loyal tier.
+    pub(crate) fn qualifies_loyal(&self, rules: &Rules) -> bool {
+        self.has_orders(rules.loyal_min_orders)
+            && self.net_revenue_minor >= rules.loyal_min_net_revenue_minor
+    }
+
+    /// The time a transition triggered at `t` is stamped with: never before the current stage
+    /// began, so that a late event cannot make the history run backwards.
+    pub(crate) fn clock(&self, t: DateTime<Utc>) -> DateTime<Utc> {
+        self.since.map_or(t, |since| since.max(t))
+    }
+
+    /// Adds (`sign` 1) or subtracts (`sign` -1) an amount: to net revenue in the rules'
+    /// currency, otherwise only to the count of other-currency events.
+    pub(crate) fn add_value(&mut self, amount: Money, sign: i64, rules: &Rules) {
+        if rules.counts(amount.currency) {
+            let delta = amount.minor_units.saturating_mul(sign);
+            self.net_revenue_minor = self.net_revenue_minor.saturating_add(delta);
+        } else {
+            self.other_currency_events = self.other_currency_events.saturating_add(1);
+        }
+    }
+
+    /// Counts a purchase made at `at` (possibly earlier than ones already counted).
+    pub(crate) fn record_purchase(&mut self, at: DateTime<Utc>) {
+        self.purchases = self.purchases.saturating_add(1);
+        self.first_purchase_at = Some(self.first_purchase_at.map_or(at, |t| t.min(at)));
+        self.last_purchase_at = Some(self.last_purchase_at.map_or(at, |t| t.max(at)));
+        let index = self.recent_purchases.partition_point(|t| *t <= at);
+        self.recent_purchases.insert(index, at);
+        let excess = self.recent_purchases.len().saturating_sub(MAX_GAPS + 1);
+        self.recent_purchases.drain(..excess);
+    }
+
+    /// Moves to `to` at `at`, records the transition in the history and returns it.
+    pub(crate) fn enter(
+        &mut self,
+        to: Stage,
+        at: DateTime<Utc>,
+        rule: &str,
+        facts: BTreeMap<String, String>,
+    ) -> Transition {
+        let transition = Transition {
+            from: self.stage,
+            to,
+            at,
+            rule: rule.to_owned(),
+            facts,
+        };
+        self.stage = Some(to);
+        self.since = Some(at);
+        self.history.push(transition.clone());
+        transition
+    }
+}
