@@ -115,8 +115,8 @@ clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 .PHONY: check-domain
-check-domain: ## Prove that the domain crates (patron-domain, patron-lifecycle) depend on none of tokio, sqlx, tonic, prost, rdkafka
-	@for crate in patron-domain patron-lifecycle; do \
+check-domain: ## Prove that the domain crates (patron-domain, patron-lifecycle, patron-value) depend on none of tokio, sqlx, tonic, prost, rdkafka
+	@for crate in patron-domain patron-lifecycle patron-value; do \
 		deps=$$($(CARGO) tree -p $$crate -e normal,build --prefix none --format '{p}' | awk '{print $$1}' | sort -u); \
 		bad=$$(for c in $(DOMAIN_FORBIDDEN); do echo "$$deps" | grep -Ex "$$c(-.*)?" ; done); \
 		if [ -n "$$bad" ]; then echo "$$crate must not depend on: $$bad"; exit 1; fi; \
