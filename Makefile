@@ -27,13 +27,9 @@ help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
 .PHONY: run
-run: ## Run the main job on the embedded default (SQLite in ./data): migrate, import the example events, show a customer
+run: ## Run the flow so far on the embedded default (SQLite in ./data, embedded Kafka, demo traffic, ingest); Ctrl-C stops
 	$(CARGO) build -p patron
-	./target/debug/patron migrate
-	./target/debug/patron import examples/events.jsonl --rejects data/rejects.jsonl
-	@echo "--- the first events of customer c-1001 (./target/debug/patron events --customer c-1001):"
-	@./target/debug/patron events --customer c-1001 --limit 5
-	@echo "--- rejected lines and why: data/rejects.jsonl"
+	./target/debug/patron dev
 
 .PHONY: build
 build: ## Build every crate

@@ -523,7 +523,7 @@ async fn commit(
                         }
                     }
                 }
-                tracing::info!(
+                tracing::debug!(
                     records = report.records,
                     appended = report.appended,
                     duplicates = report.duplicates,

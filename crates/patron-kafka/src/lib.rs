@@ -5,16 +5,19 @@
 //!   as the events they carried; on every partition assignment the consumer seeks to them. Kafka's
 //!   own committed offsets are updated afterwards for monitoring (lag) only.
 //! * [`KafkaDeadLetters`] sends rejected records to `<topic>.dlq` with their reasons.
+//! * [`EmbeddedKafka`] and [`Producer`] serve `patron dev`: an in-process broker and demo traffic.
 
 mod client;
 mod consumer;
 mod dead_letters;
+mod embedded;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use client::KafkaSettings;
 pub use consumer::{IngestConsumer, IngestOptions, IngestSummary};
 pub use dead_letters::KafkaDeadLetters;
+pub use embedded::{EmbeddedKafka, OutboundRecord, Producer};
 
 /// Why the Kafka adapter stopped.
 #[derive(Debug, thiserror::Error)]

@@ -93,6 +93,32 @@ pub(crate) enum Command {
     /// unreachable, consumption pauses and resumes when it is back. SIGTERM or Ctrl-C commits the
     /// batch in hand and exits.
     Ingest(IngestArgs),
+    /// Run the flow that exists so far on this machine, with nothing to install: an embedded
+    /// Kafka, demo traffic (a year of history from customers with different habits, then live
+    /// events, with the odd malformed record), and ingest into the event store (SQLite in ./data
+    /// by default). Ctrl-C stops; running again resumes from the stored state.
+    Dev(DevArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DevArgs {
+    /// Demo customers.
+    #[arg(long, env = "PATRON_DEV_CUSTOMERS", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) customers: u32,
+
+    /// Days of history generated at start.
+    #[arg(long, env = "PATRON_DEV_HISTORY_DAYS", default_value_t = 365,
+          value_parser = clap::value_parser!(i64).range(0..=3650))]
+    pub(crate) history_days: i64,
+
+    /// Live events per second after the history.
+    #[arg(long, env = "PATRON_DEV_RATE", default_value_t = 5)]
+    pub(crate) rate: usize,
+
+    /// Seed of the history (the same seed gives the same history, stored once).
+    #[arg(long, env = "PATRON_DEV_SEED", default_value_t = 42)]
+    pub(crate) seed: u64,
 }
 
 /// Where Kafka is.

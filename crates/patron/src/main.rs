@@ -33,6 +33,7 @@ fn main() -> ExitCode {
             Command::Import(args) => commands::import::run(&cli.database, args).await,
             Command::Events(args) => commands::events::run(&cli.database, args).await,
             Command::Ingest(args) => commands::ingest::run(&cli.database, args).await,
+            Command::Dev(args) => commands::dev::run(&cli.database, args).await,
         }
     });
     match result {

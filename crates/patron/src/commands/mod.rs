@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub(crate) mod dev;
 pub(crate) mod events;
 pub(crate) mod import;
 pub(crate) mod ingest;
