@@ -1,0 +1,199 @@
+//! A scripted year of customer behaviour, and helpers to store and project it.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use patron_domain::{
+    Currency, CustomerId, Event, EventBody, Interaction, InteractionKind, Money, Purchase, Refund,
+    UnknownBody,
+};
+use patron_lifecycle::Rules;
+use patron_projector::{CustomerView, OutboxEntry, Projection, catch_up};
+use patron_store::contract::customer;
+use patron_store::{AppendBatch, EventStore, ExpectedVersion, InMemoryEventStore, Position};
+use uuid::Uuid;
+
+/// The reporting currency of every test.
+pub(crate) fn usd() -> Currency {
+    Currency::from_code("USD").unwrap()
+}
+
+/// Noon UTC of a day in 2025.
+pub(crate) fn day(month: u32, day: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2025, month, day, 12, 0, 0).unwrap()
+}
+
+/// `n` days after `t`.
+pub(crate) fn plus_days(t: DateTime<Utc>, n: i64) -> DateTime<Utc> {
+    t + TimeDelta::days(n)
+}
+
+/// A builder of a scripted history; events get deterministic ids in script order.
+#[derive(Default)]
+pub(crate) struct Script {
+    events: Vec<Event>,
+}
+
+impl Script {
+    fn push(&mut self, who: &str, at: DateTime<Utc>, body: EventBody) {
+        let id = u128::try_from(self.events.len()).unwrap() + 1;
+        self.events.push(Event {
+            event_id: Uuid::from_u128(id),
+            customer_id: customer(who),
+            occurred_at: at,
+            source: "script".into(),
+            body,
+        });
+    }
+
+    /// A purchase of `minor` units of `currency`.
+    pub(crate) fn purchase_in(&mut self, who: &str, at: DateTime<Utc>, minor: i64, code: &str) {
+        let currency = Currency::from_code(code).unwrap();
+        let order_id = format!("{who}-{}", self.events.len());
+        self.push(
+            who,
+            at,
+            EventBody::Purchase(Purchase {
+                order_id,
+                amount: Money::new(minor, currency).unwrap(),
+                items: Vec::new(),
+                extra: Default::default(),
+            }),
+        );
+    }
+
+    /// A purchase in USD.
+    pub(crate) fn purchase(&mut self, who: &str, at: DateTime<Utc>, minor: i64) {
+        self.purchase_in(who, at, minor, "USD");
+    }
+
+    /// A refund in USD.
+    pub(crate) fn refund(&mut self, who: &str, at: DateTime<Utc>, minor: i64) {
+        self.push(
+            who,
+            at,
+            EventBody::Refund(Refund {
+                order_id: format!("{who}-refunded"),
+                amount: Money::new(minor, usd()).unwrap(),
+                reason: None,
+                extra: Default::default(),
+            }),
+        );
+    }
+
+    /// A web visit.
+    pub(crate) fn visit(&mut self, who: &str, at: DateTime<Utc>) {
+        self.push(
+            who,
+            at,
+            EventBody::Interaction(Interaction {
+                channel: "web".into(),
+                kind: InteractionKind::Visit,
+                extra: Default::default(),
+            }),
+        );
+    }
+
+    /// An event of a type this version does not know.
+    pub(crate) fn unknown(&mut self, who: &str, at: DateTime<Utc>) {
+        self.push(
+            who,
+            at,
+            EventBody::Unknown(UnknownBody {
+                event_type: "loyalty.points_granted".into(),
+                data: serde_json::json!({"points": 10}),
+            }),
+        );
+    }
+
+    /// The events in time order (script order at equal times).
+    pub(crate) fn into_events(mut self) -> Vec<Event> {
+        self.events.sort_by_key(|e| e.occurred_at);
+        self.events
+    }
+}
+
+/// A year of several habits:
+/// * `weekly` buys 40.00 every week all year, refunds one order in March (loyal from April 4);
+/// * `monthly` buys 50.00 every 30 days and has a partial refund in June;
+/// * `churner` buys three times in January, falls silent, churns, and comes back weekly from
+///   October 1 (one purchase in EUR);
+/// * `oneoff` buys once on January 2 and never again;
+/// * `refunder` buys twice in March, refunds one order, and is never seen again;
+/// * `browser` only visits; `ghost` only sends an event type nobody knows (the last event).
+pub(crate) fn year() -> Vec<Event> {
+    let mut s = Script::default();
+    for k in 0..52 {
+        s.purchase("weekly", plus_days(day(1, 3), 7 * k), 4_000);
+    }
+    s.refund("weekly", day(3, 15), 4_000);
+    for k in 0..12 {
+        s.purchase("monthly", plus_days(day(1, 10), 30 * k), 5_000);
+    }
+    s.refund("monthly", day(6, 20), 1_000);
+    for d in [5, 12, 19] {
+        s.purchase("churner", day(1, d), 2_000);
+    }
+    for k in 0..13 {
+        s.purchase("churner", plus_days(day(10, 1), 7 * k), 2_000);
+    }
+    s.purchase_in("churner", day(11, 1), 1_500, "EUR");
+    s.purchase("oneoff", day(1, 2), 3_000);
+    s.purchase("refunder", day(3, 1), 30_000);
+    s.purchase("refunder", day(3, 20), 30_000);
+    s.refund("refunder", day(3, 25), 30_000);
+    s.visit("browser", day(2, 1));
+    s.visit("browser", day(4, 1));
+    s.visit("monthly", day(7, 7));
+    s.unknown("ghost", day(12, 31));
+    s.into_events()
+}
+
+/// Appends events one per append, so that positions follow the given order.
+pub(crate) async fn append_each(store: &InMemoryEventStore, events: &[Event]) {
+    for event in events {
+        let batch = AppendBatch::single(
+            event.customer_id.clone(),
+            ExpectedVersion::Any,
+            vec![event.clone()],
+        );
+        store.append(&batch).await.unwrap();
+    }
+}
+
+/// A store holding `events`, in order.
+pub(crate) async fn store_with(events: &[Event]) -> InMemoryEventStore {
+    let store = InMemoryEventStore::new();
+    append_each(&store, events).await;
+    store
+}
+
+/// What a projection produced: its views, its whole outbox, checkpoint and watermark.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Outcome {
+    pub(crate) views: BTreeMap<CustomerId, CustomerView>,
+    pub(crate) outbox: Vec<OutboxEntry>,
+    pub(crate) checkpoint: Position,
+    pub(crate) watermark: Option<DateTime<Utc>>,
+}
+
+/// Projects the whole store from position zero in one catch-up with pages of `page`.
+pub(crate) async fn replay(store: &InMemoryEventStore, page: usize) -> Outcome {
+    let mut projection = Projection::new();
+    let changes = catch_up(&mut projection, store, &Rules::default(), usd(), page)
+        .await
+        .unwrap();
+    Outcome {
+        views: projection.customers().clone(),
+        outbox: changes.outbox,
+        checkpoint: projection.checkpoint(),
+        watermark: projection.watermark(),
+    }
+}
+
+/// The stages a customer has entered, in order.
+pub(crate) fn stages(view: &CustomerView) -> Vec<patron_lifecycle::Stage> {
+    view.lifecycle.history.iter().map(|t| t.to).collect()
+}
