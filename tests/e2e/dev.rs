@@ -3,7 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Stdio};
+use std::fs::File;
+use std::process::Command;
 use std::time::Duration;
 
 use patron_e2e::{patron, patron_bin};
@@ -20,19 +21,55 @@ fn stored(url: &str) -> usize {
 
 /// Runs `patron dev` until `enough` events are stored, then interrupts it; returns its stdout.
 fn run_dev(url: &str, enough: usize) -> String {
+    let logs = tempfile::tempdir().unwrap();
+    let stdout_path = logs.path().join("stdout");
+    let stderr_path = logs.path().join("stderr");
     let mut child = Command::new(patron_bin())
         .args(["dev", "--customers", "30", "--history-days", "120"])
         .env("PATRON_DATABASE_URL", url)
-        .env("PATRON_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .env("PATRON_LOG", "info")
+        .stdout(File::create(&stdout_path).unwrap())
+        .stderr(File::create(&stderr_path).unwrap())
         .spawn()
         .expect("start patron dev");
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let report = |what: &str| -> String {
+        format!(
+            "{what}\nstdout:\n{}\nstderr (end):\n{}",
+            std::fs::read_to_string(&stdout_path).unwrap_or_default(),
+            tail(
+                &std::fs::read_to_string(&stderr_path).unwrap_or_default(),
+                30
+            )
+        )
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    // The banner is printed once the schema exists: only then is the store polled.
+    while !std::fs::read_to_string(&stdout_path)
+        .unwrap_or_default()
+        .contains("patron dev")
+    {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("{}", report(&format!("patron dev exited early: {status}")));
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            report("no banner")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     while stored(url) < enough {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("{}", report(&format!("patron dev exited early: {status}")));
+        }
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
-            panic!("patron dev stored fewer than {enough} events in 90 s");
+            panic!(
+                "{}",
+                report(&format!(
+                    "patron dev stored fewer than {enough} events in 120 s"
+                ))
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -44,13 +81,18 @@ fn run_dev(url: &str, enough: usize) -> String {
             .unwrap()
             .success()
     );
-    let output = child.wait_with_output().unwrap();
+    let status = child.wait().unwrap();
     assert!(
-        output.status.success(),
-        "Ctrl-C stops patron dev cleanly: {}",
-        output.status
+        status.success(),
+        "{}",
+        report(&format!("Ctrl-C stops patron dev cleanly: {status}"))
     );
-    String::from_utf8(output.stdout).unwrap()
+    std::fs::read_to_string(&stdout_path).unwrap()
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 #[test]
