@@ -256,8 +256,10 @@ async fn killed_at_random_moments(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_loses_nothing_and_stores_nothing_twice_mock_cluster() {
-    let kafka = MockKafka::start(1);
-    kafka.create_topic("customer-events", 4);
+    let kafka = MockKafka::start_for_test(1);
+    kafka
+        .create_topic("customer-events", 4)
+        .expect("create a mock topic");
     killed_at_random_moments(&kafka.bootstrap(), "customer-events", 20_000, 6, 10_000).await;
 }
 

@@ -85,11 +85,7 @@ pub fn patron(database_url: &str, args: &[&str]) -> Run {
     Run { output }
 }
 
-/// The server-level PostgreSQL URL tests use (`PATRON_TEST_DATABASE_URL`).
-pub fn postgres_url() -> String {
-    std::env::var("PATRON_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
+pub use patron_store_sql::testing::postgres_url;
 
 /// A database created for one test and dropped when this guard drops.
 pub struct PgDatabase {

@@ -1,11 +1,8 @@
 //! The dead-letter producer.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use patron_ingest::{DeadLetter, DeadLetterSink, SinkError};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 
 use crate::{KafkaError, KafkaSettings};
 
@@ -43,30 +40,18 @@ impl KafkaDeadLetters {
 #[async_trait]
 impl DeadLetterSink for KafkaDeadLetters {
     async fn send(&self, letters: &[DeadLetter]) -> Result<(), SinkError> {
-        let deliveries = letters.iter().map(|letter| {
+        let deliveries = letters.iter().map(|letter| async move {
             let topic = self.topic_for(&letter.record.topic);
-            let headers =
-                letter
-                    .headers()
-                    .into_iter()
-                    .fold(OwnedHeaders::new(), |headers, (key, value)| {
-                        headers.insert(Header {
-                            key: &key,
-                            value: Some(&value),
-                        })
-                    });
-            async move {
-                let mut record = FutureRecord::<[u8], [u8]>::to(&topic)
-                    .payload(&letter.record.payload)
-                    .headers(headers);
-                if let Some(key) = &letter.record.key {
-                    record = record.key(key.as_slice());
-                }
-                self.producer
-                    .send(record, Duration::from_secs(30))
-                    .await
-                    .map_err(|(error, _)| SinkError(Box::new(error)))
-            }
+            let record = &letter.record;
+            crate::embedded::send(
+                &self.producer,
+                &topic,
+                record.key.as_deref(),
+                &letter.headers(),
+                &record.payload,
+            )
+            .await
+            .map_err(|error| SinkError(Box::new(error)))
         });
         for delivery in futures::future::join_all(deliveries).await {
             delivery?;

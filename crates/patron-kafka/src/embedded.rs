@@ -18,8 +18,13 @@ pub struct EmbeddedKafka {
 impl EmbeddedKafka {
     /// Starts a one-broker cluster.
     pub fn start() -> Result<Self, KafkaError> {
+        Self::with_brokers(1)
+    }
+
+    /// Starts a cluster of `brokers` brokers.
+    pub fn with_brokers(brokers: i32) -> Result<Self, KafkaError> {
         Ok(Self {
-            cluster: MockCluster::new(1)?,
+            cluster: MockCluster::new(brokers)?,
         })
     }
 
@@ -51,7 +56,7 @@ pub struct Producer {
 }
 
 impl Producer {
-    /// Creates the producer.
+    /// Creates the producer (`kafka`'s options may tune batching, e.g. `batch.num.messages`).
     pub fn new(kafka: &KafkaSettings) -> Result<Self, KafkaError> {
         Ok(Self {
             producer: kafka
@@ -67,23 +72,45 @@ impl Producer {
         records: &[OutboundRecord],
     ) -> Result<(), KafkaError> {
         let sends = records.iter().map(|r| {
-            let headers = r.headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
-                h.insert(Header {
-                    key: k,
-                    value: Some(v),
-                })
-            });
-            let mut record = FutureRecord::<[u8], [u8]>::to(topic)
-                .payload(&r.payload)
-                .headers(headers);
-            if let Some(key) = &r.key {
-                record = record.key(key.as_slice());
-            }
-            self.producer.send(record, Duration::from_secs(30))
+            send(
+                &self.producer,
+                topic,
+                r.key.as_deref(),
+                &r.headers,
+                &r.payload,
+            )
         });
         for result in futures::future::join_all(sends).await {
-            result.map_err(|(error, _)| KafkaError::Client(error))?;
+            result?;
         }
         Ok(())
     }
+}
+
+/// Sends one record and waits for its acknowledgement: the one place records are built for
+/// rdkafka, shared by the dead-letter producer and [`Producer`].
+pub(crate) async fn send(
+    producer: &FutureProducer,
+    topic: &str,
+    key: Option<&[u8]>,
+    headers: &[(String, Vec<u8>)],
+    payload: &[u8],
+) -> Result<(), rdkafka::error::KafkaError> {
+    let headers = headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+        h.insert(Header {
+            key: k,
+            value: Some(v),
+        })
+    });
+    let mut record = FutureRecord::<[u8], [u8]>::to(topic)
+        .payload(payload)
+        .headers(headers);
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    producer
+        .send(record, Duration::from_secs(30))
+        .await
+        .map(|_| ())
+        .map_err(|(error, _)| error)
 }

@@ -12,33 +12,15 @@ use futures::StreamExt as _;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
+use rdkafka::message::{Headers, Message};
 
-/// An in-process Kafka cluster for tests.
-pub struct MockKafka {
-    cluster: MockCluster<'static, DefaultProducerContext>,
-}
+/// The in-process cluster tests use: [`crate::EmbeddedKafka`].
+pub type MockKafka = crate::EmbeddedKafka;
 
-impl MockKafka {
-    /// Starts a cluster of `brokers` brokers on loopback.
-    pub fn start(brokers: i32) -> Self {
-        Self {
-            cluster: MockCluster::new(brokers).expect("start the mock cluster"),
-        }
-    }
-
-    /// Its `bootstrap.servers`.
-    pub fn bootstrap(&self) -> String {
-        self.cluster.bootstrap_servers()
-    }
-
-    /// Creates a topic.
-    pub fn create_topic(&self, name: &str, partitions: i32) {
-        self.cluster
-            .create_topic(name, partitions, 1)
-            .expect("create a mock topic");
+impl crate::EmbeddedKafka {
+    /// Starts a cluster of `brokers` brokers for a test, panicking if it cannot.
+    pub fn start_for_test(brokers: i32) -> Self {
+        Self::with_brokers(brokers).expect("start the mock cluster")
     }
 }
 
@@ -67,12 +49,7 @@ pub async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
 }
 
 /// A record to produce.
-#[derive(Debug, Clone, Default)]
-pub struct TestRecord {
-    pub key: Option<Vec<u8>>,
-    pub headers: Vec<(String, Vec<u8>)>,
-    pub payload: Vec<u8>,
-}
+pub type TestRecord = crate::OutboundRecord;
 
 /// A record read back.
 #[derive(Debug, Clone)]
@@ -102,32 +79,20 @@ pub async fn produce(bootstrap: &str, topic: &str, records: &[TestRecord]) {
 /// Like [`produce`], with at most `batch` records per produce request batch. Some brokers only
 /// serve fetches from batch boundaries; tests that restart consumers mid-batch use `1`.
 pub async fn produce_with(bootstrap: &str, topic: &str, records: &[TestRecord], batch: usize) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", if batch > 1 { "20" } else { "0" })
-        .set("batch.num.messages", batch.to_string())
-        .create()
-        .expect("producer");
+    let mut kafka = crate::KafkaSettings::new(bootstrap);
+    kafka.options = vec![
+        (
+            "linger.ms".into(),
+            if batch > 1 { "20" } else { "0" }.into(),
+        ),
+        ("batch.num.messages".into(), batch.to_string()),
+    ];
+    let producer = crate::Producer::new(&kafka).expect("producer");
     for chunk in records.chunks(10_000) {
-        let sends = chunk.iter().map(|r| {
-            let headers = r.headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
-                h.insert(Header {
-                    key: k,
-                    value: Some(v),
-                })
-            });
-            let mut record = FutureRecord::<[u8], [u8]>::to(topic)
-                .payload(&r.payload)
-                .headers(headers);
-            if let Some(key) = &r.key {
-                record = record.key(key.as_slice());
-            }
-            producer.send(record, Duration::from_secs(30))
-        });
-        for result in futures::future::join_all(sends).await {
-            result.map_err(|(e, _)| e).expect("produce a test record");
-        }
+        producer
+            .send_all(topic, chunk)
+            .await
+            .expect("produce test records");
     }
 }
 

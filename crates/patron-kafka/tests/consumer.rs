@@ -69,9 +69,11 @@ async fn stored_offsets_total(store: &dyn EventStore, group: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_format_is_stored_and_bad_records_are_dead_lettered() {
-    let kafka = MockKafka::start(1);
-    kafka.create_topic(TOPIC, 4);
-    kafka.create_topic("customer-events.dlq", 1);
+    let kafka = MockKafka::start_for_test(1);
+    kafka.create_topic(TOPIC, 4).expect("create a mock topic");
+    kafka
+        .create_topic("customer-events.dlq", 1)
+        .expect("create a mock topic");
     let good: Vec<TestRecord> = (0..300).map(any_format).collect();
     let mut bad = vec![
         (
@@ -212,8 +214,8 @@ async fn every_format_is_stored_and_bad_records_are_dead_lettered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_outage_pauses_consumption_and_loses_nothing() {
-    let kafka = MockKafka::start(1);
-    kafka.create_topic(TOPIC, 2);
+    let kafka = MockKafka::start_for_test(1);
+    kafka.create_topic(TOPIC, 2).expect("create a mock topic");
     let records: Vec<TestRecord> = (0..500).map(any_format).collect();
     patron_kafka::testing::produce(&kafka.bootstrap(), TOPIC, &records).await;
 
@@ -264,8 +266,8 @@ async fn an_outage_pauses_consumption_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rebalance_between_two_consumers_loses_and_repeats_nothing() {
-    let kafka = MockKafka::start(1);
-    kafka.create_topic(TOPIC, 4);
+    let kafka = MockKafka::start_for_test(1);
+    kafka.create_topic(TOPIC, 4).expect("create a mock topic");
     let records: Vec<TestRecord> = (0..8000).map(any_format).collect();
     patron_kafka::testing::produce(&kafka.bootstrap(), TOPIC, &records).await;
 

@@ -12,6 +12,17 @@ pub(crate) fn map(error: sqlx::Error) -> StoreError {
     }
 }
 
+/// Whether SQLite reported the database busy or locked by another connection.
+pub(crate) fn is_busy(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db)
+        if db.code().is_some_and(|code| sqlite_busy(code.as_ref())))
+}
+
+/// SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
+fn sqlite_busy(code: &str) -> bool {
+    matches!(code.parse::<i32>().map(|c| c & 0xff), Ok(5 | 6))
+}
+
 fn is_transient(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Io(_)
@@ -27,8 +38,7 @@ fn is_transient(error: &sqlx::Error) -> bool {
                 || code.starts_with("57P0")
                 || code == "53300"
                 || code.starts_with("40")
-                // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
-                || matches!(code.parse::<i32>().map(|c| c & 0xff), Ok(5 | 6))
+                || sqlite_busy(code)
         }),
         _ => false,
     }

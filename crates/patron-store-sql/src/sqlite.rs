@@ -9,6 +9,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use backon::{ExponentialBuilder, Retryable as _};
 use chrono::{DateTime, Utc};
 use patron_domain::CustomerId;
 use patron_store::{
@@ -96,10 +97,23 @@ impl SqliteEventStore {
         {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(options.max_connections.max(1))
-            .acquire_timeout(options.connect_timeout)
-            .connect_with(connect)
+        // While another process creates the file or switches it to WAL, opening it reports
+        // "database is locked" (setting the journal mode does not wait out the busy timeout):
+        // retry that briefly instead of failing at once.
+        let open = || {
+            SqlitePoolOptions::new()
+                .max_connections(options.max_connections.max(1))
+                .acquire_timeout(options.connect_timeout)
+                .connect_with(connect.clone())
+        };
+        let pool = open
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(20))
+                    .with_max_delay(Duration::from_millis(500))
+                    .with_max_times(10),
+            )
+            .when(error::is_busy)
             .await
             .map_err(map)?;
         Ok(Self { pool })

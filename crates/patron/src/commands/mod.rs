@@ -6,11 +6,7 @@ pub(crate) mod import;
 pub(crate) mod ingest;
 pub(crate) mod migrate;
 
-use std::time::Duration;
-
 use anyhow::Context as _;
-use backon::{ExponentialBuilder, Retryable as _};
-use patron_store::StoreError;
 use patron_store_sql::{ConnectOptions, SqlEventStore, redact};
 
 use crate::cli::DatabaseArgs;
@@ -22,25 +18,12 @@ pub(crate) async fn open_store(database: &DatabaseArgs) -> anyhow::Result<SqlEve
         max_connections: database.database_max_connections,
         connect_timeout: database.database_connect_timeout,
     };
-    // A SQLite file being created or switched to WAL by another process reports "database is
-    // locked" for a moment: retry that briefly instead of failing at once. (PostgreSQL already
-    // keeps trying for the connect timeout.)
-    let sqlite = database.database_url.starts_with("sqlite:");
-    (|| SqlEventStore::connect(&options))
-        .retry(
-            ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(20))
-                .with_max_delay(Duration::from_millis(500))
-                .with_max_times(10),
+    SqlEventStore::connect(&options).await.with_context(|| {
+        format!(
+            "cannot open the event store at {}",
+            redact(&database.database_url)
         )
-        .when(|e: &StoreError| sqlite && e.is_transient())
-        .await
-        .with_context(|| {
-            format!(
-                "cannot open the event store at {}",
-                redact(&database.database_url)
-            )
-        })
+    })
 }
 
 /// A future that completes on SIGTERM or Ctrl-C (SIGINT). The handlers are installed when this
