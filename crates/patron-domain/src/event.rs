@@ -45,6 +45,21 @@ impl CustomerId {
     }
 }
 
+impl CustomerId {
+    /// Customer ids starting with this are reserved for Patron's own streams.
+    pub const RESERVED_PREFIX: char = '$';
+
+    /// The stream of [`Tick`] events.
+    pub fn clock() -> Self {
+        Self("$clock".to_owned())
+    }
+
+    /// Whether this is one of Patron's own streams rather than a customer.
+    pub fn is_reserved(&self) -> bool {
+        self.0.starts_with(Self::RESERVED_PREFIX)
+    }
+}
+
 impl fmt::Display for CustomerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -94,13 +109,16 @@ pub enum EventType {
     ErasureRequested,
     /// Several identifiers were found to belong to one customer.
     IdentitiesLinked,
+    /// Event time moved on with no customer event: written by the projector (never accepted
+    /// from outside) so that time-driven lifecycle changes replay exactly.
+    Tick,
     /// A type this version does not know: kept, not projected.
     Unknown(String),
 }
 
 impl EventType {
     /// Every type this version understands.
-    pub const KNOWN: [EventType; 9] = [
+    pub const KNOWN: [EventType; 10] = [
         EventType::Purchase,
         EventType::Refund,
         EventType::Interaction,
@@ -110,6 +128,7 @@ impl EventType {
         EventType::ConsentChanged,
         EventType::ErasureRequested,
         EventType::IdentitiesLinked,
+        EventType::Tick,
     ];
 
     /// The stable name, e.g. `purchase` or `profile_updated`.
@@ -124,6 +143,7 @@ impl EventType {
             EventType::ConsentChanged => "consent_changed",
             EventType::ErasureRequested => "erasure_requested",
             EventType::IdentitiesLinked => "identities_linked",
+            EventType::Tick => "tick",
             EventType::Unknown(name) => name,
         }
     }
@@ -164,6 +184,8 @@ pub enum EventBody {
     ErasureRequested(ErasureRequested),
     /// See [`IdentitiesLinked`].
     IdentitiesLinked(IdentitiesLinked),
+    /// See [`Tick`].
+    Tick(Tick),
     /// See [`UnknownBody`].
     Unknown(UnknownBody),
 }
@@ -181,6 +203,7 @@ impl EventBody {
             EventBody::ConsentChanged(_) => EventType::ConsentChanged,
             EventBody::ErasureRequested(_) => EventType::ErasureRequested,
             EventBody::IdentitiesLinked(_) => EventType::IdentitiesLinked,
+            EventBody::Tick(_) => EventType::Tick,
             EventBody::Unknown(body) => EventType::Unknown(body.event_type.clone()),
         }
     }
@@ -215,6 +238,7 @@ impl EventBody {
             EventBody::ConsentChanged(b) => f(b),
             EventBody::ErasureRequested(b) => f(b),
             EventBody::IdentitiesLinked(b) => f(b),
+            EventBody::Tick(b) => f(b),
             EventBody::Unknown(b) => f(&b.data),
         }
     }
@@ -232,6 +256,7 @@ impl EventBody {
             EventType::ConsentChanged => EventBody::ConsentChanged(from_value(payload)?),
             EventType::ErasureRequested => EventBody::ErasureRequested(from_value(payload)?),
             EventType::IdentitiesLinked => EventBody::IdentitiesLinked(from_value(payload)?),
+            EventType::Tick => EventBody::Tick(from_value(payload)?),
             EventType::Unknown(name) => EventBody::Unknown(UnknownBody {
                 event_type: name,
                 data: payload,
@@ -387,6 +412,15 @@ pub struct Acquired {
     #[serde(flatten, default, skip_serializing_if = "Map::is_empty")]
     pub extra: Extra,
 }
+
+/// Event time reached `occurred_at` with nothing else happening.
+///
+/// The projector appends one to the [`CustomerId::clock`] stream when the log has been quiet for
+/// a while, so that customers become at risk or churned by the absence of events, and a replay
+/// of the log sees the same ticks at the same positions. It has no fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tick {}
 
 /// Consent for one purpose was granted or withdrawn.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -157,6 +157,15 @@ pub fn validate(raw: RawEvent, policy: &ValidationPolicy) -> Result<Event, Valid
         .and_then(|id| {
             CustomerId::parse(id).map_err(|reason| ValidationError::invalid("customer_id", reason))
         })?;
+    if customer_id.is_reserved() {
+        return Err(ValidationError::invalid(
+            "customer_id",
+            format!(
+                "must not start with {:?}: such ids are reserved for Patron's own streams",
+                CustomerId::RESERVED_PREFIX
+            ),
+        ));
+    }
     let occurred_at = parse_time(raw.occurred_at.as_ref(), policy)?;
     let source = match raw.source.as_deref() {
         None => return Err(ValidationError::missing("source")),
@@ -166,6 +175,12 @@ pub fn validate(raw: RawEvent, policy: &ValidationPolicy) -> Result<Event, Valid
         None | Some("") => return Err(ValidationError::missing("type")),
         Some(name) => EventType::from_name(name),
     };
+    if event_type == EventType::Tick {
+        return Err(ValidationError::invalid(
+            "type",
+            "tick events are written by Patron's projector, never accepted from producers",
+        ));
+    }
     if let Some(path) = find_nul("data", &raw.data) {
         // Neither PostgreSQL text nor jsonb can hold U+0000; refuse it here, not at the store.
         return Err(ValidationError::invalid(
@@ -560,6 +575,8 @@ fn parse_body(event_type: EventType, data: Value) -> Result<EventBody, Validatio
                 extra: f.extra(),
             })
         }
+        // Refused by `validate` before the body is parsed; an empty tick is all a tick can be.
+        EventType::Tick => EventBody::Tick(crate::event::Tick {}),
         // Handled above, before the body had to be an object; kept here for exhaustiveness.
         EventType::Unknown(name) => EventBody::Unknown(UnknownBody {
             event_type: name,

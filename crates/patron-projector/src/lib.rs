@@ -11,9 +11,13 @@
 //!
 //! There is no SQL and no I/O here besides the [`EventStore`] port.
 
+pub mod kpi;
 mod projection;
+mod scores;
 
+pub use kpi::{CustomerKpi, KpiKey, MonthActivity};
 pub use projection::{Changes, CustomerView, OutboxEntry, Projection};
+pub use scores::Scores;
 
 use patron_domain::Currency;
 use patron_lifecycle::Rules;
@@ -35,9 +39,7 @@ pub async fn catch_up(
             break;
         }
         let before = projection.checkpoint();
-        for event in &page {
-            projection.apply(event, rules, currency);
-        }
+        projection.apply_page(&page, rules, currency);
         // A conforming store only returns positions after the checkpoint; this guards the loop
         // against one that does not.
         if projection.checkpoint() == before {

@@ -7,8 +7,11 @@ use chrono::{DateTime, Utc};
 use patron_domain::{Currency, CustomerId, EventBody};
 use patron_lifecycle::{CustomerLifecycle, Rules, Transition};
 use patron_store::{Position, RecordedEvent};
-use patron_value::CustomerValue;
+use patron_value::{CustomerValue, DEFAULT_A_SHARE_PERCENT, DEFAULT_B_SHARE_PERCENT};
 use serde::{Deserialize, Serialize};
+
+use crate::kpi::{self, CustomerKpi, KpiKey};
+use crate::scores::{Scores, midnight};
 
 /// What the projector knows about one customer: its lifecycle and its value.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -17,6 +20,13 @@ pub struct CustomerView {
     pub lifecycle: CustomerLifecycle,
     /// Revenue, orders and purchase dates in the reporting currency.
     pub value: CustomerValue,
+    /// Monthly activity, for the population KPIs.
+    #[serde(default)]
+    pub kpi: CustomerKpi,
+    /// RFM scores, segment and value tier as of the last scoring (`None` before the customer's
+    /// first purchase was scored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scores: Option<Scores>,
 }
 
 /// One lifecycle transition to publish, written to the outbox with the projection's batch.
@@ -44,12 +54,16 @@ pub struct Changes {
     pub checkpoint: Position,
     /// The event-time watermark after this batch.
     pub watermark: Option<DateTime<Utc>>,
+    /// KPI counter deltas to add, see [`crate::kpi`].
+    pub kpis: BTreeMap<KpiKey, i64>,
+    /// The midnight of the last scoring (RFM and tiers), if there has been one.
+    pub scored_at: Option<DateTime<Utc>>,
 }
 
 impl Changes {
     /// Whether there is nothing to write but (possibly) a moved checkpoint or watermark.
     pub fn is_empty(&self) -> bool {
-        self.customers.is_empty() && self.outbox.is_empty()
+        self.customers.is_empty() && self.outbox.is_empty() && self.kpis.is_empty()
     }
 }
 
@@ -69,6 +83,11 @@ pub struct Projection {
     /// Each indexed customer's deadline, to find its entry in `deadlines`.
     deadline_of: BTreeMap<CustomerId, DateTime<Utc>>,
     dirty: BTreeSet<CustomerId>,
+    /// For each dirty customer, its state-driven KPI contributions before this batch changed it.
+    baselines: BTreeMap<CustomerId, Vec<(KpiKey, i64)>>,
+    /// Event-driven KPI counters added since the last take.
+    kpis: BTreeMap<KpiKey, i64>,
+    scored_at: Option<DateTime<Utc>>,
     outbox: Vec<OutboxEntry>,
 }
 
@@ -78,18 +97,20 @@ impl Projection {
         Self::default()
     }
 
-    /// A projection resumed from persisted views, watermark and checkpoint (what an adapter
-    /// loads at start); the deadline index is rebuilt from the views with `rules`.
+    /// A projection resumed from persisted views, watermark, checkpoint and last scoring (what
+    /// an adapter loads at start); the deadline index is rebuilt from the views with `rules`.
     pub fn restore(
         customers: impl IntoIterator<Item = (CustomerId, CustomerView)>,
         watermark: Option<DateTime<Utc>>,
         checkpoint: Position,
+        scored_at: Option<DateTime<Utc>>,
         rules: &Rules,
     ) -> Self {
         let mut projection = Self {
             customers: customers.into_iter().collect(),
             watermark,
             checkpoint,
+            scored_at,
             ..Self::default()
         };
         let ids: Vec<CustomerId> = projection.customers.keys().cloned().collect();
@@ -125,36 +146,136 @@ impl Projection {
     }
 
     /// Applies the event at the next position and returns the transitions it fired, which are
-    /// also kept for [`Projection::take_changes`].
-    ///
-    /// Events must come in position order. An event at or before the checkpoint has already been
-    /// applied: it is skipped and changes nothing (idempotent re-delivery). An unknown event type
-    /// is not projected (no customer is created) but still moves the checkpoint and watermark.
-    /// After the event's own customer, the watermark rises to the event's time and every
-    /// customer whose deadline it passed is advanced, in deadline order (ties by customer id).
-    /// That is normally other customers; the event's own customer only when the event came late
-    /// (before the watermark) and left it with a deadline already passed.
+    /// also kept for [`Projection::take_changes`]. The same as [`Projection::apply_page`] with a
+    /// page of one event.
     pub fn apply(
         &mut self,
         event: &RecordedEvent,
         rules: &Rules,
         currency: Currency,
     ) -> Vec<OutboxEntry> {
-        if event.position <= self.checkpoint {
-            return Vec::new();
-        }
-        self.checkpoint = event.position;
         let start = self.outbox.len();
-        let customer_id = &event.event.customer_id;
-        if !matches!(event.event.body, EventBody::Unknown(_)) {
-            let view = self.customers.entry(customer_id.clone()).or_default();
-            let fired = patron_lifecycle::apply(&mut view.lifecycle, &event.event, rules);
-            patron_value::apply(&mut view.value, &event.event, currency);
-            self.record(customer_id, fired);
-            self.reindex(customer_id, rules);
-        }
-        self.raise_watermark(event.event.occurred_at, rules);
+        self.apply_page(std::slice::from_ref(event), rules, currency);
         self.outbox[start..].to_vec()
+    }
+
+    /// Applies a page of events in position order; returns how many were new.
+    ///
+    /// An event at or before the checkpoint has already been applied: it is skipped and changes
+    /// nothing (idempotent re-delivery). Ticks, Patron's own streams and unknown event types
+    /// create no customer but move the checkpoint and watermark. After the event's own customer,
+    /// the watermark rises to the event's time and every customer whose deadline it passed is
+    /// advanced, in deadline order (ties by customer id): normally other customers; the event's
+    /// own customer only when the event came late and left it with a deadline already passed.
+    ///
+    /// Scores (RFM, segment, tier) are recomputed when the watermark enters a new UTC day. Only
+    /// the last such crossing in a page is scored: earlier scores would be overwritten before
+    /// anything read them, and the state at the last crossing is the same whatever the paging,
+    /// so live processing and a rebuild end with the same scores.
+    pub fn apply_page(
+        &mut self,
+        events: &[RecordedEvent],
+        rules: &Rules,
+        currency: Currency,
+    ) -> usize {
+        let last_crossing = self.last_day_crossing(events);
+        let mut applied = 0;
+        for (index, event) in events.iter().enumerate() {
+            if event.position <= self.checkpoint {
+                continue;
+            }
+            applied += 1;
+            self.checkpoint = event.position;
+            let customer_id = &event.event.customer_id;
+            let projected = !customer_id.is_reserved()
+                && !matches!(event.event.body, EventBody::Unknown(_) | EventBody::Tick(_));
+            if projected {
+                self.touch(customer_id);
+                let view = self.customers.entry(customer_id.clone()).or_default();
+                let fired = patron_lifecycle::apply(&mut view.lifecycle, &event.event, rules);
+                patron_value::apply(&mut view.value, &event.event, currency);
+                kpi::apply_state(&mut view.kpi, &event.event, currency);
+                kpi::event_counters(&event.event, view.lifecycle.stage, currency, &mut self.kpis);
+                self.record(customer_id, fired);
+                self.reindex(customer_id, rules);
+            }
+            self.raise_watermark(event.event.occurred_at, rules);
+            if Some(index) == last_crossing {
+                if let Some(watermark) = self.watermark {
+                    self.score(midnight(watermark));
+                }
+            }
+        }
+        applied
+    }
+
+    /// The index of the last new event in `events` that moves the watermark into a later UTC
+    /// day than the one before it (the very first event counts).
+    fn last_day_crossing(&self, events: &[RecordedEvent]) -> Option<usize> {
+        let mut watermark = self.watermark;
+        let mut last = None;
+        for (index, event) in events.iter().enumerate() {
+            if event.position <= self.checkpoint {
+                continue;
+            }
+            let after =
+                watermark.map_or(event.event.occurred_at, |w| w.max(event.event.occurred_at));
+            if watermark.is_none_or(|before| before < midnight(after)) {
+                last = Some(index);
+            }
+            watermark = Some(after);
+        }
+        last
+    }
+
+    /// Recomputes every buyer's RFM scores, segment and tier as of `as_of`; customers whose
+    /// scores change become dirty.
+    fn score(&mut self, as_of: DateTime<Utc>) {
+        self.scored_at = Some(as_of);
+        let inputs: Vec<(CustomerId, patron_value::RfmInput)> = self
+            .customers
+            .iter()
+            .filter_map(|(id, view)| Some((id.clone(), view.value.rfm_input(as_of)?)))
+            .collect();
+        let revenue: Vec<(CustomerId, i64)> = inputs
+            .iter()
+            .map(|(id, input)| (id.clone(), input.monetary_minor))
+            .collect();
+        let tiers: BTreeMap<CustomerId, patron_value::Tier> =
+            patron_value::abc_tiers(&revenue, DEFAULT_A_SHARE_PERCENT, DEFAULT_B_SHARE_PERCENT)
+                .into_iter()
+                .collect();
+        for (id, rfm) in patron_value::rfm_scores(&inputs) {
+            let scores = Scores {
+                rfm,
+                segment: rfm.segment().to_owned(),
+                tier: tiers.get(&id).copied(),
+            };
+            if self
+                .customers
+                .get(&id)
+                .and_then(|view| view.scores.as_ref())
+                != Some(&scores)
+            {
+                self.touch(&id);
+                if let Some(view) = self.customers.get_mut(&id) {
+                    view.scores = Some(scores);
+                }
+            }
+        }
+    }
+
+    /// Marks a customer as changed in this batch, remembering its KPI contributions before the
+    /// change (call before mutating its view).
+    fn touch(&mut self, customer_id: &CustomerId) {
+        if self.dirty.insert(customer_id.clone()) {
+            let before = self
+                .customers
+                .get(customer_id)
+                .map(kpi::state_contributions)
+                .unwrap_or_default();
+            self.baselines.insert(customer_id.clone(), before);
+        }
     }
 
     /// Advances event time to `watermark` without an event, firing every deadline it passes;
@@ -172,18 +293,29 @@ impl Projection {
     /// Hands over everything changed since the last call (dirty customers' current views and
     /// the transitions fired), with the checkpoint and watermark to write alongside.
     pub fn take_changes(&mut self) -> Changes {
+        let mut kpis = std::mem::take(&mut self.kpis);
+        let mut baselines = std::mem::take(&mut self.baselines);
         let customers = std::mem::take(&mut self.dirty)
             .into_iter()
             .filter_map(|id| {
                 let view = self.customers.get(&id)?.clone();
+                for (key, value) in baselines.remove(&id).unwrap_or_default() {
+                    kpi::add(&mut kpis, key, -value);
+                }
+                for (key, value) in kpi::state_contributions(&view) {
+                    kpi::add(&mut kpis, key, value);
+                }
                 Some((id, view))
             })
             .collect();
+        kpis.retain(|_, delta| *delta != 0);
         Changes {
             customers,
             outbox: std::mem::take(&mut self.outbox),
             checkpoint: self.checkpoint,
             watermark: self.watermark,
+            kpis,
+            scored_at: self.scored_at,
         }
     }
 
@@ -197,6 +329,10 @@ impl Projection {
             }
             self.deadlines.remove(&(deadline, customer_id.clone()));
             self.deadline_of.remove(&customer_id);
+            if !self.customers.contains_key(&customer_id) {
+                continue;
+            }
+            self.touch(&customer_id);
             let Some(view) = self.customers.get_mut(&customer_id) else {
                 continue;
             };
@@ -215,7 +351,9 @@ impl Projection {
 
     /// Turns transitions just appended to a customer's history into outbox entries.
     fn record(&mut self, customer_id: &CustomerId, fired: Vec<Transition>) {
-        self.dirty.insert(customer_id.clone());
+        for transition in &fired {
+            kpi::transition_counter(transition, &mut self.kpis);
+        }
         let Some(view) = self.customers.get(customer_id) else {
             return;
         };

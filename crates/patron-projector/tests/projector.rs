@@ -109,6 +109,7 @@ async fn replay_equals_live_whatever_the_page_size_and_append_chunks() {
     let rules = Rules::default();
     let mut projection = Projection::new();
     let mut outbox: Vec<OutboxEntry> = Vec::new();
+    let mut kpis = std::collections::BTreeMap::new();
     let mut rest: &[_] = &events;
     for (round, size) in [1, 5, 17, 60, 3, 40].into_iter().cycle().enumerate() {
         if rest.is_empty() {
@@ -122,11 +123,13 @@ async fn replay_equals_live_whatever_the_page_size_and_append_chunks() {
             .unwrap();
         assert_eq!(changes.checkpoint, live.head().await.unwrap());
         outbox.extend(changes.outbox);
+        add_kpis(&mut kpis, changes.kpis);
         if round == 4 {
             projection = Projection::restore(
                 projection.customers().clone(),
                 projection.watermark(),
                 projection.checkpoint(),
+                changes.scored_at,
                 &rules,
             );
         }
@@ -138,6 +141,10 @@ async fn replay_equals_live_whatever_the_page_size_and_append_chunks() {
     );
     assert_eq!(outbox, full.outbox, "live outbox equals replay, in order");
     assert_eq!(projection.watermark(), full.watermark);
+    assert_eq!(
+        kpis, full.kpis,
+        "KPI counters summed over live batches equal replay"
+    );
 }
 
 #[tokio::test]

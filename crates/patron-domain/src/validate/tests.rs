@@ -327,3 +327,25 @@ fn nul_characters_are_refused_anywhere() {
     r.source = Some("we\u{0}b".into());
     rejected(r, ErrorClass::InvalidField, "source");
 }
+
+#[test]
+fn producers_cannot_send_ticks_or_use_reserved_streams() {
+    let err = rejected(raw("tick", json!({})), ErrorClass::InvalidField, "type");
+    assert!(
+        err.message.contains("projector"),
+        "says who writes ticks: {err}"
+    );
+    let mut reserved = raw("interaction", json!({"channel": "web", "kind": "visit"}));
+    reserved.customer_id = Some("$clock".into());
+    let err = rejected(reserved, ErrorClass::InvalidField, "customer_id");
+    assert!(err.message.contains("reserved"), "explains why: {err}");
+}
+
+#[test]
+fn a_tick_round_trips_through_its_stored_form() {
+    let body = EventBody::Tick(crate::Tick {});
+    assert_eq!(body.to_payload_string(), "{}");
+    let back = EventBody::from_payload("tick", body.to_payload()).unwrap();
+    assert_eq!(back, body);
+    assert!(CustomerId::clock().is_reserved());
+}

@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use patron_domain::{
-    Currency, CustomerId, Event, EventBody, Interaction, InteractionKind, Money, Purchase, Refund,
-    UnknownBody,
+    Acquired, Currency, CustomerId, Event, EventBody, Feedback, Interaction, InteractionKind,
+    Money, Purchase, Refund, UnknownBody,
 };
 use patron_lifecycle::Rules;
-use patron_projector::{CustomerView, OutboxEntry, Projection, catch_up};
+use patron_projector::{CustomerView, KpiKey, OutboxEntry, Projection, catch_up};
 use patron_store::contract::customer;
 use patron_store::{AppendBatch, EventStore, ExpectedVersion, InMemoryEventStore, Position};
 use uuid::Uuid;
@@ -96,6 +96,34 @@ impl Script {
         );
     }
 
+    /// A survey answer.
+    pub(crate) fn feedback(&mut self, who: &str, at: DateTime<Utc>, nps: u8, csat: u8) {
+        self.push(
+            who,
+            at,
+            EventBody::Feedback(Feedback {
+                nps: Some(nps),
+                csat: Some(csat),
+                comment: None,
+                extra: Default::default(),
+            }),
+        );
+    }
+
+    /// An acquisition through `channel` at a cost in USD.
+    pub(crate) fn acquired(&mut self, who: &str, at: DateTime<Utc>, channel: &str, cost: i64) {
+        self.push(
+            who,
+            at,
+            EventBody::Acquired(Acquired {
+                channel: channel.into(),
+                campaign: None,
+                cost: Some(Money::new(cost, usd()).unwrap()),
+                extra: Default::default(),
+            }),
+        );
+    }
+
     /// An event of a type this version does not know.
     pub(crate) fn unknown(&mut self, who: &str, at: DateTime<Utc>) {
         self.push(
@@ -147,6 +175,12 @@ pub(crate) fn year() -> Vec<Event> {
     s.visit("browser", day(2, 1));
     s.visit("browser", day(4, 1));
     s.visit("monthly", day(7, 7));
+    s.acquired("weekly", plus_days(day(1, 3), -1), "paid_search", 2_500);
+    s.acquired("churner", day(1, 4), "paid_search", 3_500);
+    s.acquired("browser", day(1, 30), "social", 800);
+    s.feedback("weekly", day(5, 5), 10, 5);
+    s.feedback("monthly", day(5, 6), 8, 4);
+    s.feedback("churner", day(11, 2), 3, 2);
     s.unknown("ghost", day(12, 31));
     s.into_events()
 }
@@ -177,6 +211,15 @@ pub(crate) struct Outcome {
     pub(crate) outbox: Vec<OutboxEntry>,
     pub(crate) checkpoint: Position,
     pub(crate) watermark: Option<DateTime<Utc>>,
+    pub(crate) kpis: BTreeMap<KpiKey, i64>,
+}
+
+/// Adds a batch's KPI deltas to running totals, dropping counters that return to zero.
+pub(crate) fn add_kpis(totals: &mut BTreeMap<KpiKey, i64>, deltas: BTreeMap<KpiKey, i64>) {
+    for (key, delta) in deltas {
+        *totals.entry(key).or_insert(0) += delta;
+    }
+    totals.retain(|_, value| *value != 0);
 }
 
 /// Projects the whole store from position zero in one catch-up with pages of `page`.
@@ -190,6 +233,7 @@ pub(crate) async fn replay(store: &InMemoryEventStore, page: usize) -> Outcome {
         outbox: changes.outbox,
         checkpoint: projection.checkpoint(),
         watermark: projection.watermark(),
+        kpis: changes.kpis,
     }
 }
 
