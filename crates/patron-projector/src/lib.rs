@@ -12,11 +12,23 @@
 //! There is no SQL and no I/O here besides the [`EventStore`] port.
 
 pub mod kpi;
+mod port;
 mod projection;
+mod rebuild;
+mod relay;
+mod runner;
 mod scores;
 
 pub use kpi::{CustomerKpi, KpiKey, MonthActivity};
 pub use projection::{Changes, CustomerView, OutboxEntry, Projection};
+pub use port::{
+    Generation, GenerationId, OutboxRecord, ReadModelError, ReadModelStore, Snapshot,
+};
+pub use rebuild::{RebuildOptions, RebuildProgress, RebuildReport, rebuild};
+pub use relay::{
+    LifecyclePublisher, PublishError, RelayConfig, RelayError, relay_once, run_relay,
+};
+pub use runner::{Clock, LiveProjection, ProjectorConfig, Step, SystemClock, run};
 pub use scores::Scores;
 
 use patron_domain::Currency;

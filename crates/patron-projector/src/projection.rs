@@ -36,6 +36,8 @@ pub struct OutboxEntry {
     pub dedupe_key: String,
     /// The customer who changed stage.
     pub customer_id: CustomerId,
+    /// The transition's index in the customer's stage history (from 0).
+    pub seq: usize,
     /// The transition, with its rule and facts.
     pub transition: Transition,
     /// The position of the event whose application fired it (the checkpoint, for a tick).
@@ -366,6 +368,7 @@ impl Projection {
                 .map(|(i, transition)| OutboxEntry {
                     dedupe_key: format!("{customer_id}:{}", first + i),
                     customer_id: customer_id.clone(),
+                    seq: first + i,
                     transition,
                     position,
                 }),

@@ -1,0 +1,147 @@
+//! Rebuilding the read models from position zero into a new generation, then swapping it in.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use patron_store::{EventStore, Position, RecordedEvent};
+
+use crate::port::{GenerationId, ReadModelError, ReadModelStore};
+use crate::runner::ProjectorConfig;
+use crate::{OutboxEntry, Projection};
+
+/// How a rebuild reads and writes.
+#[derive(Debug, Clone, Copy)]
+pub struct RebuildOptions {
+    /// Events per read.
+    pub page: usize,
+    /// Events folded between two writes of the new generation.
+    pub flush_every: usize,
+}
+
+impl Default for RebuildOptions {
+    fn default() -> Self {
+        Self {
+            page: 10_000,
+            flush_every: 500_000,
+        }
+    }
+}
+
+/// Where a rebuild is, for a progress display.
+#[derive(Debug, Clone, Copy)]
+pub struct RebuildProgress {
+    /// The last position folded.
+    pub position: Position,
+    /// The head of the log when the rebuild started (it may grow meanwhile).
+    pub head: Position,
+    /// Events folded so far.
+    pub events: u64,
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone)]
+pub struct RebuildReport {
+    /// The generation built and now active.
+    pub generation: GenerationId,
+    /// The generation it replaced (now deleted).
+    pub replaced: Option<GenerationId>,
+    /// Events folded.
+    pub events: u64,
+    /// Customers in the new generation.
+    pub customers: usize,
+    /// The position it is active from.
+    pub checkpoint: Position,
+    /// Time taken, swap included.
+    pub elapsed: Duration,
+}
+
+/// Folds the whole log into a new generation, writing it every `flush_every` events, then makes
+/// it active in one transaction and deletes the generation it replaced.
+///
+/// Queries keep reading the old generation until the swap. A live projector may run meanwhile:
+/// on its next commit it finds its generation superseded, reloads the new one and goes on from
+/// its checkpoint. Transitions the live projector already published are not published again
+/// (only the new generation's transitions after the old one's checkpoint are added to the
+/// outbox, and known dedupe keys are skipped).
+pub async fn rebuild(
+    store: Arc<dyn EventStore>,
+    models: Arc<dyn ReadModelStore>,
+    config: &ProjectorConfig,
+    options: RebuildOptions,
+    progress: &mut (dyn FnMut(RebuildProgress) + Send),
+) -> Result<RebuildReport, ReadModelError> {
+    let started = Instant::now();
+    let currency = config.currency()?;
+    let page_size = options.page.max(1);
+    let generation = models.create_generation(&config.rules_text).await?;
+    let head = store.head().await?;
+    let mut projection = Projection::new();
+    let mut written = Position::ZERO;
+    let mut since_flush = 0usize;
+    let mut events = 0u64;
+    let mut held: Vec<OutboxEntry> = Vec::new();
+    // Read the next page while folding this one.
+    let mut next = read(store.clone(), Position::ZERO, page_size);
+    loop {
+        let page = next.await.map_err(|join| ReadModelError::Corrupt(join.to_string()))??;
+        let Some(last) = page.last().map(|event| event.position) else {
+            break;
+        };
+        next = read(store.clone(), last, page_size);
+        let applied = projection.apply_page(&page, &config.rules, currency);
+        events += u64::try_from(applied).unwrap_or(u64::MAX);
+        since_flush += applied;
+        progress(RebuildProgress {
+            position: projection.checkpoint(),
+            head,
+            events,
+        });
+        if since_flush >= options.flush_every {
+            let mut changes = projection.take_changes();
+            models.commit(generation.id, written, &changes).await?;
+            written = changes.checkpoint;
+            since_flush = 0;
+            hold(&mut held, &mut changes.outbox, models.as_ref()).await?;
+        }
+    }
+    let changes = projection.take_changes();
+    held.extend(changes.outbox.iter().cloned());
+    let replaced = models
+        .activate(generation.id, written, &changes, &held)
+        .await?;
+    if let Some(old) = replaced {
+        models.drop_generation(old).await?;
+    }
+    Ok(RebuildReport {
+        generation: generation.id,
+        replaced,
+        events,
+        customers: projection.customers().len(),
+        checkpoint: projection.checkpoint(),
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Keeps the transitions the active generation has not reached yet (the others it has
+/// published itself, or will never need: its checkpoint only grows).
+async fn hold(
+    held: &mut Vec<OutboxEntry>,
+    fired: &mut Vec<OutboxEntry>,
+    models: &dyn ReadModelStore,
+) -> Result<(), ReadModelError> {
+    let live = models
+        .active_generation()
+        .await?
+        .map_or(Position::ZERO, |active| active.checkpoint);
+    held.retain(|entry| entry.position > live);
+    held.extend(fired.drain(..).filter(|entry| entry.position > live));
+    Ok(())
+}
+
+fn read(
+    store: Arc<dyn EventStore>,
+    after: Position,
+    limit: usize,
+) -> tokio::task::JoinHandle<Result<Vec<RecordedEvent>, patron_store::StoreError>> {
+    tokio::spawn(async move { store.read_all(after, limit).await })
+}
