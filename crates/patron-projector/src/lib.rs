@@ -20,14 +20,10 @@ mod runner;
 mod scores;
 
 pub use kpi::{CustomerKpi, KpiKey, MonthActivity};
+pub use port::{Generation, GenerationId, OutboxRecord, ReadModelError, ReadModelStore, Snapshot};
 pub use projection::{Changes, CustomerView, OutboxEntry, Projection};
-pub use port::{
-    Generation, GenerationId, OutboxRecord, ReadModelError, ReadModelStore, Snapshot,
-};
 pub use rebuild::{RebuildOptions, RebuildProgress, RebuildReport, rebuild};
-pub use relay::{
-    LifecyclePublisher, PublishError, RelayConfig, RelayError, relay_once, run_relay,
-};
+pub use relay::{LifecyclePublisher, PublishError, RelayConfig, RelayError, relay_once, run_relay};
 pub use runner::{Clock, LiveProjection, ProjectorConfig, Step, SystemClock, run};
 pub use scores::Scores;
 

@@ -127,8 +127,11 @@ pub trait ReadModelStore: Send + Sync + 'static {
     async fn drop_generation(&self, generation: GenerationId) -> Result<(), ReadModelError>;
 
     /// Up to `limit` outbox records with an id greater than `after`, in id order.
-    async fn outbox_after(&self, after: i64, limit: usize)
-    -> Result<Vec<OutboxRecord>, ReadModelError>;
+    async fn outbox_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxRecord>, ReadModelError>;
 
     /// The last outbox id a relay has published (0 before the first).
     async fn relay_offset(&self, relay: &str) -> Result<i64, ReadModelError>;

@@ -83,7 +83,9 @@ pub async fn rebuild(
     // Read the next page while folding this one.
     let mut next = read(store.clone(), Position::ZERO, page_size);
     loop {
-        let page = next.await.map_err(|join| ReadModelError::Corrupt(join.to_string()))??;
+        let page = next
+            .await
+            .map_err(|join| ReadModelError::Corrupt(join.to_string()))??;
         let Some(last) = page.last().map(|event| event.position) else {
             break;
         };

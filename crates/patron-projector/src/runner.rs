@@ -13,8 +13,8 @@ use patron_lifecycle::Rules;
 use patron_store::{AppendBatch, EventStore, ExpectedVersion, Position};
 use uuid::Uuid;
 
-use crate::port::{Generation, ReadModelError, ReadModelStore};
 use crate::Projection;
+use crate::port::{Generation, ReadModelError, ReadModelStore};
 
 /// Where the projector gets the current time (only to decide when to append a tick: the
 /// projection itself never reads a clock).
@@ -227,13 +227,18 @@ pub async fn run(
                         "projector resumed"
                     );
                     live = Some(opened);
-                    Step { applied: 0, caught_up: false }
+                    Step {
+                        applied: 0,
+                        caught_up: false,
+                    }
                 }),
             Some(current) => match current.step().await {
-                Ok(step) if step.caught_up => current
-                    .tick_if_quiet(clock.now())
-                    .await
-                    .map(|ticked| Step { caught_up: !ticked, ..step }),
+                Ok(step) if step.caught_up => {
+                    current.tick_if_quiet(clock.now()).await.map(|ticked| Step {
+                        caught_up: !ticked,
+                        ..step
+                    })
+                }
                 other => other,
             },
         };

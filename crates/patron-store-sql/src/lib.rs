@@ -9,6 +9,7 @@ mod error;
 mod postgres;
 mod row;
 mod sqlite;
+mod views;
 
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -19,6 +20,7 @@ use patron_store::{EventStore, StoreError};
 
 pub use postgres::PgEventStore;
 pub use sqlite::SqliteEventStore;
+pub use views::{PgReadModels, SqliteReadModels};
 
 /// How to open a database.
 #[derive(Debug, Clone)]
@@ -80,6 +82,14 @@ impl SqlEventStore {
         match self {
             Self::Postgres(_) => "postgres",
             Self::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// The read models in the same database (the same connection pool).
+    pub fn read_models(&self) -> Arc<dyn patron_projector::ReadModelStore> {
+        match self {
+            Self::Postgres(store) => Arc::new(PgReadModels::new(store.pool().clone())),
+            Self::Sqlite(store) => Arc::new(SqliteReadModels::new(store.pool().clone())),
         }
     }
 

@@ -1,0 +1,147 @@
+//! SQL read models: the projector's [`ReadModelStore`](patron_projector::ReadModelStore) on
+//! PostgreSQL and SQLite, in the same database as the event store. The schema is in
+//! `migrations/<backend>/0002_read_models.sql`.
+
+mod postgres;
+mod sqlite;
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use patron_domain::CustomerId;
+use patron_lifecycle::{Stage, Transition};
+use patron_projector::{CustomerView, OutboxEntry, OutboxRecord, ReadModelError};
+use patron_store::Position;
+
+pub use postgres::PgReadModels;
+pub use sqlite::SqliteReadModels;
+
+use crate::row::to_i64;
+
+/// A generation's status column.
+pub(crate) const BUILDING: &str = "building";
+/// See [`BUILDING`].
+pub(crate) const ACTIVE: &str = "active";
+/// See [`BUILDING`].
+pub(crate) const RETIRED: &str = "retired";
+
+/// One `customers` row, flattened from a view.
+pub(crate) struct CustomerRow {
+    pub(crate) customer_id: String,
+    pub(crate) stage: Option<&'static str>,
+    pub(crate) stage_since: Option<DateTime<Utc>>,
+    pub(crate) orders: i64,
+    pub(crate) refunds: i64,
+    pub(crate) gross_revenue_minor: i64,
+    pub(crate) refunded_minor: i64,
+    pub(crate) net_revenue_minor: i64,
+    pub(crate) average_order_minor: Option<i64>,
+    pub(crate) first_purchase_at: Option<DateTime<Utc>>,
+    pub(crate) last_purchase_at: Option<DateTime<Utc>>,
+    pub(crate) last_event_at: Option<DateTime<Utc>>,
+    pub(crate) rfm: Option<[i16; 3]>,
+    pub(crate) segment: Option<String>,
+    pub(crate) tier: Option<&'static str>,
+    pub(crate) state: String,
+}
+
+impl CustomerRow {
+    pub(crate) fn new(id: &CustomerId, view: &CustomerView) -> Result<Self, ReadModelError> {
+        let state = serde_json::to_string(view)
+            .map_err(|e| ReadModelError::Corrupt(format!("view of {id}: {e}")))?;
+        let scores = view.scores.as_ref();
+        Ok(Self {
+            customer_id: id.as_str().to_owned(),
+            stage: view.lifecycle.stage.map(Stage::as_str),
+            stage_since: view.lifecycle.since,
+            orders: to_i64(view.value.orders),
+            refunds: to_i64(view.value.refunds),
+            gross_revenue_minor: view.value.gross_revenue_minor,
+            refunded_minor: view.value.refunded_minor,
+            net_revenue_minor: view.value.net_revenue_minor(),
+            average_order_minor: view.value.average_order_value(),
+            first_purchase_at: view.value.first_purchase_at,
+            last_purchase_at: view.value.last_purchase_at,
+            last_event_at: view.lifecycle.last_event_at,
+            rfm: scores.map(|s| [s.rfm.r, s.rfm.f, s.rfm.m].map(i16::from)),
+            segment: scores.map(|s| s.segment.clone()),
+            tier: scores.and_then(|s| s.tier).map(|t| t.as_str()),
+            state,
+        })
+    }
+}
+
+/// The facts of a transition as stored (a JSON object of strings).
+pub(crate) fn facts_json(entry: &OutboxEntry) -> String {
+    serde_json::to_string(&entry.transition.facts).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// A stored view read back.
+pub(crate) fn view(
+    customer_id: String,
+    state: &str,
+) -> Result<(CustomerId, CustomerView), ReadModelError> {
+    let id = CustomerId::parse(&customer_id)
+        .map_err(|e| ReadModelError::Corrupt(format!("customer id {customer_id:?}: {e}")))?;
+    let view = serde_json::from_str(state)
+        .map_err(|e| ReadModelError::Corrupt(format!("view of {customer_id}: {e}")))?;
+    Ok((id, view))
+}
+
+/// An outbox row read back.
+pub(crate) struct OutboxRow {
+    pub(crate) id: i64,
+    pub(crate) dedupe_key: String,
+    pub(crate) customer_id: String,
+    pub(crate) seq: i32,
+    pub(crate) from_stage: Option<String>,
+    pub(crate) to_stage: String,
+    pub(crate) occurred_at: DateTime<Utc>,
+    pub(crate) rule: String,
+    pub(crate) facts: String,
+    pub(crate) position: i64,
+}
+
+impl OutboxRow {
+    pub(crate) fn decode(self) -> Result<OutboxRecord, ReadModelError> {
+        let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+            ReadModelError::Corrupt(format!("outbox record {}: {what}: {e}", self.id))
+        };
+        let stage = |name: &str| Stage::from_str(name).map_err(|e| corrupt("stage", &e));
+        let facts: BTreeMap<String, String> =
+            serde_json::from_str(&self.facts).map_err(|e| corrupt("facts", &e))?;
+        let customer_id =
+            CustomerId::parse(&self.customer_id).map_err(|e| corrupt("customer id", &e))?;
+        Ok(OutboxRecord {
+            id: self.id,
+            entry: OutboxEntry {
+                dedupe_key: self.dedupe_key.clone(),
+                customer_id,
+                seq: usize::try_from(self.seq).map_err(|e| corrupt("seq", &e))?,
+                transition: Transition {
+                    from: self.from_stage.as_deref().map(stage).transpose()?,
+                    to: stage(&self.to_stage)?,
+                    at: self.occurred_at,
+                    rule: self.rule.clone(),
+                    facts,
+                },
+                position: Position(
+                    u64::try_from(self.position).map_err(|e| corrupt("position", &e))?,
+                ),
+            },
+        })
+    }
+}
+
+/// A position as stored.
+pub(crate) fn position(value: i64) -> Result<Position, ReadModelError> {
+    u64::try_from(value)
+        .map(Position)
+        .map_err(|_| ReadModelError::Corrupt(format!("negative position {value}")))
+}
+
+/// A stage history index as stored.
+pub(crate) fn seq(entry: &OutboxEntry) -> i32 {
+    i32::try_from(entry.seq).unwrap_or(i32::MAX)
+}

@@ -1,0 +1,533 @@
+//! Read models in PostgreSQL. Every write of the active generation locks `projection_active`
+//! first (then the generation row), so commits, outbox ids and the swap of a rebuild are
+//! serialised; queries never lock.
+
+use async_trait::async_trait;
+use chrono::Utc;
+use patron_projector::{
+    Changes, Generation, GenerationId, OutboxEntry, OutboxRecord, ReadModelError, ReadModelStore,
+    Snapshot,
+};
+use patron_store::Position;
+use sqlx::postgres::PgPool;
+use sqlx::{Postgres, Transaction};
+
+use super::{ACTIVE, BUILDING, CustomerRow, OutboxRow, RETIRED, facts_json, position, seq, view};
+use crate::error::map;
+use crate::row::{limit, to_i64};
+
+/// Read models in PostgreSQL, beside the event store.
+#[derive(Clone)]
+pub struct PgReadModels {
+    pool: PgPool,
+}
+
+impl PgReadModels {
+    /// Read models on an existing pool (normally the event store's).
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The pool, for queries.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+fn db(error: sqlx::Error) -> ReadModelError {
+    ReadModelError::Store(map(error))
+}
+
+type Tx = Transaction<'static, Postgres>;
+
+/// Locks the active pointer (when there is one) and the generation; checks the generation is at
+/// `expected`; returns the active generation and outbox head.
+async fn lock(
+    tx: &mut Tx,
+    generation: GenerationId,
+    expected: Position,
+) -> Result<(Option<(GenerationId, i64)>, String), ReadModelError> {
+    let active: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT generation, outbox_head FROM projection_active WHERE singleton FOR UPDATE",
+    )
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db)?;
+    let row: Option<(i64, String)> = sqlx::query_as(
+        "SELECT checkpoint, status FROM projection_generations WHERE generation = $1 FOR UPDATE",
+    )
+    .bind(generation)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db)?;
+    let Some((checkpoint, status)) = row else {
+        return Err(ReadModelError::Superseded(generation));
+    };
+    if status == RETIRED {
+        return Err(ReadModelError::Superseded(generation));
+    }
+    let actual = position(checkpoint)?;
+    if actual != expected {
+        return Err(ReadModelError::Conflict {
+            generation,
+            expected,
+            actual,
+        });
+    }
+    Ok((active, status))
+}
+
+/// Writes views, stage history, KPI deltas and the checkpoint of `generation`.
+async fn write(
+    tx: &mut Tx,
+    generation: GenerationId,
+    changes: &Changes,
+) -> Result<(), ReadModelError> {
+    if !changes.customers.is_empty() {
+        let rows = changes
+            .customers
+            .iter()
+            .map(|(id, view)| CustomerRow::new(id, view))
+            .collect::<Result<Vec<_>, _>>()?;
+        let col = |f: fn(&CustomerRow) -> Option<i16>| rows.iter().map(f).collect::<Vec<_>>();
+        sqlx::query(
+            "INSERT INTO customers AS c (generation, customer_id, stage, stage_since, orders, refunds, \
+                gross_revenue_minor, refunded_minor, net_revenue_minor, average_order_minor, \
+                first_purchase_at, last_purchase_at, last_event_at, rfm_r, rfm_f, rfm_m, \
+                rfm_segment, tier, state) \
+             SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::timestamptz[], $5::int8[], \
+                $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::timestamptz[], \
+                $12::timestamptz[], $13::timestamptz[], $14::int2[], $15::int2[], $16::int2[], \
+                $17::text[], $18::text[], $19::jsonb[]) \
+             ON CONFLICT (generation, customer_id) DO UPDATE SET stage = excluded.stage, \
+                stage_since = excluded.stage_since, orders = excluded.orders, \
+                refunds = excluded.refunds, gross_revenue_minor = excluded.gross_revenue_minor, \
+                refunded_minor = excluded.refunded_minor, net_revenue_minor = excluded.net_revenue_minor, \
+                average_order_minor = excluded.average_order_minor, \
+                first_purchase_at = excluded.first_purchase_at, \
+                last_purchase_at = excluded.last_purchase_at, last_event_at = excluded.last_event_at, \
+                rfm_r = excluded.rfm_r, rfm_f = excluded.rfm_f, rfm_m = excluded.rfm_m, \
+                rfm_segment = excluded.rfm_segment, tier = excluded.tier, state = excluded.state",
+        )
+        .bind(generation)
+        .bind(rows.iter().map(|r| r.customer_id.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.stage).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.stage_since).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.orders).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.refunds).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.gross_revenue_minor).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.refunded_minor).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.net_revenue_minor).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.average_order_minor).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.first_purchase_at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.last_purchase_at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.last_event_at).collect::<Vec<_>>())
+        .bind(col(|r| r.rfm.map(|s| s[0])))
+        .bind(col(|r| r.rfm.map(|s| s[1])))
+        .bind(col(|r| r.rfm.map(|s| s[2])))
+        .bind(rows.iter().map(|r| r.segment.as_deref()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.tier).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.state.as_str()).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    }
+    if !changes.outbox.is_empty() {
+        let entries = &changes.outbox;
+        sqlx::query(
+            "INSERT INTO stage_history (generation, customer_id, seq, from_stage, to_stage, \
+                entered_at, rule, facts, position) \
+             SELECT $1, * FROM UNNEST($2::text[], $3::int4[], $4::text[], $5::text[], \
+                $6::timestamptz[], $7::text[], $8::jsonb[], $9::int8[]) \
+             ON CONFLICT (generation, customer_id, seq) DO NOTHING",
+        )
+        .bind(generation)
+        .bind(
+            entries
+                .iter()
+                .map(|e| e.customer_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(entries.iter().map(seq).collect::<Vec<_>>())
+        .bind(
+            entries
+                .iter()
+                .map(|e| e.transition.from.map(|s| s.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            entries
+                .iter()
+                .map(|e| e.transition.to.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(entries.iter().map(|e| e.transition.at).collect::<Vec<_>>())
+        .bind(
+            entries
+                .iter()
+                .map(|e| e.transition.rule.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(entries.iter().map(facts_json).collect::<Vec<_>>())
+        .bind(
+            entries
+                .iter()
+                .map(|e| to_i64(e.position.0))
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    }
+    if !changes.kpis.is_empty() {
+        let kpis = &changes.kpis;
+        sqlx::query(
+            "INSERT INTO kpis AS k (generation, metric, period, dim1, dim2, value) \
+             SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::int8[]) \
+             ON CONFLICT (generation, metric, period, dim1, dim2) \
+             DO UPDATE SET value = k.value + excluded.value",
+        )
+        .bind(generation)
+        .bind(kpis.keys().map(|k| k.metric).collect::<Vec<_>>())
+        .bind(kpis.keys().map(|k| k.period.as_str()).collect::<Vec<_>>())
+        .bind(kpis.keys().map(|k| k.dim1.as_str()).collect::<Vec<_>>())
+        .bind(kpis.keys().map(|k| k.dim2.as_str()).collect::<Vec<_>>())
+        .bind(kpis.values().copied().collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    }
+    sqlx::query(
+        "UPDATE projection_generations SET checkpoint = $2, watermark = $3, scored_at = $4, \
+            updated_at = now() WHERE generation = $1",
+    )
+    .bind(generation)
+    .bind(to_i64(changes.checkpoint.0))
+    .bind(changes.watermark)
+    .bind(changes.scored_at)
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Appends entries to the outbox after `head`, skipping known dedupe keys; returns the new head.
+async fn append_outbox<'a>(
+    tx: &mut Tx,
+    head: i64,
+    entries: impl ExactSizeIterator<Item = &'a OutboxEntry> + Clone,
+) -> Result<i64, ReadModelError> {
+    let count = i64::try_from(entries.len()).unwrap_or(i64::MAX);
+    if count == 0 {
+        return Ok(head);
+    }
+    sqlx::query(
+        "INSERT INTO outbox (id, dedupe_key, customer_id, seq, from_stage, to_stage, occurred_at, \
+            rule, facts, position) \
+         SELECT $1 + n, dedupe_key, customer_id, seq, from_stage, to_stage, occurred_at, rule, \
+            facts, position \
+         FROM UNNEST($2::text[], $3::text[], $4::int4[], $5::text[], $6::text[], \
+            $7::timestamptz[], $8::text[], $9::jsonb[], $10::int8[]) WITH ORDINALITY \
+            AS e (dedupe_key, customer_id, seq, from_stage, to_stage, occurred_at, rule, facts, \
+                  position, n) \
+         ON CONFLICT (dedupe_key) DO NOTHING",
+    )
+    .bind(head)
+    .bind(
+        entries
+            .clone()
+            .map(|e| e.dedupe_key.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        entries
+            .clone()
+            .map(|e| e.customer_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(entries.clone().map(seq).collect::<Vec<_>>())
+    .bind(
+        entries
+            .clone()
+            .map(|e| e.transition.from.map(|s| s.as_str()))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        entries
+            .clone()
+            .map(|e| e.transition.to.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(entries.clone().map(|e| e.transition.at).collect::<Vec<_>>())
+    .bind(
+        entries
+            .clone()
+            .map(|e| e.transition.rule.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(entries.clone().map(facts_json).collect::<Vec<_>>())
+    .bind(entries.map(|e| to_i64(e.position.0)).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
+    let head = head.saturating_add(count);
+    sqlx::query("UPDATE projection_active SET outbox_head = $1 WHERE singleton")
+        .bind(head)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    Ok(head)
+}
+
+#[async_trait]
+impl ReadModelStore for PgReadModels {
+    async fn active_generation(&self) -> Result<Option<Generation>, ReadModelError> {
+        let row: Option<(
+            i64,
+            String,
+            i64,
+            Option<chrono::DateTime<Utc>>,
+            Option<chrono::DateTime<Utc>>,
+        )> = sqlx::query_as(
+            "SELECT g.generation, g.rules, g.checkpoint, g.watermark, g.scored_at \
+                 FROM projection_active a JOIN projection_generations g USING (generation)",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(|(id, rules, checkpoint, watermark, scored_at)| {
+            Ok(Generation {
+                id,
+                rules,
+                checkpoint: position(checkpoint)?,
+                watermark,
+                scored_at,
+            })
+        })
+        .transpose()
+    }
+
+    async fn create_generation(&self, rules: &str) -> Result<Generation, ReadModelError> {
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO projection_generations (generation, rules, status) \
+             SELECT coalesce(max(generation), 0) + 1, $1, $2 FROM projection_generations \
+             RETURNING generation",
+        )
+        .bind(rules)
+        .bind(BUILDING)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(Generation {
+            id,
+            rules: rules.to_owned(),
+            checkpoint: Position::ZERO,
+            watermark: None,
+            scored_at: None,
+        })
+    }
+
+    async fn load(&self, generation: GenerationId) -> Result<Snapshot, ReadModelError> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT customer_id, state::text FROM customers WHERE generation = $1")
+                .bind(generation)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+        let customers = rows
+            .into_iter()
+            .map(|(id, state)| view(id, &state))
+            .collect::<Result<_, _>>()?;
+        Ok(Snapshot { customers })
+    }
+
+    async fn commit(
+        &self,
+        generation: GenerationId,
+        expected: Position,
+        changes: &Changes,
+    ) -> Result<(), ReadModelError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let (active, status) = lock(&mut tx, generation, expected).await?;
+        write(&mut tx, generation, changes).await?;
+        match active {
+            Some((id, head)) if id == generation && status == ACTIVE => {
+                append_outbox(&mut tx, head, changes.outbox.iter()).await?;
+            }
+            _ if status == ACTIVE => return Err(ReadModelError::Superseded(generation)),
+            _ => {}
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn activate(
+        &self,
+        generation: GenerationId,
+        expected: Position,
+        changes: &Changes,
+        held: &[OutboxEntry],
+    ) -> Result<Option<GenerationId>, ReadModelError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let (active, _) = lock(&mut tx, generation, expected).await?;
+        write(&mut tx, generation, changes).await?;
+        let previous = match active {
+            Some((old, head)) => {
+                let (old_checkpoint,): (i64,) = sqlx::query_as(
+                    "SELECT checkpoint FROM projection_generations WHERE generation = $1",
+                )
+                .bind(old)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
+                let old_checkpoint = position(old_checkpoint)?;
+                let fresh: Vec<&OutboxEntry> = held
+                    .iter()
+                    .filter(|e| e.position > old_checkpoint)
+                    .collect();
+                append_outbox(&mut tx, head, fresh.iter().copied()).await?;
+                sqlx::query("UPDATE projection_generations SET status = $2 WHERE generation = $1")
+                    .bind(old)
+                    .bind(RETIRED)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                sqlx::query("UPDATE projection_active SET generation = $1 WHERE singleton")
+                    .bind(generation)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                Some(old)
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO projection_active (singleton, generation) VALUES (true, $1)",
+                )
+                .bind(generation)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                append_outbox(&mut tx, 0, held.iter()).await?;
+                None
+            }
+        };
+        sqlx::query("UPDATE projection_generations SET status = $2 WHERE generation = $1")
+            .bind(generation)
+            .bind(ACTIVE)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(previous.filter(|old| *old != generation))
+    }
+
+    async fn drop_generation(&self, generation: GenerationId) -> Result<(), ReadModelError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let (status,): (String,) = sqlx::query_as(
+            "SELECT status FROM projection_generations WHERE generation = $1 FOR UPDATE",
+        )
+        .bind(generation)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?
+        .unwrap_or((RETIRED.to_owned(),));
+        if status == ACTIVE {
+            return Err(ReadModelError::Corrupt(format!(
+                "generation {generation} is active and cannot be dropped"
+            )));
+        }
+        for table in [
+            "customers",
+            "stage_history",
+            "kpis",
+            "projection_generations",
+        ] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE generation = $1"))
+                .bind(generation)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn outbox_after(
+        &self,
+        after: i64,
+        max: usize,
+    ) -> Result<Vec<OutboxRecord>, ReadModelError> {
+        let rows: Vec<(
+            i64,
+            String,
+            String,
+            i32,
+            Option<String>,
+            String,
+            chrono::DateTime<Utc>,
+            String,
+            String,
+            i64,
+        )> = sqlx::query_as(
+            "SELECT id, dedupe_key, customer_id, seq, from_stage, to_stage, occurred_at, rule, \
+                    facts::text, position FROM outbox WHERE id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit(max))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(
+                |(
+                    id,
+                    dedupe_key,
+                    customer_id,
+                    seq,
+                    from_stage,
+                    to_stage,
+                    occurred_at,
+                    rule,
+                    facts,
+                    position,
+                )| {
+                    OutboxRow {
+                        id,
+                        dedupe_key,
+                        customer_id,
+                        seq,
+                        from_stage,
+                        to_stage,
+                        occurred_at,
+                        rule,
+                        facts,
+                        position,
+                    }
+                    .decode()
+                },
+            )
+            .collect()
+    }
+
+    async fn relay_offset(&self, relay: &str) -> Result<i64, ReadModelError> {
+        let row: Option<(i64,)> =
+            sqlx::query_as("SELECT last_id FROM relay_offsets WHERE relay = $1")
+                .bind(relay)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok(row.map_or(0, |(id,)| id))
+    }
+
+    async fn set_relay_offset(&self, relay: &str, id: i64) -> Result<(), ReadModelError> {
+        sqlx::query(
+            "INSERT INTO relay_offsets (relay, last_id) VALUES ($1, $2) \
+             ON CONFLICT (relay) DO UPDATE SET last_id = greatest(relay_offsets.last_id, excluded.last_id), \
+                updated_at = now()",
+        )
+        .bind(relay)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+}

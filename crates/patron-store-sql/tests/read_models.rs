@@ -1,0 +1,396 @@
+//! The read models on PostgreSQL and SQLite: live projection, restart, rebuild and swap, ticks,
+//! the outbox and the relay. Every test runs against both backends.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use patron_codec::{Limits, Message};
+use patron_domain::{Event, ValidationPolicy};
+use patron_lifecycle::{Rules, Stage};
+use patron_projector::{
+    LifecyclePublisher, LiveProjection, OutboxRecord, ProjectorConfig, PublishError,
+    ReadModelError, ReadModelStore, RebuildOptions, RelayConfig, rebuild, relay_once,
+};
+use patron_store::{AppendBatch, EventStore, ExpectedVersion};
+use patron_store_sql::SqlEventStore;
+use patron_store_sql::testing::{fresh_postgres, fresh_sqlite};
+
+fn start() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap()
+}
+
+/// A year of seeded demo traffic from `customers` customers, as validated events in time order.
+fn demo_year(customers: usize) -> Vec<Event> {
+    let mut generator = patron_demo::Generator::new(7, customers, start());
+    let policy = ValidationPolicy::at(start() + TimeDelta::days(400));
+    generator
+        .until(start() + TimeDelta::days(365))
+        .into_iter()
+        .filter_map(|record| {
+            let message = Message {
+                content_type: Some(record.content_type),
+                headers: &[],
+                key: Some(record.key.as_bytes()),
+                payload: &record.payload,
+            };
+            let raw = patron_codec::decode(&message, &Limits::default()).ok()?;
+            patron_domain::validate(raw, &policy).ok()
+        })
+        .collect()
+}
+
+async fn append(store: &dyn EventStore, events: &[Event]) {
+    for chunk in events.chunks(97) {
+        let mut batch = AppendBatch::default();
+        for event in chunk {
+            batch.streams.push(patron_store::StreamAppend {
+                customer_id: event.customer_id.clone(),
+                expected: ExpectedVersion::Any,
+                events: vec![event.clone()],
+            });
+        }
+        store.append(&batch).await.expect("append demo events");
+    }
+}
+
+fn config() -> ProjectorConfig {
+    let rules = Rules::default();
+    let mut config = ProjectorConfig::new(rules, Rules::example_toml());
+    config.batch = 250;
+    config
+}
+
+/// A database with both stores.
+struct Db {
+    sql: SqlEventStore,
+    _guard: Option<tempfile::TempDir>,
+}
+
+impl Db {
+    async fn postgres() -> Self {
+        Self {
+            sql: SqlEventStore::Postgres(fresh_postgres().await),
+            _guard: None,
+        }
+    }
+
+    async fn sqlite() -> Self {
+        let (store, guard) = fresh_sqlite().await;
+        Self {
+            sql: SqlEventStore::Sqlite(store),
+            _guard: Some(guard),
+        }
+    }
+
+    fn store(&self) -> Arc<dyn EventStore> {
+        self.sql.clone().into_dyn()
+    }
+
+    fn models(&self) -> Arc<dyn ReadModelStore> {
+        self.sql.read_models()
+    }
+
+    /// The active generation's tables as sorted text rows (what a rebuild must reproduce).
+    async fn dump(&self) -> Vec<String> {
+        let generation = self
+            .models()
+            .active_generation()
+            .await
+            .unwrap()
+            .expect("an active generation")
+            .id;
+        let queries = [
+            "SELECT customer_id || '|' || coalesce(stage, '-') || '|' || orders || '|' || \
+                net_revenue_minor || '|' || coalesce(average_order_minor, -1) || '|' || \
+                coalesce(rfm_segment, '-') || '|' || coalesce(tier, '-') || '|' || \
+                coalesce(rfm_r * 100 + rfm_f * 10 + rfm_m, 0) || '|' || CAST(state AS TEXT) \
+             FROM customers WHERE generation = G ORDER BY customer_id",
+            "SELECT customer_id || '|' || seq || '|' || coalesce(from_stage, '-') || '|' || \
+                to_stage || '|' || CAST(entered_at AS TEXT) || '|' || rule || '|' || \
+                CAST(facts AS TEXT) || '|' || position \
+             FROM stage_history WHERE generation = G ORDER BY customer_id, seq",
+            "SELECT metric || '|' || period || '|' || dim1 || '|' || dim2 || '|' || value \
+             FROM kpis WHERE generation = G AND value <> 0 ORDER BY metric, period, dim1, dim2",
+        ];
+        let mut rows = Vec::new();
+        for query in queries {
+            let query = query.replace('G', &generation.to_string());
+            let part: Vec<String> = match &self.sql {
+                SqlEventStore::Postgres(s) => sqlx::query_scalar(&query)
+                    .fetch_all(s.pool())
+                    .await
+                    .unwrap(),
+                SqlEventStore::Sqlite(s) => sqlx::query_scalar(&query)
+                    .fetch_all(s.pool())
+                    .await
+                    .unwrap(),
+            };
+            assert!(!part.is_empty(), "no rows from {query}");
+            rows.extend(part);
+        }
+        rows
+    }
+
+    /// Every outbox record, in id order.
+    async fn outbox(&self) -> Vec<OutboxRecord> {
+        self.models().outbox_after(0, 1_000_000).await.unwrap()
+    }
+
+    /// `customer:seq` of every stage history row of the active generation.
+    async fn history_keys(&self) -> Vec<String> {
+        let query = "SELECT customer_id || ':' || seq FROM stage_history WHERE generation = \
+                     (SELECT generation FROM projection_active) ORDER BY 1";
+        match &self.sql {
+            SqlEventStore::Postgres(s) => sqlx::query_scalar(query).fetch_all(s.pool()).await,
+            SqlEventStore::Sqlite(s) => sqlx::query_scalar(query).fetch_all(s.pool()).await,
+        }
+        .unwrap()
+    }
+}
+
+async fn catch_up(live: &mut LiveProjection) {
+    loop {
+        let step = live.step().await.expect("projector step");
+        if step.caught_up {
+            return;
+        }
+    }
+}
+
+/// Live projection in chunks with a restart half-way, then a rebuild: the rebuilt tables equal
+/// the live ones, and the outbox holds every transition exactly once, in commit order.
+async fn rebuild_equals_live(db: Db) {
+    let events = demo_year(60);
+    let (first, second) = events.split_at(events.len() / 2);
+    let store = db.store();
+    append(store.as_ref(), first).await;
+    let mut live = LiveProjection::open(store.clone(), db.models(), config())
+        .await
+        .unwrap();
+    catch_up(&mut live).await;
+    append(store.as_ref(), second).await;
+    // A restart: the projection resumes from what was committed.
+    let mut live = LiveProjection::open(store.clone(), db.models(), config())
+        .await
+        .unwrap();
+    catch_up(&mut live).await;
+    assert_eq!(live.projection().checkpoint(), store.head().await.unwrap());
+    let live_tables = db.dump().await;
+    let outbox = db.outbox().await;
+    assert!(
+        outbox.len() > 100,
+        "a year of 60 customers fires many transitions: {}",
+        outbox.len()
+    );
+
+    let mut progress = 0;
+    let options = RebuildOptions {
+        page: 333,
+        flush_every: 1_000,
+    };
+    let report = rebuild(store.clone(), db.models(), &config(), options, &mut |_| {
+        progress += 1
+    })
+    .await
+    .unwrap();
+    assert!(progress > 3, "progress is reported");
+    assert_eq!(report.replaced, Some(live.generation().id));
+    assert_eq!(report.events, u64::try_from(events.len()).unwrap());
+    assert_eq!(
+        db.dump().await,
+        live_tables,
+        "rebuilt read models equal the live ones"
+    );
+    assert_eq!(
+        db.outbox().await,
+        outbox,
+        "a rebuild publishes nothing already published"
+    );
+
+    let mut keys: Vec<String> = outbox.iter().map(|r| r.entry.dedupe_key.clone()).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        db.history_keys().await,
+        "every transition is in the outbox once"
+    );
+    assert!(outbox.windows(2).all(|w| w[0].id < w[1].id), "ids increase");
+
+    // The superseded live projector notices on its next commit and resumes on the new one.
+    let more = demo_year(61).split_off(events.len().min(100));
+    append(store.as_ref(), &more[..more.len().min(200)]).await;
+    let error = live
+        .step()
+        .await
+        .expect_err("the old generation is retired");
+    assert!(matches!(error, ReadModelError::Superseded(_)), "{error}");
+    let mut live = LiveProjection::open(store.clone(), db.models(), config())
+        .await
+        .unwrap();
+    assert_eq!(live.generation().id, report.generation);
+    catch_up(&mut live).await;
+    assert_eq!(live.projection().checkpoint(), store.head().await.unwrap());
+}
+
+/// A second projector on the same generation is refused instead of double-applying.
+async fn two_projectors_conflict(db: Db) {
+    let store = db.store();
+    let events = demo_year(10);
+    append(store.as_ref(), &events[..events.len() / 2]).await;
+    let mut one = LiveProjection::open(store.clone(), db.models(), config())
+        .await
+        .unwrap();
+    let mut two = LiveProjection::open(store.clone(), db.models(), config())
+        .await
+        .unwrap();
+    one.step().await.unwrap();
+    let error = two
+        .step()
+        .await
+        .expect_err("the checkpoint moved under the second projector");
+    assert!(matches!(error, ReadModelError::Conflict { .. }), "{error}");
+}
+
+/// Rules other than the active generation's are refused with an actionable message.
+async fn changed_rules_are_refused(db: Db) {
+    let store = db.store();
+    LiveProjection::open(store.clone(), db.models(), config())
+        .await
+        .unwrap();
+    let mut rules = Rules::default();
+    rules.honeymoon_days = 45;
+    let changed = ProjectorConfig::new(rules, "honeymoon_days = 45");
+    let error = LiveProjection::open(store, db.models(), changed)
+        .await
+        .err()
+        .expect("changed rules are refused");
+    assert!(error.to_string().contains("patron rebuild"), "{error}");
+}
+
+/// A tick appended when the log is quiet moves silent customers on, and a rebuild sees it too.
+async fn ticks_drive_time_and_replay(db: Db) {
+    let store = db.store();
+    let events = demo_year(20);
+    append(store.as_ref(), &events).await;
+    let mut live = LiveProjection::open(store.clone(), db.models(), config())
+        .await
+        .unwrap();
+    catch_up(&mut live).await;
+    let before = db.outbox().await.len();
+    let far = live.projection().watermark().unwrap() + TimeDelta::days(400);
+    assert!(
+        live.tick_if_quiet(far).await.unwrap(),
+        "event time lags: a tick is appended"
+    );
+    catch_up(&mut live).await;
+    assert_eq!(live.projection().watermark(), Some(far));
+    let after = db.outbox().await;
+    assert!(
+        after.len() > before,
+        "silence moved customers to at_risk or churned"
+    );
+    for (id, view) in live.projection().customers() {
+        if view.value.orders > 0 {
+            let stage = view.lifecycle.stage;
+            assert!(
+                matches!(stage, Some(Stage::AtRisk | Stage::Churned)),
+                "{id} bought, then 400 days of silence: at risk or churned, not {stage:?}"
+            );
+        }
+    }
+    assert!(
+        !live.tick_if_quiet(far).await.unwrap(),
+        "no tick while event time is current"
+    );
+    let tables = db.dump().await;
+    rebuild(
+        store,
+        db.models(),
+        &config(),
+        RebuildOptions::default(),
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(db.dump().await, tables, "a rebuild replays the tick");
+}
+
+/// Publishes into a vector; fails when told to.
+#[derive(Default)]
+struct Recorder {
+    published: Mutex<Vec<OutboxRecord>>,
+    fail: Mutex<bool>,
+}
+
+#[async_trait]
+impl LifecyclePublisher for Recorder {
+    async fn publish(&self, records: &[OutboxRecord]) -> Result<(), PublishError> {
+        if *self.fail.lock().unwrap() {
+            return Err(PublishError("broker down".into()));
+        }
+        self.published.lock().unwrap().extend_from_slice(records);
+        Ok(())
+    }
+}
+
+/// The relay publishes the outbox in order, remembers where it stopped, and resends a failed
+/// batch whole.
+async fn relay_publishes_in_order_at_least_once(db: Db) {
+    let store = db.store();
+    append(store.as_ref(), &demo_year(15)).await;
+    let mut live = LiveProjection::open(store.clone(), db.models(), config())
+        .await
+        .unwrap();
+    catch_up(&mut live).await;
+    let models = db.models();
+    let publisher = Recorder::default();
+    let mut relay = RelayConfig::new("test");
+    relay.batch = 40;
+    *publisher.fail.lock().unwrap() = true;
+    relay_once(models.as_ref(), &publisher, &relay)
+        .await
+        .expect_err("publishing fails");
+    assert_eq!(
+        models.relay_offset("test").await.unwrap(),
+        0,
+        "nothing acknowledged"
+    );
+    *publisher.fail.lock().unwrap() = false;
+    while relay_once(models.as_ref(), &publisher, &relay)
+        .await
+        .unwrap()
+        > 0
+    {}
+    let outbox = db.outbox().await;
+    assert_eq!(
+        *publisher.published.lock().unwrap(),
+        outbox,
+        "everything, in outbox order"
+    );
+    assert_eq!(
+        models.relay_offset("test").await.unwrap(),
+        outbox.last().unwrap().id
+    );
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Db::postgres().await).await; })*
+        }
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Db::sqlite().await).await; })*
+        }
+    };
+}
+
+on_both_backends!(
+    rebuild_equals_live,
+    two_projectors_conflict,
+    changed_rules_are_refused,
+    ticks_drive_time_and_replay,
+    relay_publishes_in_order_at_least_once,
+);
