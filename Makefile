@@ -96,7 +96,11 @@ postgres: ## Check that PostgreSQL is reachable for the tests (start a local one
 	fi
 
 .PHONY: lint
-lint: fmt-check clippy check-domain ## Formatting, clippy with warnings as errors, and the domain dependency rule
+lint: fmt-check clippy check-domain deploy-check ## Formatting, clippy with warnings as errors, the domain dependency rule, and the deployment manifests
+
+.PHONY: deploy-check
+deploy-check: ## Render the Kustomize overlays (and the Helm chart when helm is available) and validate every manifest against the Kubernetes schemas
+	bash deploy/check.sh
 
 .PHONY: fmt
 fmt: ## Format the code
@@ -111,8 +115,8 @@ clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 .PHONY: check-domain
-check-domain: ## Prove that the domain crates (patron-domain, patron-lifecycle, patron-value) depend on none of tokio, sqlx, tonic, prost, rdkafka
-	@for crate in patron-domain patron-lifecycle patron-value; do \
+check-domain: ## Prove that the domain crates (patron-domain, patron-lifecycle, patron-value, patron-clv) depend on none of tokio, sqlx, tonic, prost, rdkafka
+	@for crate in patron-domain patron-lifecycle patron-value patron-clv; do \
 		deps=$$($(CARGO) tree -p $$crate -e normal,build --prefix none --format '{p}' | awk '{print $$1}' | sort -u); \
 		bad=$$(for c in $(DOMAIN_FORBIDDEN); do echo "$$deps" | grep -Ex "$$c(-.*)?" ; done); \
 		if [ -n "$$bad" ]; then echo "$$crate must not depend on: $$bad"; exit 1; fi; \
