@@ -11,6 +11,7 @@ mod client;
 mod consumer;
 mod dead_letters;
 mod embedded;
+mod lifecycle;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -18,6 +19,9 @@ pub use client::KafkaSettings;
 pub use consumer::{IngestConsumer, IngestOptions, IngestSummary};
 pub use dead_letters::KafkaDeadLetters;
 pub use embedded::{EmbeddedKafka, OutboundRecord, Producer};
+pub use lifecycle::{
+    DEDUPE_HEADER, DEFAULT_LIFECYCLE_TOPIC, KafkaLifecyclePublisher, lifecycle_changed, stage,
+};
 
 /// Why the Kafka adapter stopped.
 #[derive(Debug, thiserror::Error)]

@@ -12,6 +12,14 @@ pub mod events {
     }
 }
 
+/// Lifecycle changes published for marketing automation (`patron.lifecycle.v1`).
+pub mod lifecycle {
+    /// Version 1 of the lifecycle topic's records.
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/patron.lifecycle.v1.rs"));
+    }
+}
+
 /// The query API (`patron.api.v1`).
 pub mod api {
     /// Version 1 of the API.
