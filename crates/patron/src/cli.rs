@@ -93,6 +93,23 @@ pub(crate) enum Command {
     /// unreachable, consumption pauses and resumes when it is back. SIGTERM or Ctrl-C commits the
     /// batch in hand and exits.
     Ingest(IngestArgs),
+    /// Project the event store into the read models (lifecycle stages with history and reasons,
+    /// customer value, RFM and tiers, population KPIs) and the lifecycle outbox.
+    ///
+    /// Follows the log from the active read models' checkpoint; each page of changes commits
+    /// with its checkpoint in one transaction. While the log is quiet it appends a tick (event
+    /// time catching up with the clock), so customers become at risk or churned by silence and a
+    /// replay sees the same ticks. Run one projector per database.
+    Project(ProjectArgs),
+    /// Publish lifecycle changes from the outbox to Kafka (protobuf `patron.lifecycle.v1`,
+    /// key = customer id), at least once and in order per customer.
+    Relay(RelayArgs),
+    /// Rebuild the read models from position zero into a new generation and swap it in; queries
+    /// and a running projector carry on meanwhile. Needed after changing the lifecycle rules.
+    Rebuild(RebuildArgs),
+    /// Print the lifecycle rules in force (the defaults, or `--rules`), as TOML, after checking
+    /// them.
+    Rules(RulesArgs),
     /// Run the flow that exists so far on this machine, with nothing to install: an embedded
     /// Kafka, demo traffic (a year of history from customers with different habits, then live
     /// events, with the odd malformed record), and ingest into the event store (SQLite in ./data
@@ -119,6 +136,70 @@ pub(crate) struct DevArgs {
     /// Seed of the history (the same seed gives the same history, stored once).
     #[arg(long, env = "PATRON_DEV_SEED", default_value_t = 42)]
     pub(crate) seed: u64,
+}
+
+/// Lifecycle rules.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Lifecycle rules")]
+pub(crate) struct RulesArgs {
+    /// A TOML file of lifecycle rules (`patron rules` prints the defaults, documented). Missing
+    /// fields take their defaults; unknown fields and inconsistent values are refused at start.
+    #[arg(long, env = "PATRON_RULES")]
+    pub(crate) rules: Option<PathBuf>,
+}
+
+/// How the projector runs.
+#[derive(Debug, Args)]
+pub(crate) struct ProjectArgs {
+    #[command(flatten)]
+    pub(crate) rules: RulesArgs,
+
+    /// Most events per transaction.
+    #[arg(long, env = "PATRON_PROJECT_BATCH_SIZE", default_value_t = 2000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) batch_size: u32,
+
+    /// How long to wait before looking for new events when caught up (e.g. `200ms`).
+    #[arg(long, env = "PATRON_PROJECT_POLL", default_value = "200ms",
+          value_parser = humantime::parse_duration)]
+    pub(crate) poll: std::time::Duration,
+
+    /// Append a tick when event time lags the clock by this much while the log is quiet.
+    #[arg(long, env = "PATRON_PROJECT_TICK_INTERVAL", default_value = "60s",
+          value_parser = humantime::parse_duration)]
+    pub(crate) tick_interval: std::time::Duration,
+}
+
+/// How the relay runs.
+#[derive(Debug, Args)]
+pub(crate) struct RelayArgs {
+    #[command(flatten)]
+    pub(crate) kafka: KafkaArgs,
+
+    /// The topic lifecycle changes are published to.
+    #[arg(
+        long,
+        env = "PATRON_LIFECYCLE_TOPIC",
+        default_value = "patron.lifecycle.v1"
+    )]
+    pub(crate) lifecycle_topic: String,
+
+    /// Most records per publish.
+    #[arg(long, env = "PATRON_RELAY_BATCH_SIZE", default_value_t = 500,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub(crate) batch_size: u32,
+}
+
+/// How a rebuild runs.
+#[derive(Debug, Args)]
+pub(crate) struct RebuildArgs {
+    #[command(flatten)]
+    pub(crate) rules: RulesArgs,
+
+    /// Events per read.
+    #[arg(long, env = "PATRON_REBUILD_PAGE_SIZE", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) page_size: u32,
 }
 
 /// Where Kafka is.

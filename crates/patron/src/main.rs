@@ -33,6 +33,10 @@ fn main() -> ExitCode {
             Command::Import(args) => commands::import::run(&cli.database, args).await,
             Command::Events(args) => commands::events::run(&cli.database, args).await,
             Command::Ingest(args) => commands::ingest::run(&cli.database, args).await,
+            Command::Project(args) => commands::project::run(&cli.database, args).await,
+            Command::Relay(args) => commands::relay::run(&cli.database, args).await,
+            Command::Rebuild(args) => commands::rebuild::run(&cli.database, args).await,
+            Command::Rules(args) => commands::rules::run(&args),
             Command::Dev(args) => commands::dev::run(&cli.database, args).await,
         }
     });

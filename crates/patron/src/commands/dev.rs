@@ -1,8 +1,10 @@
 //! `patron dev`: the whole flow that exists so far, on one machine with nothing installed.
 //!
 //! An embedded Kafka (librdkafka's mock cluster, on a loopback port any client can use), a
-//! generator of demo traffic producing to it (a year of history, then live events), and the
-//! ingest consumer appending into the SQLite event store in `./data`. Ctrl-C stops it cleanly;
+//! generator of demo traffic producing to it (a year of history, then live events), the ingest
+//! consumer appending into the SQLite event store in `./data`, the projector maintaining the
+//! read models, and the relay publishing lifecycle changes to `patron.lifecycle.v1` on the
+//! embedded Kafka. Ctrl-C stops it cleanly;
 //! running it again resumes from the stored state (the history is generated from a fixed seed, so
 //! its events are recognised as already stored).
 
@@ -16,9 +18,10 @@ use chrono::{TimeDelta, Utc};
 use patron_demo::{DemoRecord, Generator};
 use patron_ingest::Settings;
 use patron_kafka::{
-    EmbeddedKafka, IngestConsumer, IngestOptions, KafkaDeadLetters, KafkaSettings, OutboundRecord,
-    Producer,
+    DEFAULT_LIFECYCLE_TOPIC, EmbeddedKafka, IngestConsumer, IngestOptions, KafkaDeadLetters,
+    KafkaLifecyclePublisher, KafkaSettings, OutboundRecord, Producer,
 };
+use patron_projector::{RelayConfig, SystemClock};
 use patron_store_sql::redact;
 use tokio::sync::watch;
 
@@ -39,20 +42,23 @@ fn outbound(records: Vec<DemoRecord>) -> Vec<OutboundRecord> {
 
 pub(crate) async fn run(database: &DatabaseArgs, args: DevArgs) -> anyhow::Result<ExitCode> {
     let shutdown = super::shutdown_signal();
+    let config = super::rules::projector_config(&crate::cli::RulesArgs { rules: None })?;
     let store = super::open_store(database).await?;
     store.migrate().await.context("migration failed")?;
+    let models = store.read_models();
     let store = store.into_dyn();
 
     let kafka = EmbeddedKafka::start().context("cannot start the embedded Kafka")?;
     kafka.create_topic(TOPIC, 4)?;
     kafka.create_topic(&format!("{TOPIC}.dlq"), 1)?;
+    kafka.create_topic(DEFAULT_LIFECYCLE_TOPIC, 4)?;
     let settings = KafkaSettings::new(kafka.bootstrap());
     let head = store.head().await?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(
             out,
-            "patron dev — the flow so far: demo traffic → Kafka → ingest → event store"
+            "patron dev — demo traffic → Kafka → ingest → event store → projector → read models → relay → Kafka"
         )?;
         writeln!(
             out,
@@ -61,7 +67,7 @@ pub(crate) async fn run(database: &DatabaseArgs, args: DevArgs) -> anyhow::Resul
         )?;
         writeln!(
             out,
-            "  kafka         {} (embedded; topics {TOPIC}, {TOPIC}.dlq)",
+            "  kafka         {} (embedded; topics {TOPIC}, {TOPIC}.dlq, {DEFAULT_LIFECYCLE_TOPIC})",
             kafka.bootstrap()
         )?;
         writeln!(out, "  try, in another terminal:")?;
@@ -74,6 +80,15 @@ pub(crate) async fn run(database: &DatabaseArgs, args: DevArgs) -> anyhow::Resul
             out,
             "    kcat -b {} -t {TOPIC}.dlq -C -J -c 1     # a dead letter and its headers",
             kafka.bootstrap()
+        )?;
+        writeln!(
+            out,
+            "    kcat -b {} -t {DEFAULT_LIFECYCLE_TOPIC} -C -c 5   # lifecycle changes (protobuf)",
+            kafka.bootstrap()
+        )?;
+        writeln!(
+            out,
+            "    sqlite3 data/patron.db \"select stage, count(*) from customers group by 1\""
         )?;
         writeln!(
             out,
@@ -133,18 +148,51 @@ pub(crate) async fn run(database: &DatabaseArgs, args: DevArgs) -> anyhow::Resul
         let _ = done_rx.await;
     }));
 
+    let projector = {
+        let (store, models, mut stop) =
+            (Arc::clone(&store), Arc::clone(&models), stop_tx.subscribe());
+        tokio::spawn(patron_projector::run(
+            store,
+            models,
+            config,
+            Arc::new(SystemClock),
+            async move {
+                let _ = stop.changed().await;
+            },
+        ))
+    };
+    let relay = {
+        let publisher = KafkaLifecyclePublisher::new(&settings, DEFAULT_LIFECYCLE_TOPIC)?;
+        // The embedded broker starts empty each run: publish the whole outbox to it again.
+        let config = RelayConfig::new(format!("dev-{}", Utc::now().timestamp()));
+        let mut stop = stop_tx.subscribe();
+        tokio::spawn(patron_projector::run_relay(
+            Arc::clone(&models),
+            Arc::new(publisher),
+            config,
+            async move {
+                let _ = stop.changed().await;
+            },
+        ))
+    };
+
     let progress = {
-        let store = Arc::clone(&store);
+        let (store, models) = (Arc::clone(&store), Arc::clone(&models));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             let mut last = None;
             loop {
                 tick.tick().await;
+                let projected = models.active_generation().await.ok().flatten();
                 if let Ok(head) = store.head().await
-                    && last != Some(head)
+                    && last != Some((head, projected.as_ref().map(|g| g.checkpoint)))
                 {
-                    tracing::info!(events_stored = head.0, "progress");
-                    last = Some(head);
+                    tracing::info!(
+                        events_stored = head.0,
+                        events_projected = projected.as_ref().map_or(0, |g| g.checkpoint.0),
+                        "progress"
+                    );
+                    last = Some((head, projected.map(|g| g.checkpoint)));
                 }
             }
         })
@@ -158,6 +206,19 @@ pub(crate) async fn run(database: &DatabaseArgs, args: DevArgs) -> anyhow::Resul
         Ok(Ok(())) => {}
     }
     let _ = done_tx.send(());
+    for (name, task) in [
+        (
+            "projector",
+            projector.await.map(|r| r.map_err(anyhow::Error::from)),
+        ),
+        ("relay", relay.await.map(|r| r.map_err(anyhow::Error::from))),
+    ] {
+        match task {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "the {name} stopped with an error"),
+            Err(error) => tracing::warn!(%error, "the {name} task failed"),
+        }
+    }
     let summary = ingest
         .await
         .context("the consumer task failed")?

@@ -5,6 +5,10 @@ pub(crate) mod events;
 pub(crate) mod import;
 pub(crate) mod ingest;
 pub(crate) mod migrate;
+pub(crate) mod project;
+pub(crate) mod rebuild;
+pub(crate) mod relay;
+pub(crate) mod rules;
 
 use anyhow::Context as _;
 use patron_store_sql::{ConnectOptions, SqlEventStore, redact};

@@ -1,0 +1,58 @@
+//! `patron rebuild`: fold the whole log into a new generation of read models and swap it in.
+
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+
+use patron_projector::{RebuildOptions, RebuildProgress};
+
+use crate::cli::{DatabaseArgs, RebuildArgs};
+use crate::commands::{open_store, rules};
+
+pub(crate) async fn run(database: &DatabaseArgs, args: RebuildArgs) -> anyhow::Result<ExitCode> {
+    let config = rules::projector_config(&args.rules)?;
+    let store = open_store(database).await?;
+    let models = store.read_models();
+    let options = RebuildOptions {
+        page: usize::try_from(args.page_size).unwrap_or(10_000),
+        ..RebuildOptions::default()
+    };
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "rebuilding {bar:40} {pos}/{len} events ({per_sec}, eta {eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let mut progress = |p: RebuildProgress| {
+        if let Some(bar) = &bar {
+            bar.set_length(p.head.0.max(p.position.0));
+            bar.set_position(p.position.0);
+        }
+    };
+    let report =
+        patron_projector::rebuild(store.into_dyn(), models, &config, options, &mut progress)
+            .await?;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let seconds = report.elapsed.as_secs_f64();
+    let rate = if seconds > 0.0 {
+        report.events as f64 / seconds
+    } else {
+        0.0
+    };
+    tracing::info!(
+        generation = report.generation,
+        replaced = ?report.replaced,
+        events = report.events,
+        customers = report.customers,
+        checkpoint = report.checkpoint.0,
+        seconds = format!("{seconds:.2}"),
+        events_per_second = format!("{rate:.0}"),
+        "rebuild complete: the new read models are live"
+    );
+    Ok(ExitCode::SUCCESS)
+}
