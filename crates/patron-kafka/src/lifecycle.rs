@@ -75,7 +75,10 @@ impl LifecyclePublisher for KafkaLifecyclePublisher {
                 key: Some(record.entry.customer_id.as_str().as_bytes().to_vec()),
                 headers: vec![
                     ("content-type".into(), b"application/protobuf".to_vec()),
-                    (DEDUPE_HEADER.into(), record.entry.dedupe_key.as_bytes().to_vec()),
+                    (
+                        DEDUPE_HEADER.into(),
+                        record.entry.dedupe_key.as_bytes().to_vec(),
+                    ),
                 ],
                 payload: lifecycle_changed(record).encode_to_vec(),
             })
