@@ -29,7 +29,7 @@ pub(crate) struct Args {
 
 /// The purchase every benchmark row carries, so raw and store rows are identical in shape.
 pub(crate) fn purchase(customer: usize, n: usize) -> anyhow::Result<Event> {
-    let eur = Currency::from_code("EUR")?;
+    let usd = Currency::from_code("USD")?;
     Ok(Event {
         event_id: Uuid::new_v4(),
         customer_id: CustomerId::parse(&format!("c-{customer}")).map_err(anyhow::Error::msg)?,
@@ -37,11 +37,11 @@ pub(crate) fn purchase(customer: usize, n: usize) -> anyhow::Result<Event> {
         source: "bench".into(),
         body: EventBody::Purchase(Purchase {
             order_id: format!("o-{n}"),
-            amount: Money::new(2599, eur)?,
+            amount: Money::new(2599, usd)?,
             items: vec![LineItem {
                 sku: "tea".into(),
                 quantity: 2,
-                unit_price: Some(Money::new(1299, eur)?),
+                unit_price: Some(Money::new(1299, usd)?),
                 extra: serde_json::Map::new(),
             }],
             extra: serde_json::Map::new(),

@@ -202,10 +202,10 @@ impl Projection {
                 self.reindex(customer_id, rules);
             }
             self.raise_watermark(event.event.occurred_at, rules);
-            if Some(index) == last_crossing {
-                if let Some(watermark) = self.watermark {
-                    self.score(midnight(watermark));
-                }
+            if Some(index) == last_crossing
+                && let Some(watermark) = self.watermark
+            {
+                self.score(midnight(watermark));
             }
         }
         applied

@@ -53,6 +53,12 @@ pub struct RebuildReport {
     pub checkpoint: Position,
     /// Time taken, swap included.
     pub elapsed: Duration,
+    /// Of which waiting for pages from the event store (reads overlap folding).
+    pub reading: Duration,
+    /// Of which folding events in memory.
+    pub folding: Duration,
+    /// Of which writing the new generation and swapping it in.
+    pub writing: Duration,
 }
 
 /// Folds the whole log into a new generation, writing it every `flush_every` events, then makes
@@ -80,17 +86,22 @@ pub async fn rebuild(
     let mut since_flush = 0usize;
     let mut events = 0u64;
     let mut held: Vec<OutboxEntry> = Vec::new();
+    let (mut reading, mut folding, mut writing) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     // Read the next page while folding this one.
     let mut next = read(store.clone(), Position::ZERO, page_size);
     loop {
+        let waited = Instant::now();
         let page = next
             .await
             .map_err(|join| ReadModelError::Corrupt(join.to_string()))??;
+        reading += waited.elapsed();
         let Some(last) = page.last().map(|event| event.position) else {
             break;
         };
         next = read(store.clone(), last, page_size);
+        let fold = Instant::now();
         let applied = projection.apply_page(&page, &config.rules, currency);
+        folding += fold.elapsed();
         events += u64::try_from(applied).unwrap_or(u64::MAX);
         since_flush += applied;
         progress(RebuildProgress {
@@ -99,13 +110,16 @@ pub async fn rebuild(
             events,
         });
         if since_flush >= options.flush_every {
+            let write = Instant::now();
             let mut changes = projection.take_changes();
             models.commit(generation.id, written, &changes).await?;
             written = changes.checkpoint;
             since_flush = 0;
             hold(&mut held, &mut changes.outbox, models.as_ref()).await?;
+            writing += write.elapsed();
         }
     }
+    let write = Instant::now();
     let changes = projection.take_changes();
     held.extend(changes.outbox.iter().cloned());
     let replaced = models
@@ -114,6 +128,7 @@ pub async fn rebuild(
     if let Some(old) = replaced {
         models.drop_generation(old).await?;
     }
+    writing += write.elapsed();
     Ok(RebuildReport {
         generation: generation.id,
         replaced,
@@ -121,6 +136,9 @@ pub async fn rebuild(
         customers: projection.customers().len(),
         checkpoint: projection.checkpoint(),
         elapsed: started.elapsed(),
+        reading,
+        folding,
+        writing,
     })
 }
 

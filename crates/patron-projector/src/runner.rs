@@ -245,14 +245,14 @@ pub async fn run(
         let wait = match outcome {
             Ok(step) => {
                 delays = backoff();
-                if step.applied > 0 {
-                    if let Some(current) = live.as_ref() {
-                        tracing::debug!(
-                            applied = step.applied,
-                            checkpoint = current.projection.checkpoint().0,
-                            "projected"
-                        );
-                    }
+                if step.applied > 0
+                    && let Some(current) = live.as_ref()
+                {
+                    tracing::debug!(
+                        applied = step.applied,
+                        checkpoint = current.projection.checkpoint().0,
+                        "projected"
+                    );
                 }
                 step.caught_up.then_some(config.idle_poll)
             }

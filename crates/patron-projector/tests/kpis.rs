@@ -1,5 +1,7 @@
 //! The KPI counters agree with figures computed directly from the script and the final views.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::collections::BTreeMap;

@@ -1,6 +1,8 @@
 //! The read models on PostgreSQL and SQLite: live projection, restart, rebuild and swap, ticks,
 //! the outbox and the relay. Every test runs against both backends.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -258,8 +260,10 @@ async fn changed_rules_are_refused(db: Db) {
     LiveProjection::open(store.clone(), db.models(), config())
         .await
         .unwrap();
-    let mut rules = Rules::default();
-    rules.honeymoon_days = 45;
+    let rules = Rules {
+        honeymoon_days: 45,
+        ..Rules::default()
+    };
     let changed = ProjectorConfig::new(rules, "honeymoon_days = 45");
     let error = LiveProjection::open(store, db.models(), changed)
         .await

@@ -52,6 +52,9 @@ pub(crate) async fn run(database: &DatabaseArgs, args: RebuildArgs) -> anyhow::R
         checkpoint = report.checkpoint.0,
         seconds = format!("{seconds:.2}"),
         events_per_second = format!("{rate:.0}"),
+        reading_seconds = format!("{:.2}", report.reading.as_secs_f64()),
+        folding_seconds = format!("{:.2}", report.folding.as_secs_f64()),
+        writing_seconds = format!("{:.2}", report.writing.as_secs_f64()),
         "rebuild complete: the new read models are live"
     );
     Ok(ExitCode::SUCCESS)
