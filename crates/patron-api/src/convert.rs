@@ -1,0 +1,200 @@
+//! Read-model rows to wire messages.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use patron_lifecycle::Stage;
+use patron_proto::api::v1 as pb;
+use patron_proto::lifecycle::v1::Stage as PbStage;
+
+use crate::error::ApiError;
+use crate::model::{CustomerDetail, CustomerRow, HistoryRow, Snapshot};
+
+/// A timestamp on the wire.
+pub(crate) fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// A lifecycle stage on the wire.
+pub(crate) fn stage_to_wire(stage: Stage) -> PbStage {
+    match stage {
+        Stage::Prospect => PbStage::Prospect,
+        Stage::New => PbStage::New,
+        Stage::Active => PbStage::Active,
+        Stage::Loyal => PbStage::Loyal,
+        Stage::AtRisk => PbStage::AtRisk,
+        Stage::Churned => PbStage::Churned,
+        Stage::Reactivated => PbStage::Reactivated,
+    }
+}
+
+/// A wire stage as a lifecycle stage; `None` for STAGE_UNSPECIFIED.
+pub(crate) fn stage_from_wire(stage: PbStage) -> Option<Stage> {
+    match stage {
+        PbStage::Unspecified => None,
+        PbStage::Prospect => Some(Stage::Prospect),
+        PbStage::New => Some(Stage::New),
+        PbStage::Active => Some(Stage::Active),
+        PbStage::Loyal => Some(Stage::Loyal),
+        PbStage::AtRisk => Some(Stage::AtRisk),
+        PbStage::Churned => Some(Stage::Churned),
+        PbStage::Reactivated => Some(Stage::Reactivated),
+    }
+}
+
+/// A stored stage name on the wire (a name the projector did not write means corrupt data).
+fn stored_stage(name: Option<&str>) -> Result<i32, ApiError> {
+    match name {
+        None => Ok(PbStage::Unspecified as i32),
+        Some(name) => Stage::from_str(name)
+            .map(|stage| stage_to_wire(stage) as i32)
+            .map_err(|error| ApiError::Internal(format!("read model: {error}"))),
+    }
+}
+
+fn score(value: Option<i16>) -> Option<u32> {
+    value.and_then(|v| u32::try_from(v).ok())
+}
+
+/// A customer without history.
+pub(crate) fn customer(row: &CustomerRow, snapshot: &Snapshot) -> Result<pb::Customer, ApiError> {
+    let tenure_days = match (row.first_purchase_at, snapshot.watermark) {
+        (Some(first), Some(watermark)) if watermark > first => (watermark - first).num_days(),
+        _ => 0,
+    };
+    let rfm = match (score(row.rfm_r), score(row.rfm_f), score(row.rfm_m)) {
+        (Some(recency), Some(frequency), Some(monetary)) => Some(pb::RfmScores {
+            recency,
+            frequency,
+            monetary,
+        }),
+        _ => None,
+    };
+    Ok(pb::Customer {
+        customer_id: row.customer_id.clone(),
+        stage: stored_stage(row.stage.as_deref())?,
+        stage_since: row.stage_since.map(timestamp),
+        stage_history: Vec::new(),
+        value: Some(pb::CustomerValue {
+            orders: row.orders,
+            refunds: row.refunds,
+            gross_revenue_minor: row.gross_revenue_minor,
+            refunded_minor: row.refunded_minor,
+            net_revenue_minor: row.net_revenue_minor,
+            currency: snapshot.currency.clone(),
+            average_order_minor: row.average_order_minor,
+            first_purchase_at: row.first_purchase_at.map(timestamp),
+            last_purchase_at: row.last_purchase_at.map(timestamp),
+            tenure_days,
+        }),
+        rfm,
+        rfm_segment: row.rfm_segment.clone().unwrap_or_default(),
+        tier: row.tier.clone().unwrap_or_default(),
+        last_event_at: row.last_event_at.map(timestamp),
+    })
+}
+
+/// Facts as a string map: strings as they are, other JSON values as JSON text.
+fn facts(text: &str) -> Result<HashMap<String, String>, ApiError> {
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|error| ApiError::Internal(format!("stage history facts: {error}")))?;
+    let serde_json::Value::Object(map) = value else {
+        return Err(ApiError::Internal(
+            "stage history facts: not an object".into(),
+        ));
+    };
+    Ok(map
+        .into_iter()
+        .map(|(key, value)| match value {
+            serde_json::Value::String(text) => (key, text),
+            other => (key, other.to_string()),
+        })
+        .collect())
+}
+
+/// History rows (by seq) as entries: each stay ends when the next begins; the current one is
+/// measured to the watermark.
+fn history(
+    rows: &[HistoryRow],
+    watermark: Option<DateTime<Utc>>,
+) -> Result<Vec<pb::StageHistoryEntry>, ApiError> {
+    rows.iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let exited = rows.get(i + 1).map(|next| next.entered_at);
+            let end = exited.or(watermark);
+            let seconds_in_stage = end
+                .map(|end| (end - row.entered_at).num_seconds().max(0))
+                .unwrap_or(0);
+            Ok(pb::StageHistoryEntry {
+                from_stage: stored_stage(row.from_stage.as_deref())?,
+                to_stage: stored_stage(Some(&row.to_stage))?,
+                entered_at: Some(timestamp(row.entered_at)),
+                exited_at: exited.map(timestamp),
+                seconds_in_stage,
+                rule: row.rule.clone(),
+                facts: facts(&row.facts)?,
+            })
+        })
+        .collect()
+}
+
+/// A customer with its history.
+pub(crate) fn customer_detail(detail: &CustomerDetail) -> Result<pb::Customer, ApiError> {
+    let mut customer = customer(&detail.customer, &detail.snapshot)?;
+    customer.stage_history = history(&detail.history, detail.snapshot.watermark)?;
+    Ok(customer)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn at(day: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 3, day, 0, 0, 0).unwrap()
+    }
+
+    fn row(seq: i32, from: Option<&str>, to: &str, day: u32) -> HistoryRow {
+        HistoryRow {
+            seq,
+            from_stage: from.map(str::to_owned),
+            to_stage: to.into(),
+            entered_at: at(day),
+            rule: "rule".into(),
+            facts: r#"{"orders":"2","gap":3}"#.into(),
+        }
+    }
+
+    #[test]
+    fn stays_end_when_the_next_begins() {
+        let rows = [
+            row(0, None, "prospect", 1),
+            row(1, Some("prospect"), "new", 3),
+        ];
+        let entries = history(&rows, Some(at(10))).unwrap();
+        assert_eq!(entries[0].from_stage, PbStage::Unspecified as i32);
+        assert_eq!(entries[0].exited_at, Some(timestamp(at(3))));
+        assert_eq!(entries[0].seconds_in_stage, 2 * 86_400);
+        assert_eq!(entries[1].to_stage, PbStage::New as i32);
+        assert_eq!(entries[1].exited_at, None, "the current stage has no exit");
+        assert_eq!(
+            entries[1].seconds_in_stage,
+            7 * 86_400,
+            "measured to the watermark"
+        );
+        assert_eq!(entries[1].facts["orders"], "2");
+        assert_eq!(entries[1].facts["gap"], "3");
+    }
+
+    #[test]
+    fn unknown_stored_stages_are_internal_errors() {
+        let rows = [row(0, None, "zombie", 1)];
+        assert!(matches!(history(&rows, None), Err(ApiError::Internal(_))));
+    }
+}

@@ -1,0 +1,192 @@
+//! `patron.api.v1.CustomerService`: validation, the query and the answer.
+
+use std::sync::Arc;
+
+use patron_domain::CustomerId;
+use patron_proto::api::v1 as pb;
+use patron_proto::api::v1::customer_service_server::CustomerService;
+use patron_proto::lifecycle::v1::Stage as PbStage;
+use tonic::{Request, Response, Status};
+
+use crate::convert;
+use crate::error::ApiError;
+use crate::model::{CustomerFilter, CustomerQuery};
+use crate::page_token;
+use crate::read_models::ReadModels;
+
+/// Page size when the request says 0.
+pub const DEFAULT_PAGE_SIZE: u32 = 50;
+/// Largest page size accepted.
+pub const MAX_PAGE_SIZE: u32 = 500;
+const TIERS: [&str; 3] = ["A", "B", "C"];
+
+/// The customer queries over a [`ReadModels`].
+#[derive(Clone)]
+pub struct CustomerApi {
+    models: Arc<dyn ReadModels>,
+}
+
+impl CustomerApi {
+    /// Serves queries from `models`.
+    pub fn new(models: Arc<dyn ReadModels>) -> Self {
+        Self { models }
+    }
+
+    async fn get(&self, request: pb::GetCustomerRequest) -> Result<pb::Customer, ApiError> {
+        let id = CustomerId::parse(&request.customer_id)
+            .map_err(|reason| ApiError::invalid("customer_id", reason))?;
+        let detail = self
+            .models
+            .customer(id.as_str())
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("customer {:?}", id.as_str())))?;
+        convert::customer_detail(&detail)
+    }
+
+    async fn list(
+        &self,
+        request: pb::ListCustomersRequest,
+    ) -> Result<pb::ListCustomersResponse, ApiError> {
+        let filter = filter(&request)?;
+        let page_size = page_size(request.page_size)?;
+        let after = page_token::decode(&request.page_token, &filter)?;
+        // One row more than the page shows whether another page follows.
+        let query = CustomerQuery {
+            filter,
+            after,
+            limit: page_size + 1,
+        };
+        let mut page = self.models.customers(&query).await?;
+        let more = page.customers.len() > page_size as usize;
+        page.customers.truncate(page_size as usize);
+        let next_page_token = match (more, page.customers.last()) {
+            (true, Some(last)) => page_token::encode(&query.filter, &last.customer_id),
+            _ => String::new(),
+        };
+        let customers = match &page.snapshot {
+            Some(snapshot) => page
+                .customers
+                .iter()
+                .map(|row| convert::customer(row, snapshot))
+                .collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        };
+        Ok(pb::ListCustomersResponse {
+            customers,
+            next_page_token,
+        })
+    }
+}
+
+/// The validated filters of a listing.
+fn filter(request: &pb::ListCustomersRequest) -> Result<CustomerFilter, ApiError> {
+    let stage = PbStage::try_from(request.stage)
+        .map_err(|_| ApiError::invalid("stage", format!("unknown value {}", request.stage)))?;
+    let tier = match request.tier.as_str() {
+        "" => None,
+        tier if TIERS.contains(&tier) => Some(tier.to_owned()),
+        tier => {
+            return Err(ApiError::invalid(
+                "tier",
+                format!("{tier:?} is not a tier (expected A, B or C)"),
+            ));
+        }
+    };
+    let rfm_segment = match request.rfm_segment.as_str() {
+        "" => None,
+        segment if patron_value::segment::ALL.contains(&segment) => Some(segment.to_owned()),
+        segment => {
+            return Err(ApiError::invalid(
+                "rfm_segment",
+                format!(
+                    "{segment:?} is not a segment (expected one of {})",
+                    patron_value::segment::ALL.join(", ")
+                ),
+            ));
+        }
+    };
+    Ok(CustomerFilter {
+        stage: convert::stage_from_wire(stage).map(|stage| stage.as_str().to_owned()),
+        tier,
+        rfm_segment,
+        min_net_revenue_minor: request.min_net_revenue_minor,
+    })
+}
+
+/// The page size asked for, defaulted and checked.
+fn page_size(asked: u32) -> Result<u32, ApiError> {
+    match asked {
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        n if n <= MAX_PAGE_SIZE => Ok(n),
+        n => Err(ApiError::invalid(
+            "page_size",
+            format!("must be at most {MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE}), got {n}"),
+        )),
+    }
+}
+
+#[tonic::async_trait]
+impl CustomerService for CustomerApi {
+    async fn get_customer(
+        &self,
+        request: Request<pb::GetCustomerRequest>,
+    ) -> Result<Response<pb::GetCustomerResponse>, Status> {
+        let customer = self.get(request.into_inner()).await?;
+        Ok(Response::new(pb::GetCustomerResponse {
+            customer: Some(customer),
+        }))
+    }
+
+    async fn list_customers(
+        &self,
+        request: Request<pb::ListCustomersRequest>,
+    ) -> Result<Response<pb::ListCustomersResponse>, Status> {
+        Ok(Response::new(self.list(request.into_inner()).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_sizes_are_defaulted_and_capped() {
+        assert_eq!(page_size(0).unwrap(), DEFAULT_PAGE_SIZE);
+        assert_eq!(page_size(500).unwrap(), 500);
+        assert_eq!(
+            page_size(10_000).unwrap_err().to_string(),
+            "page_size: must be at most 500 (0 means 50), got 10000"
+        );
+    }
+
+    #[test]
+    fn filters_are_validated_by_field() {
+        let request = |f: fn(&mut pb::ListCustomersRequest)| {
+            let mut request = pb::ListCustomersRequest::default();
+            f(&mut request);
+            filter(&request)
+        };
+        let ok = request(|r| {
+            r.stage = PbStage::AtRisk as i32;
+            r.tier = "A".into();
+            r.min_net_revenue_minor = Some(100);
+        })
+        .unwrap();
+        assert_eq!(ok.stage.as_deref(), Some("at_risk"));
+        assert_eq!(ok.tier.as_deref(), Some("A"));
+        for (f, field) in [
+            (
+                (|r: &mut pb::ListCustomersRequest| r.stage = 99) as fn(&mut _),
+                "stage",
+            ),
+            (|r| r.tier = "Z".into(), "tier"),
+            (|r| r.rfm_segment = "nobody".into(), "rfm_segment"),
+        ] {
+            let error = request(f).unwrap_err();
+            assert!(
+                matches!(error, ApiError::InvalidArgument { field: f, .. } if f == field),
+                "{error}"
+            );
+        }
+    }
+}

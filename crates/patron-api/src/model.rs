@@ -1,0 +1,114 @@
+//! What the query layer returns: read-model rows, independent of the wire format.
+
+use chrono::{DateTime, Utc};
+
+/// One row of `customers` in the active generation.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct CustomerRow {
+    /// The customer's id.
+    pub customer_id: String,
+    /// Lifecycle stage name (`at_risk`, …), if classified.
+    pub stage: Option<String>,
+    /// When the current stage was entered.
+    pub stage_since: Option<DateTime<Utc>>,
+    /// Purchases counted.
+    pub orders: i64,
+    /// Refunds counted.
+    pub refunds: i64,
+    /// Purchases, minor units.
+    pub gross_revenue_minor: i64,
+    /// Refunds, minor units.
+    pub refunded_minor: i64,
+    /// Gross minus refunded, minor units.
+    pub net_revenue_minor: i64,
+    /// Average order, minor units (none without orders).
+    pub average_order_minor: Option<i64>,
+    /// First purchase (event time).
+    pub first_purchase_at: Option<DateTime<Utc>>,
+    /// Latest purchase (event time).
+    pub last_purchase_at: Option<DateTime<Utc>>,
+    /// Latest event of any kind (event time).
+    pub last_event_at: Option<DateTime<Utc>>,
+    /// RFM recency score 1-5.
+    pub rfm_r: Option<i16>,
+    /// RFM frequency score 1-5.
+    pub rfm_f: Option<i16>,
+    /// RFM monetary score 1-5.
+    pub rfm_m: Option<i16>,
+    /// Named RFM segment.
+    pub rfm_segment: Option<String>,
+    /// Value tier A/B/C.
+    pub tier: Option<String>,
+}
+
+/// One row of `stage_history`.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct HistoryRow {
+    /// Order within the customer's history, from 0.
+    pub seq: i32,
+    /// The stage left (none for the first entry).
+    pub from_stage: Option<String>,
+    /// The stage entered.
+    pub to_stage: String,
+    /// When it was entered (event time).
+    pub entered_at: DateTime<Utc>,
+    /// The rule that fired.
+    pub rule: String,
+    /// The rule's facts as JSON text (an object).
+    pub facts: String,
+}
+
+/// Which generation a query read, and what holds for all of its rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The active generation.
+    pub generation: i64,
+    /// ISO 4217 code of the reporting currency of every amount.
+    pub currency: String,
+    /// Event time the projection has reached, if any.
+    pub watermark: Option<DateTime<Utc>>,
+}
+
+/// A customer with its stage history, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomerDetail {
+    /// The generation read.
+    pub snapshot: Snapshot,
+    /// The customer's row.
+    pub customer: CustomerRow,
+    /// Every transition, by `seq`.
+    pub history: Vec<HistoryRow>,
+}
+
+/// One page of customers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomerPage {
+    /// The generation read (none before the projector has run once).
+    pub snapshot: Option<Snapshot>,
+    /// Up to the limit asked for, by customer id.
+    pub customers: Vec<CustomerRow>,
+}
+
+/// Validated filters of a listing; every present filter must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CustomerFilter {
+    /// Stage name, e.g. `at_risk`.
+    pub stage: Option<String>,
+    /// Tier `A`, `B` or `C`.
+    pub tier: Option<String>,
+    /// RFM segment name.
+    pub rfm_segment: Option<String>,
+    /// Lowest net revenue, minor units.
+    pub min_net_revenue_minor: Option<i64>,
+}
+
+/// A listing: filters, a keyset position and a limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomerQuery {
+    /// What to match.
+    pub filter: CustomerFilter,
+    /// Only customers with an id greater than this.
+    pub after: Option<String>,
+    /// Most rows returned.
+    pub limit: u32,
+}

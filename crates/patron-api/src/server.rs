@@ -1,0 +1,146 @@
+//! The gRPC server: the query services behind bearer auth, plus health and reflection.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use patron_proto::api::v1::customer_service_server::CustomerServiceServer;
+use patron_store_sql::SqlEventStore;
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::auth::BearerAuth;
+use crate::customers::CustomerApi;
+use crate::error::ApiError;
+use crate::read_models::{ReadModels, SqlReadModels};
+
+/// The fully-qualified name health reports the customer service under.
+pub const CUSTOMER_SERVICE: &str = "patron.api.v1.CustomerService";
+
+/// How the API serves.
+#[derive(Clone)]
+pub struct ApiConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Bearer tokens admitted (secrets: never logged). At least one is required.
+    pub tokens: Vec<String>,
+    /// How often the database is pinged to report health.
+    pub health_interval: Duration,
+}
+
+impl ApiConfig {
+    /// Listens on `listen`, admits `tokens`, pings the database every 5 seconds.
+    pub fn new(listen: SocketAddr, tokens: Vec<String>) -> Self {
+        Self {
+            listen,
+            tokens,
+            health_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("listen", &self.listen)
+            .field("tokens", &format_args!("<{} redacted>", self.tokens.len()))
+            .field("health_interval", &self.health_interval)
+            .finish()
+    }
+}
+
+/// Serves the API over `store`'s read models on `config.listen` until `shutdown` completes.
+pub async fn serve(
+    config: ApiConfig,
+    store: SqlEventStore,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ApiError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|error| ApiError::Serve(format!("bind {}: {error}", config.listen)))?;
+    serve_on(
+        listener,
+        config,
+        Arc::new(SqlReadModels::new(store)),
+        shutdown,
+    )
+    .await
+}
+
+/// Serves the API over `models` on an already bound listener (`config.listen` is ignored) until
+/// `shutdown` completes. Health reports NOT_SERVING while `models` cannot reach the database.
+pub async fn serve_on(
+    listener: TcpListener,
+    config: ApiConfig,
+    models: Arc<dyn ReadModels>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ApiError> {
+    if config.tokens.iter().all(|token| token.trim().is_empty()) {
+        return Err(ApiError::Serve(
+            "no bearer token configured: the API refuses to run unauthenticated".into(),
+        ));
+    }
+    let address = listener.local_addr().ok();
+    let (reporter, health) = tonic_health::server::health_reporter();
+    report(&reporter, probe(models.as_ref()).await).await;
+    let pinger = tokio::spawn(watch_database(
+        reporter,
+        models.clone(),
+        config.health_interval,
+    ));
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(patron_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|error| ApiError::Serve(format!("reflection: {error}")))?;
+    let auth = BearerAuth::new(&config.tokens);
+    let customers = CustomerServiceServer::with_interceptor(CustomerApi::new(models), auth);
+    tracing::info!(address = ?address, "gRPC API listening");
+    let result = Server::builder()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(customers)
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        .await;
+    pinger.abort();
+    result.map_err(|error| ApiError::Serve(error.to_string()))
+}
+
+/// SERVING when the database answers.
+async fn probe(models: &dyn ReadModels) -> ServingStatus {
+    match models.ping().await {
+        Ok(()) => ServingStatus::Serving,
+        Err(error) => {
+            tracing::warn!(%error, "read models unreachable: health is NOT_SERVING");
+            ServingStatus::NotServing
+        }
+    }
+}
+
+/// Sets the overall status ("") and the customer service's.
+async fn report(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    reporter.set_service_status(CUSTOMER_SERVICE, status).await;
+}
+
+/// Pings the database every `interval` and reports changes of health.
+async fn watch_database(reporter: HealthReporter, models: Arc<dyn ReadModels>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = None;
+    loop {
+        ticker.tick().await;
+        let status = match tokio::time::timeout(interval, probe(models.as_ref())).await {
+            Ok(status) => status,
+            Err(_) => ServingStatus::NotServing,
+        };
+        if last != Some(status) {
+            report(&reporter, status).await;
+            last = Some(status);
+        }
+    }
+}
