@@ -1,5 +1,6 @@
 //! `patron dev` (what `make run` runs): starts with nothing but the binary, stores demo traffic,
-//! stops cleanly on Ctrl-C (SIGINT), and resumes from the stored state when run again.
+//! projects it into read models, serves the API, stops cleanly on Ctrl-C (SIGINT), and resumes
+//! from the stored state when run again.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -19,7 +20,30 @@ fn stored(url: &str) -> usize {
     }
 }
 
-/// Runs `patron dev` until `enough` events are stored, then interrupts it; returns its stdout.
+/// Customers in the active read models (0 before the projector's first commit).
+fn projected_customers(url: &str) -> i64 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let Ok(pool) = sqlx::SqlitePool::connect(url).await else {
+            return 0;
+        };
+        let count = sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM customers WHERE generation = \
+             (SELECT generation FROM projection_active)",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap_or(0);
+        pool.close().await;
+        count
+    })
+}
+
+/// Runs `patron dev` until `enough` events are stored and projected customers appear, then
+/// interrupts it; returns its stdout.
 fn run_dev(url: &str, enough: usize) -> String {
     let logs = tempfile::tempdir().unwrap();
     let stdout_path = logs.path().join("stdout");
@@ -27,6 +51,7 @@ fn run_dev(url: &str, enough: usize) -> String {
     let mut child = Command::new(patron_bin())
         .args(["dev", "--customers", "30", "--history-days", "120"])
         .env("PATRON_DATABASE_URL", url)
+        .env("PATRON_DEV_API_LISTEN", "127.0.0.1:0")
         .env("PATRON_LOG", "info")
         .stdout(File::create(&stdout_path).unwrap())
         .stderr(File::create(&stderr_path).unwrap())
@@ -58,7 +83,7 @@ fn run_dev(url: &str, enough: usize) -> String {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    while stored(url) < enough {
+    while stored(url) < enough || projected_customers(url) == 0 {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("{}", report(&format!("patron dev exited early: {status}")));
         }
@@ -67,7 +92,7 @@ fn run_dev(url: &str, enough: usize) -> String {
             panic!(
                 "{}",
                 report(&format!(
-                    "patron dev stored fewer than {enough} events in 120 s"
+                    "patron dev stored fewer than {enough} events (or projected none) in 120 s"
                 ))
             );
         }
@@ -101,6 +126,15 @@ fn dev_stores_demo_traffic_and_resumes() {
     let url = format!("sqlite://{}", dir.path().join("patron.db").display());
     let first = run_dev(&url, 200);
     assert!(first.contains("kafka"), "prints where Kafka is: {first}");
+    assert_eq!(
+        first.matches("grpcurl").count(),
+        3,
+        "prints three grpcurl commands: {first}"
+    );
+    assert!(
+        projected_customers(&url) > 0,
+        "the projector wrote read models"
+    );
     assert!(
         first.contains("stopped: this run stored"),
         "prints a summary: {first}"

@@ -107,13 +107,18 @@ pub(crate) enum Command {
     /// Rebuild the read models from position zero into a new generation and swap it in; queries
     /// and a running projector carry on meanwhile. Needed after changing the lifecycle rules.
     Rebuild(RebuildArgs),
+    /// Serve the gRPC API (customer queries over the read models), with grpc.health.v1 health
+    /// checking and server reflection, so grpcurl works with no proto files. Every call but
+    /// health and reflection needs `authorization: Bearer <token>`.
+    Api(ApiArgs),
     /// Print the lifecycle rules in force (the defaults, or `--rules`), as TOML, after checking
     /// them.
     Rules(RulesArgs),
-    /// Run the flow that exists so far on this machine, with nothing to install: an embedded
-    /// Kafka, demo traffic (a year of history from customers with different habits, then live
-    /// events, with the odd malformed record), and ingest into the event store (SQLite in ./data
-    /// by default). Ctrl-C stops; running again resumes from the stored state.
+    /// Run the whole flow on this machine, with nothing to install: an embedded Kafka, demo
+    /// traffic (a year of history from customers with different habits, then live events, with
+    /// the odd malformed record), ingest into the event store (SQLite in ./data by default), the
+    /// projector, the relay (to `patron.lifecycle.v1` on the embedded Kafka) and the gRPC API.
+    /// Ctrl-C stops; running again resumes from the stored state.
     Dev(DevArgs),
 }
 
@@ -136,6 +141,14 @@ pub(crate) struct DevArgs {
     /// Seed of the history (the same seed gives the same history, stored once).
     #[arg(long, env = "PATRON_DEV_SEED", default_value_t = 42)]
     pub(crate) seed: u64,
+
+    /// Where the gRPC API listens.
+    #[arg(long, env = "PATRON_DEV_API_LISTEN", default_value = "127.0.0.1:50051")]
+    pub(crate) api_listen: std::net::SocketAddr,
+
+    /// The bearer token the API accepts in dev.
+    #[arg(long, env = "PATRON_DEV_API_TOKEN", default_value = "dev-token")]
+    pub(crate) api_token: String,
 }
 
 /// Lifecycle rules.
@@ -188,6 +201,25 @@ pub(crate) struct RelayArgs {
     #[arg(long, env = "PATRON_RELAY_BATCH_SIZE", default_value_t = 500,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub(crate) batch_size: u32,
+}
+
+/// How the API listens and whom it lets in.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "gRPC API")]
+pub(crate) struct ApiArgs {
+    /// Address to listen on (use `0.0.0.0:50051` in a container).
+    #[arg(long, env = "PATRON_API_LISTEN", default_value = "127.0.0.1:50051")]
+    pub(crate) api_listen: std::net::SocketAddr,
+
+    /// Bearer tokens accepted (comma-separated in the variable); at least one is required.
+    #[arg(
+        long = "api-token",
+        env = "PATRON_API_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true,
+        required = true
+    )]
+    pub(crate) api_tokens: Vec<String>,
 }
 
 /// How a rebuild runs.

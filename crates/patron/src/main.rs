@@ -36,6 +36,7 @@ fn main() -> ExitCode {
             Command::Project(args) => commands::project::run(&cli.database, args).await,
             Command::Relay(args) => commands::relay::run(&cli.database, args).await,
             Command::Rebuild(args) => commands::rebuild::run(&cli.database, args).await,
+            Command::Api(args) => commands::api::run(&cli.database, args).await,
             Command::Rules(args) => commands::rules::run(&args),
             Command::Dev(args) => commands::dev::run(&cli.database, args).await,
         }

@@ -46,6 +46,11 @@ pub(crate) async fn run(database: &DatabaseArgs, args: DevArgs) -> anyhow::Resul
     let store = super::open_store(database).await?;
     store.migrate().await.context("migration failed")?;
     let models = store.read_models();
+    let api_store = store.clone();
+    let api_listener = tokio::net::TcpListener::bind(args.api_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--api-listen)", args.api_listen))?;
+    let api_address = api_listener.local_addr()?;
     let store = store.into_dyn();
 
     let kafka = EmbeddedKafka::start().context("cannot start the embedded Kafka")?;
@@ -70,7 +75,19 @@ pub(crate) async fn run(database: &DatabaseArgs, args: DevArgs) -> anyhow::Resul
             "  kafka         {} (embedded; topics {TOPIC}, {TOPIC}.dlq, {DEFAULT_LIFECYCLE_TOPIC})",
             kafka.bootstrap()
         )?;
+        let (api, token) = (api_address, &args.api_token);
+        writeln!(out, "  gRPC API      {api} (bearer token: {token})")?;
         writeln!(out, "  try, in another terminal:")?;
+        writeln!(out, "    grpcurl -plaintext {api} list")?;
+        writeln!(
+            out,
+            "    grpcurl -plaintext -H 'authorization: Bearer {token}' -d '{{\"customer_id\": \"demo-0003\"}}' {api} patron.api.v1.CustomerService/GetCustomer"
+        )?;
+        writeln!(
+            out,
+            "    grpcurl -plaintext -H 'authorization: Bearer {token}' -d '{{\"stage\": \"STAGE_AT_RISK\", \"page_size\": 5}}' {api} patron.api.v1.CustomerService/ListCustomers"
+        )?;
+        writeln!(out, "  and:")?;
         writeln!(out, "    ./target/debug/patron events --limit 5")?;
         writeln!(
             out,
@@ -176,6 +193,20 @@ pub(crate) async fn run(database: &DatabaseArgs, args: DevArgs) -> anyhow::Resul
         ))
     };
 
+    let api = {
+        let config = patron_api::ApiConfig::new(args.api_listen, vec![args.api_token.clone()]);
+        let models = Arc::new(patron_api::SqlReadModels::new(api_store));
+        let mut stop = stop_tx.subscribe();
+        tokio::spawn(patron_api::serve_on(
+            api_listener,
+            config,
+            models,
+            async move {
+                let _ = stop.changed().await;
+            },
+        ))
+    };
+
     let progress = {
         let (store, models) = (Arc::clone(&store), Arc::clone(&models));
         tokio::spawn(async move {
@@ -206,6 +237,11 @@ pub(crate) async fn run(database: &DatabaseArgs, args: DevArgs) -> anyhow::Resul
         Ok(Ok(())) => {}
     }
     let _ = done_tx.send(());
+    match api.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "the API stopped with an error"),
+        Err(error) => tracing::warn!(%error, "the API task failed"),
+    }
     for (name, task) in [
         (
             "projector",

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub(crate) mod api;
 pub(crate) mod dev;
 pub(crate) mod events;
 pub(crate) mod import;
