@@ -1,6 +1,6 @@
 //! End-to-end ingest rate: records already in a Kafka topic, consumed by the real `patron ingest`
 //! process into PostgreSQL, against a raw insert of identical rows measured in the same run; then
-//! the rebuild rate of `patron rebuild` over the events just ingested, against that ingest rate.
+//! the projection and rebuild rates (see `rebuild.rs`), against that ingest rate.
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
@@ -35,8 +35,7 @@ pub(crate) struct Args {
 }
 
 /// A protobuf record (the canonical wire format) carrying the same event the store benchmark
-/// appends, with event times spread evenly over the year before `end` (so that the rebuild
-/// measured afterwards has a year of lifecycle history to fold).
+/// appends, with event times spread evenly over the year before `end`.
 fn record(
     n: usize,
     events: usize,
@@ -79,7 +78,7 @@ fn record(
     })
 }
 
-fn peak_rss_mib(pid: u32) -> Option<f64> {
+pub(crate) fn peak_rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -193,38 +192,9 @@ pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<()> {
         .status();
     let _ = child.wait();
     drop(db);
-
-    // Rebuild: the whole log folded into new read models and swapped in, by the real command.
-    let rebuild_started = Instant::now();
-    let rebuild = Command::new(&patron)
-        .args(["rebuild"])
-        .env("PATRON_DATABASE_URL", &db_url)
-        .env(
-            "PATRON_LOG",
-            std::env::var("PATRON_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdout(Stdio::null())
-        .spawn()?;
-    let rebuild_pid = rebuild.id();
-    let sampler = std::thread::spawn(move || {
-        let mut peak = None;
-        while let Some(mib) = peak_rss_mib(rebuild_pid) {
-            peak = Some(mib);
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        peak
-    });
-    let rebuild_status = rebuild.wait_with_output()?.status;
-    let rebuild_elapsed = rebuild_started.elapsed();
-    let rebuild_rss = sampler.join().ok().flatten();
-    anyhow::ensure!(rebuild_status.success(), "patron rebuild failed");
-    if std::env::var_os("PATRON_BENCH_KEEP_DATABASE").is_some() {
-        writeln!(out, "kept the database: {db_url}")?;
-    } else {
-        admin
-            .execute(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)").as_str())
-            .await?;
-    }
+    admin
+        .execute(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)").as_str())
+        .await?;
 
     let rate = (target - first_head) as f64 / elapsed.as_secs_f64();
     let payload = purchase(0, 0)?.body.to_payload_string();
@@ -253,18 +223,7 @@ pub(crate) async fn run(url: &str, args: Args) -> anyhow::Result<()> {
             "peak RSS of the ingest process: unavailable (no /proc)"
         )?,
     }
-    let rebuild_rate = target as f64 / rebuild_elapsed.as_secs_f64();
-    writeln!(
-        out,
-        "patron rebuild ({} events → new read models, swap), whole command: {rebuild_rate:>10.0} events/s   ratio to ingest {:.2}  (target ≥ 3.00)",
-        args.events,
-        rebuild_rate / rate
-    )?;
-    if let Some(mib) = rebuild_rss {
-        writeln!(
-            out,
-            "peak RSS of the rebuild process (sampled): {mib:.0} MiB"
-        )?;
-    }
+    drop(out);
+    crate::rebuild::run(url, &patron, args.events, rate).await?;
     Ok(())
 }

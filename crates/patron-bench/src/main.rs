@@ -3,6 +3,7 @@
 //! ratios much less).
 
 mod ingest;
+mod rebuild;
 mod store;
 
 use clap::{Parser, Subcommand};
@@ -27,8 +28,12 @@ enum Bench {
     /// `INSERT … SELECT generate_series` of identical rows into an identical table.
     Store(store::Args),
     /// End-to-end ingest rate from a Kafka topic into PostgreSQL through `patron ingest`, and its
-    /// peak memory, against a raw insert of identical rows.
+    /// peak memory, against a raw insert of identical rows; then the `rebuild` benchmark against
+    /// the ingest rate just measured.
     Ingest(ingest::Args),
+    /// `patron project` and `patron rebuild` rates over at least a million stored demo events,
+    /// against a given ingest rate (`ingest` runs this with the rate it measured).
+    Rebuild(rebuild::Args),
 }
 
 #[tokio::main]
@@ -37,5 +42,6 @@ async fn main() -> anyhow::Result<()> {
     match cli.bench {
         Bench::Store(args) => store::run(&cli.database_url, args).await,
         Bench::Ingest(args) => ingest::run(&cli.database_url, args).await,
+        Bench::Rebuild(args) => rebuild::run_alone(&cli.database_url, args).await,
     }
 }

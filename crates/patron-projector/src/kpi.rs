@@ -66,9 +66,10 @@ impl KpiKey {
 /// Per-customer facts the state-driven KPIs need beyond the lifecycle and value views.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CustomerKpi {
-    /// Per month (`YYYY-MM`) with purchase or refund activity: purchases and net revenue.
+    /// Per month (as `year * 100 + month`, e.g. 202511) with purchase or refund activity:
+    /// purchases and net revenue.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub months: BTreeMap<String, MonthActivity>,
+    pub months: BTreeMap<i32, MonthActivity>,
 }
 
 /// One customer's activity in one month.
@@ -87,7 +88,17 @@ pub fn day(at: DateTime<Utc>) -> String {
 
 /// `YYYY-MM` of a time, in UTC.
 pub fn month(at: DateTime<Utc>) -> String {
-    format!("{:04}-{:02}", at.year(), at.month())
+    month_text(month_key(at))
+}
+
+/// A month as a number, `year * 100 + month` (cheap to compute and compare).
+pub fn month_key(at: DateTime<Utc>) -> i32 {
+    at.year() * 100 + i32::try_from(at.month()).unwrap_or(0)
+}
+
+/// `YYYY-MM` of a [`month_key`].
+pub fn month_text(key: i32) -> String {
+    format!("{:04}-{:02}", key / 100, key % 100)
 }
 
 /// Folds a customer event into the customer's KPI facts (purchases and refunds by month).
@@ -100,7 +111,7 @@ pub(crate) fn apply_state(kpi: &mut CustomerKpi, event: &Event, currency: Curren
     if amount.currency != currency {
         return;
     }
-    let entry = kpi.months.entry(month(event.occurred_at)).or_default();
+    let entry = kpi.months.entry(month_key(event.occurred_at)).or_default();
     entry.purchases = entry.purchases.saturating_add(u64::from(purchase));
     entry.net_minor = entry
         .net_minor
@@ -160,7 +171,7 @@ pub(crate) fn state_contributions(view: &CustomerView) -> Vec<(KpiKey, i64)> {
     for (period, activity) in &view.kpi.months {
         if activity.net_minor != 0 {
             out.push((
-                KpiKey::new(REVENUE, period.clone(), tier, ""),
+                KpiKey::new(REVENUE, month_text(*period), tier, ""),
                 activity.net_minor,
             ));
         }
@@ -170,7 +181,10 @@ pub(crate) fn state_contributions(view: &CustomerView) -> Vec<(KpiKey, i64)> {
         out.push((KpiKey::new(COHORT_SIZE, cohort.clone(), "", ""), 1));
         for (period, activity) in &view.kpi.months {
             if activity.purchases > 0 {
-                out.push((KpiKey::new(COHORT_ACTIVE, period.clone(), &cohort, ""), 1));
+                out.push((
+                    KpiKey::new(COHORT_ACTIVE, month_text(*period), &cohort, ""),
+                    1,
+                ));
             }
         }
         if view.lifecycle.stage == Some(Stage::Churned) {

@@ -234,35 +234,37 @@ impl Projection {
     /// scores change become dirty.
     fn score(&mut self, as_of: DateTime<Utc>) {
         self.scored_at = Some(as_of);
-        let inputs: Vec<(CustomerId, patron_value::RfmInput)> = self
+        let inputs: Vec<(&CustomerId, patron_value::RfmInput)> = self
             .customers
             .iter()
-            .filter_map(|(id, view)| Some((id.clone(), view.value.rfm_input(as_of)?)))
+            .filter_map(|(id, view)| Some((id, view.value.rfm_input(as_of)?)))
             .collect();
-        let revenue: Vec<(CustomerId, i64)> = inputs
+        let revenue: Vec<(&CustomerId, i64)> = inputs
             .iter()
-            .map(|(id, input)| (id.clone(), input.monetary_minor))
+            .map(|(id, input)| (*id, input.monetary_minor))
             .collect();
-        let tiers: BTreeMap<CustomerId, patron_value::Tier> =
-            patron_value::abc_tiers(&revenue, DEFAULT_A_SHARE_PERCENT, DEFAULT_B_SHARE_PERCENT)
-                .into_iter()
-                .collect();
-        for (id, rfm) in patron_value::rfm_scores(&inputs) {
-            let scores = Scores {
-                rfm,
-                segment: rfm.segment().to_owned(),
-                tier: tiers.get(&id).copied(),
-            };
-            if self
-                .customers
-                .get(&id)
-                .and_then(|view| view.scores.as_ref())
-                != Some(&scores)
-            {
-                self.touch(&id);
-                if let Some(view) = self.customers.get_mut(&id) {
-                    view.scores = Some(scores);
-                }
+        let mut tiers =
+            patron_value::abc_tiers(&revenue, DEFAULT_A_SHARE_PERCENT, DEFAULT_B_SHARE_PERCENT);
+        tiers.sort_unstable_by(|x, y| x.0.cmp(y.0));
+        let mut rfm = patron_value::rfm_scores(&inputs);
+        rfm.sort_unstable_by(|x, y| x.0.cmp(y.0));
+        // Both lists hold every buyer once, sorted by id: zip them.
+        let changed: Vec<(CustomerId, Scores)> = rfm
+            .into_iter()
+            .zip(tiers)
+            .filter_map(|((id, rfm), (_, tier))| {
+                let scores = Scores {
+                    rfm,
+                    tier: Some(tier),
+                };
+                let current = self.customers.get(id).and_then(|view| view.scores.as_ref());
+                (current != Some(&scores)).then(|| (id.clone(), scores))
+            })
+            .collect();
+        for (id, scores) in changed {
+            self.touch(&id);
+            if let Some(view) = self.customers.get_mut(&id) {
+                view.scores = Some(scores);
             }
         }
     }
@@ -270,7 +272,8 @@ impl Projection {
     /// Marks a customer as changed in this batch, remembering its KPI contributions before the
     /// change (call before mutating its view).
     fn touch(&mut self, customer_id: &CustomerId) {
-        if self.dirty.insert(customer_id.clone()) {
+        if !self.dirty.contains(customer_id) {
+            self.dirty.insert(customer_id.clone());
             let before = self
                 .customers
                 .get(customer_id)
@@ -377,13 +380,18 @@ impl Projection {
 
     /// Puts the customer's current next deadline in the index (replacing any previous one).
     fn reindex(&mut self, customer_id: &CustomerId, rules: &Rules) {
-        if let Some(old) = self.deadline_of.remove(customer_id) {
-            self.deadlines.remove(&(old, customer_id.clone()));
-        }
         let next = self
             .customers
             .get(customer_id)
             .and_then(|view| patron_lifecycle::next_deadline(&view.lifecycle, rules));
+        let current = self.deadline_of.get(customer_id).copied();
+        if next == current {
+            return;
+        }
+        if let Some(old) = current {
+            self.deadline_of.remove(customer_id);
+            self.deadlines.remove(&(old, customer_id.clone()));
+        }
         if let Some(deadline) = next {
             self.deadlines.insert((deadline, customer_id.clone()));
             self.deadline_of.insert(customer_id.clone(), deadline);

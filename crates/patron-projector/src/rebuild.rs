@@ -22,7 +22,7 @@ impl Default for RebuildOptions {
     fn default() -> Self {
         Self {
             page: 10_000,
-            flush_every: 500_000,
+            flush_every: 1_000_000,
         }
     }
 }
@@ -113,6 +113,7 @@ pub async fn rebuild(
             let write = Instant::now();
             let mut changes = projection.take_changes();
             models.commit(generation.id, written, &changes).await?;
+            tracing::debug!(elapsed = ?write.elapsed(), customers = changes.customers.len(), transitions = changes.outbox.len(), "flushed");
             written = changes.checkpoint;
             since_flush = 0;
             hold(&mut held, &mut changes.outbox, models.as_ref()).await?;
@@ -125,9 +126,11 @@ pub async fn rebuild(
     let replaced = models
         .activate(generation.id, written, &changes, &held)
         .await?;
+    tracing::debug!(elapsed = ?write.elapsed(), "activated");
     if let Some(old) = replaced {
         models.drop_generation(old).await?;
     }
+    tracing::debug!(elapsed = ?write.elapsed(), "dropped the old generation");
     writing += write.elapsed();
     Ok(RebuildReport {
         generation: generation.id,

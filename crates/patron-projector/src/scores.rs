@@ -8,10 +8,8 @@ use serde::{Deserialize, Serialize};
 /// A customer's scores as of the last scoring (the projection's `scored_at`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Scores {
-    /// RFM quintile scores (1–5 each).
+    /// RFM quintile scores (1–5 each); the segment follows from them ([`Rfm::segment`]).
     pub rfm: Rfm,
-    /// The RFM segment name.
-    pub segment: String,
     /// The value tier by cumulative share of net revenue (A: the top 80 %, B: the next 15 %).
     pub tier: Option<Tier>,
 }

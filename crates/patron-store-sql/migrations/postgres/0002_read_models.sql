@@ -42,7 +42,7 @@ CREATE TABLE customers (
     rfm_segment         text,
     tier                text,
     -- The projector's whole view of the customer, to resume from.
-    state               jsonb       NOT NULL,
+    state               text        NOT NULL,
     PRIMARY KEY (generation, customer_id)
 );
 CREATE INDEX customers_by_stage ON customers (generation, stage, customer_id);

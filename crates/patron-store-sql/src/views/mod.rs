@@ -41,7 +41,7 @@ pub(crate) struct CustomerRow {
     pub(crate) last_purchase_at: Option<DateTime<Utc>>,
     pub(crate) last_event_at: Option<DateTime<Utc>>,
     pub(crate) rfm: Option<[i16; 3]>,
-    pub(crate) segment: Option<String>,
+    pub(crate) segment: Option<&'static str>,
     pub(crate) tier: Option<&'static str>,
     pub(crate) state: String,
 }
@@ -65,7 +65,7 @@ impl CustomerRow {
             last_purchase_at: view.value.last_purchase_at,
             last_event_at: view.lifecycle.last_event_at,
             rfm: scores.map(|s| [s.rfm.r, s.rfm.f, s.rfm.m].map(i16::from)),
-            segment: scores.map(|s| s.segment.clone()),
+            segment: scores.map(|s| s.rfm.segment()),
             tier: scores.and_then(|s| s.tier).map(|t| t.as_str()),
             state,
         })

@@ -98,7 +98,7 @@ async fn write(
              SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::timestamptz[], $5::int8[], \
                 $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::timestamptz[], \
                 $12::timestamptz[], $13::timestamptz[], $14::int2[], $15::int2[], $16::int2[], \
-                $17::text[], $18::text[], $19::jsonb[]) \
+                $17::text[], $18::text[], $19::text[]) \
              ON CONFLICT (generation, customer_id) DO UPDATE SET stage = excluded.stage, \
                 stage_since = excluded.stage_since, orders = excluded.orders, \
                 refunds = excluded.refunds, gross_revenue_minor = excluded.gross_revenue_minor, \
@@ -125,7 +125,7 @@ async fn write(
         .bind(col(|r| r.rfm.map(|s| s[0])))
         .bind(col(|r| r.rfm.map(|s| s[1])))
         .bind(col(|r| r.rfm.map(|s| s[2])))
-        .bind(rows.iter().map(|r| r.segment.as_deref()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.segment).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.tier).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.state.as_str()).collect::<Vec<_>>())
         .execute(&mut **tx)
@@ -329,7 +329,7 @@ impl ReadModelStore for PgReadModels {
 
     async fn load(&self, generation: GenerationId) -> Result<Snapshot, ReadModelError> {
         let rows: Vec<(String, String)> =
-            sqlx::query_as("SELECT customer_id, state::text FROM customers WHERE generation = $1")
+            sqlx::query_as("SELECT customer_id, state FROM customers WHERE generation = $1")
                 .bind(generation)
                 .fetch_all(&self.pool)
                 .await
