@@ -27,7 +27,7 @@ help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
 .PHONY: run
-run: ## Run the flow so far on the embedded default (SQLite in ./data, embedded Kafka, demo traffic, ingest); Ctrl-C stops
+run: ## Run the whole flow on the embedded default (SQLite in ./data, embedded Kafka, demo traffic, ingest, projector, relay, gRPC API on 127.0.0.1:50051); Ctrl-C stops
 	$(CARGO) build -p patron
 	./target/debug/patron dev
 
@@ -124,7 +124,7 @@ check-domain: ## Prove that the domain crates (patron-domain, patron-lifecycle, 
 	done
 
 .PHONY: bench
-bench: postgres broker-binary ## Benchmarks, each printed as a ratio to a raw baseline measured in the same run
+bench: postgres broker-binary ## Benchmarks (store append, ingest, projection and rebuild), each printed as a ratio to a baseline measured in the same run
 	$(CARGO) build --release -p patron -p patron-bench
 	./target/release/patron-bench store
 	@set -e; $(MAKE) --no-print-directory broker-start; trap '$(MAKE) --no-print-directory broker-stop' EXIT; \
