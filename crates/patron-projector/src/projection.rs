@@ -193,7 +193,13 @@ impl Projection {
                 && !matches!(event.event.body, EventBody::Unknown(_) | EventBody::Tick(_));
             if projected {
                 self.touch(customer_id);
-                let view = self.customers.entry(customer_id.clone()).or_default();
+                if !self.customers.contains_key(customer_id) {
+                    self.customers
+                        .insert(customer_id.clone(), CustomerView::default());
+                }
+                let Some(view) = self.customers.get_mut(customer_id) else {
+                    continue;
+                };
                 let fired = patron_lifecycle::apply(&mut view.lifecycle, &event.event, rules);
                 patron_value::apply(&mut view.value, &event.event, currency);
                 kpi::apply_state(&mut view.kpi, &event.event, currency);
@@ -328,11 +334,14 @@ impl Projection {
     fn raise_watermark(&mut self, to: DateTime<Utc>, rules: &Rules) {
         let watermark = self.watermark.map_or(to, |w| w.max(to));
         self.watermark = Some(watermark);
-        while let Some((deadline, customer_id)) = self.deadlines.first().cloned() {
-            if deadline > watermark {
+        while self
+            .deadlines
+            .first()
+            .is_some_and(|(deadline, _)| *deadline <= watermark)
+        {
+            let Some((deadline, customer_id)) = self.deadlines.pop_first() else {
                 break;
-            }
-            self.deadlines.remove(&(deadline, customer_id.clone()));
+            };
             self.deadline_of.remove(&customer_id);
             if !self.customers.contains_key(&customer_id) {
                 continue;

@@ -2,6 +2,7 @@
 //! PostgreSQL and SQLite, in the same database as the event store. The schema is in
 //! `migrations/<backend>/0002_read_models.sql`.
 
+mod copy;
 mod postgres;
 mod sqlite;
 

@@ -12,6 +12,7 @@ use patron_store::Position;
 use sqlx::postgres::PgPool;
 use sqlx::{Postgres, Transaction};
 
+use super::copy::CopyRows;
 use super::{ACTIVE, BUILDING, CustomerRow, OutboxRow, RETIRED, facts_json, position, seq, view};
 use crate::error::map;
 use crate::row::{limit, to_i64};
@@ -75,6 +76,95 @@ async fn lock(
         });
     }
     Ok((active, status))
+}
+
+/// Writes a generation being built with `COPY`: customers written by an earlier flush of the same
+/// rebuild are deleted first (a probe each), every stage-history row is new.
+async fn bulk_write(
+    tx: &mut Tx,
+    generation: GenerationId,
+    changes: &Changes,
+) -> Result<(), ReadModelError> {
+    if !changes.customers.is_empty() {
+        let ids: Vec<&str> = changes
+            .customers
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .collect();
+        sqlx::query("DELETE FROM customers WHERE generation = $1 AND customer_id = ANY($2)")
+            .bind(generation)
+            .bind(ids)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        let mut rows = CopyRows::new();
+        for (id, view) in &changes.customers {
+            let r = CustomerRow::new(id, view)?;
+            let rfm = |i: usize| r.rfm.map(|s| i64::from(s[i]));
+            rows.int(Some(generation))
+                .text(Some(&r.customer_id))
+                .text(r.stage)
+                .time(r.stage_since)
+                .int(Some(r.orders))
+                .int(Some(r.refunds))
+                .int(Some(r.gross_revenue_minor))
+                .int(Some(r.refunded_minor))
+                .int(Some(r.net_revenue_minor))
+                .int(r.average_order_minor)
+                .time(r.first_purchase_at)
+                .time(r.last_purchase_at)
+                .time(r.last_event_at)
+                .int(rfm(0))
+                .int(rfm(1))
+                .int(rfm(2))
+                .text(r.segment)
+                .text(r.tier)
+                .text(Some(&r.state))
+                .end_row();
+        }
+        copy(
+            tx,
+            "COPY customers (generation, customer_id, stage, stage_since, orders, refunds, \
+                gross_revenue_minor, refunded_minor, net_revenue_minor, average_order_minor, \
+                first_purchase_at, last_purchase_at, last_event_at, rfm_r, rfm_f, rfm_m, \
+                rfm_segment, tier, state) FROM STDIN",
+            rows,
+        )
+        .await?;
+    }
+    let mut rows = CopyRows::new();
+    for e in &changes.outbox {
+        rows.int(Some(generation))
+            .text(Some(e.customer_id.as_str()))
+            .int(Some(i64::from(seq(e))))
+            .text(e.transition.from.map(|s| s.as_str()))
+            .text(Some(e.transition.to.as_str()))
+            .time(Some(e.transition.at))
+            .text(Some(&e.transition.rule))
+            .text(Some(&facts_json(e)))
+            .int(Some(to_i64(e.position.0)))
+            .end_row();
+    }
+    copy(
+        tx,
+        "COPY stage_history (generation, customer_id, seq, from_stage, to_stage, entered_at, \
+            rule, facts, position) FROM STDIN",
+        rows,
+    )
+    .await?;
+    write_kpis_and_checkpoint(tx, generation, changes).await
+}
+
+async fn copy(tx: &mut Tx, statement: &str, rows: CopyRows) -> Result<(), ReadModelError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut copy = tx.copy_in_raw(statement).await.map_err(db)?;
+    if let Err(error) = copy.send(rows.into_bytes()).await {
+        let _ = copy.abort("send failed").await;
+        return Err(db(error));
+    }
+    copy.finish().await.map(|_| ()).map_err(db)
 }
 
 /// Writes views, stage history, KPI deltas and the checkpoint of `generation`.
@@ -179,6 +269,14 @@ async fn write(
         .await
         .map_err(db)?;
     }
+    write_kpis_and_checkpoint(tx, generation, changes).await
+}
+
+async fn write_kpis_and_checkpoint(
+    tx: &mut Tx,
+    generation: GenerationId,
+    changes: &Changes,
+) -> Result<(), ReadModelError> {
     if !changes.kpis.is_empty() {
         let kpis = &changes.kpis;
         sqlx::query(
@@ -349,7 +447,11 @@ impl ReadModelStore for PgReadModels {
     ) -> Result<(), ReadModelError> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         let (active, status) = lock(&mut tx, generation, expected).await?;
-        write(&mut tx, generation, changes).await?;
+        if status == BUILDING {
+            bulk_write(&mut tx, generation, changes).await?;
+        } else {
+            write(&mut tx, generation, changes).await?;
+        }
         match active {
             Some((id, head)) if id == generation && status == ACTIVE => {
                 append_outbox(&mut tx, head, changes.outbox.iter()).await?;
@@ -368,8 +470,12 @@ impl ReadModelStore for PgReadModels {
         held: &[OutboxEntry],
     ) -> Result<Option<GenerationId>, ReadModelError> {
         let mut tx = self.pool.begin().await.map_err(db)?;
-        let (active, _) = lock(&mut tx, generation, expected).await?;
-        write(&mut tx, generation, changes).await?;
+        let (active, status) = lock(&mut tx, generation, expected).await?;
+        if status == BUILDING {
+            bulk_write(&mut tx, generation, changes).await?;
+        } else {
+            write(&mut tx, generation, changes).await?;
+        }
         let previous = match active {
             Some((old, head)) => {
                 let (old_checkpoint,): (i64,) = sqlx::query_as(
