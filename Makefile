@@ -24,7 +24,7 @@ DOMAIN_FORBIDDEN := tokio sqlx tonic prost rdkafka
 .PHONY: help
 help: ## List the targets
 	@echo "Patron — make targets:"
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
 .PHONY: run
 run: ## Run the whole flow on the embedded default (SQLite in ./data, embedded Kafka, demo traffic, ingest, projector, relay, gRPC API on 127.0.0.1:50051); Ctrl-C stops
@@ -36,7 +36,7 @@ build: ## Build every crate
 	$(CARGO) build --workspace --all-targets
 
 .PHONY: test
-test: postgres ## Run the whole test suite: SQLite, the local PostgreSQL, the Kafka mock cluster and (when it can be built) a real broker
+test: postgres ## Run the whole test suite: SQLite, the local PostgreSQL, the Kafka mock cluster, (when it can be built) a real broker, and a Python grpcio client
 	$(CARGO) build -p patron
 	@-$(MAKE) --no-print-directory broker-binary
 	@set -e; \
@@ -48,6 +48,14 @@ test: postgres ## Run the whole test suite: SQLite, the local PostgreSQL, the Ka
 		echo "==> real-broker suite: SKIPPED (no tansu binary at $(TANSU); 'make broker-binary' builds it)"; \
 		$(CARGO) test --workspace; \
 	fi
+	$(MAKE) --no-print-directory python-e2e
+
+.PHONY: python-e2e
+python-e2e: ## Drive the gRPC API from Python grpcio (stubs generated from proto/) against the real patron binary
+	@test -x target/venv-e2e/bin/python || python3 -m venv target/venv-e2e
+	target/venv-e2e/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+	$(CARGO) build -p patron
+	target/venv-e2e/bin/python tests/python/test_api.py
 
 .PHONY: broker-binary
 broker-binary: ## Build the tansu broker into ~/.cache/patron/tools (once; reused afterwards)

@@ -47,7 +47,7 @@ pub(crate) fn stage_from_wire(stage: PbStage) -> Option<Stage> {
 }
 
 /// A stored stage name on the wire (a name the projector did not write means corrupt data).
-fn stored_stage(name: Option<&str>) -> Result<i32, ApiError> {
+pub(crate) fn stored_stage(name: Option<&str>) -> Result<i32, ApiError> {
     match name {
         None => Ok(PbStage::Unspecified as i32),
         Some(name) => Stage::from_str(name)
@@ -99,7 +99,7 @@ pub(crate) fn customer(row: &CustomerRow, snapshot: &Snapshot) -> Result<pb::Cus
 }
 
 /// Facts as a string map: strings as they are, other JSON values as JSON text.
-fn facts(text: &str) -> Result<HashMap<String, String>, ApiError> {
+pub(crate) fn facts(text: &str) -> Result<HashMap<String, String>, ApiError> {
     let value: serde_json::Value = serde_json::from_str(text)
         .map_err(|error| ApiError::Internal(format!("stage history facts: {error}")))?;
     let serde_json::Value::Object(map) = value else {

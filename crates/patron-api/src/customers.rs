@@ -1,6 +1,10 @@
 //! `patron.api.v1.CustomerService`: validation, the query and the answer.
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::DateTime;
 
 use patron_domain::CustomerId;
 use patron_proto::api::v1 as pb;
@@ -8,11 +12,14 @@ use patron_proto::api::v1::customer_service_server::CustomerService;
 use patron_proto::lifecycle::v1::Stage as PbStage;
 use tonic::{Request, Response, Status};
 
+use crate::as_of;
 use crate::convert;
 use crate::error::ApiError;
 use crate::model::{CustomerFilter, CustomerQuery};
 use crate::page_token;
 use crate::read_models::ReadModels;
+use crate::wait;
+use crate::watch::{self, Watch, WatchStream};
 
 /// Page size when the request says 0.
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
@@ -24,17 +31,26 @@ const TIERS: [&str; 3] = ["A", "B", "C"];
 #[derive(Clone)]
 pub struct CustomerApi {
     models: Arc<dyn ReadModels>,
+    watch_poll: Duration,
 }
 
 impl CustomerApi {
-    /// Serves queries from `models`.
+    /// Serves queries from `models`; watch streams poll every 200 ms.
     pub fn new(models: Arc<dyn ReadModels>) -> Self {
-        Self { models }
+        Self {
+            models,
+            watch_poll: Duration::from_millis(200),
+        }
+    }
+
+    /// Watch streams poll the outbox every `poll` when idle.
+    pub fn with_watch_poll(mut self, poll: Duration) -> Self {
+        self.watch_poll = poll;
+        self
     }
 
     async fn get(&self, request: pb::GetCustomerRequest) -> Result<pb::Customer, ApiError> {
-        let id = CustomerId::parse(&request.customer_id)
-            .map_err(|reason| ApiError::invalid("customer_id", reason))?;
+        let id = customer_id(&request.customer_id)?;
         let detail = self
             .models
             .customer(id.as_str())
@@ -76,6 +92,55 @@ impl CustomerApi {
             next_page_token,
         })
     }
+}
+
+fn customer_id(text: &str) -> Result<CustomerId, ApiError> {
+    CustomerId::parse(text).map_err(|reason| ApiError::invalid("customer_id", reason))
+}
+
+/// The validated `as_of` of an as-of query.
+fn as_of_time(as_of: Option<&prost_types::Timestamp>) -> Result<DateTime<chrono::Utc>, ApiError> {
+    let as_of = as_of.ok_or_else(|| ApiError::invalid("as_of", "required"))?;
+    u32::try_from(as_of.nanos)
+        .ok()
+        .and_then(|nanos| DateTime::from_timestamp(as_of.seconds, nanos))
+        .filter(|_| (0..1_000_000_000).contains(&as_of.nanos))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "as_of",
+                format!(
+                    "not a valid timestamp: {}s {}ns",
+                    as_of.seconds, as_of.nanos
+                ),
+            )
+        })
+}
+
+/// The validated start and filter of a watch.
+fn watch_request(request: &pb::WatchLifecycleChangesRequest) -> Result<Watch, ApiError> {
+    let after_id = i64::try_from(request.after_outbox_id).map_err(|_| {
+        ApiError::invalid(
+            "after_outbox_id",
+            format!("at most {}, got {}", i64::MAX, request.after_outbox_id),
+        )
+    })?;
+    let to_stages = request
+        .to_stages
+        .iter()
+        .map(|&value| {
+            PbStage::try_from(value)
+                .ok()
+                .and_then(convert::stage_from_wire)
+                .map(|stage| stage.as_str().to_owned())
+                .ok_or_else(|| {
+                    ApiError::invalid("to_stages", format!("{value} is not a lifecycle stage"))
+                })
+        })
+        .collect::<Result<HashSet<_>, _>>()?;
+    Ok(Watch {
+        after_id,
+        to_stages,
+    })
 }
 
 /// The validated filters of a listing.
@@ -131,7 +196,11 @@ impl CustomerService for CustomerApi {
         &self,
         request: Request<pb::GetCustomerRequest>,
     ) -> Result<Response<pb::GetCustomerResponse>, Status> {
-        let customer = self.get(request.into_inner()).await?;
+        let budget = wait::budget(request.metadata());
+        let request = request.into_inner();
+        customer_id(&request.customer_id)?;
+        wait::until_position(self.models.as_ref(), request.min_position, budget).await?;
+        let customer = self.get(request).await?;
         Ok(Response::new(pb::GetCustomerResponse {
             customer: Some(customer),
         }))
@@ -141,7 +210,37 @@ impl CustomerService for CustomerApi {
         &self,
         request: Request<pb::ListCustomersRequest>,
     ) -> Result<Response<pb::ListCustomersResponse>, Status> {
-        Ok(Response::new(self.list(request.into_inner()).await?))
+        let budget = wait::budget(request.metadata());
+        let request = request.into_inner();
+        wait::until_position(self.models.as_ref(), request.min_position, budget).await?;
+        Ok(Response::new(self.list(request).await?))
+    }
+
+    async fn get_customer_as_of(
+        &self,
+        request: Request<pb::GetCustomerAsOfRequest>,
+    ) -> Result<Response<pb::GetCustomerResponse>, Status> {
+        let request = request.into_inner();
+        let id = customer_id(&request.customer_id)?;
+        let at = as_of_time(request.as_of.as_ref())?;
+        let detail = as_of::customer_as_of(self.models.as_ref(), &id, at).await?;
+        Ok(Response::new(pb::GetCustomerResponse {
+            customer: Some(convert::customer_detail(&detail)?),
+        }))
+    }
+
+    type WatchLifecycleChangesStream = WatchStream;
+
+    async fn watch_lifecycle_changes(
+        &self,
+        request: Request<pb::WatchLifecycleChangesRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let watch = watch_request(request.get_ref())?;
+        Ok(Response::new(watch::start(
+            self.models.clone(),
+            watch,
+            self.watch_poll,
+        )))
     }
 }
 

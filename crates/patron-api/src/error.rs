@@ -22,6 +22,18 @@ pub enum ApiError {
     /// The database cannot be reached now; retrying later may succeed.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The read models did not reach the position a read-your-writes query asked for in time.
+    #[error(
+        "min_position: the read models reached position {reached}, not {wanted}, within {waited_ms} ms"
+    )]
+    NotReached {
+        /// The position asked for.
+        wanted: u64,
+        /// The position the read models had applied when the wait ended.
+        reached: u64,
+        /// How long the query waited.
+        waited_ms: u128,
+    },
     /// Anything else: corrupt rows, bugs.
     #[error("internal error: {0}")]
     Internal(String),
@@ -46,6 +58,18 @@ impl From<sqlx::Error> for ApiError {
             Self::Unavailable(error.to_string())
         } else {
             Self::Internal(error.to_string())
+        }
+    }
+}
+
+impl From<patron_store::StoreError> for ApiError {
+    fn from(error: patron_store::StoreError) -> Self {
+        match error {
+            patron_store::StoreError::Unavailable(_) => Self::Unavailable(error.to_string()),
+            patron_store::StoreError::Conflict { .. }
+            | patron_store::StoreError::InvalidAppend(_)
+            | patron_store::StoreError::Corrupt { .. }
+            | patron_store::StoreError::Backend(_) => Self::Internal(error.to_string()),
         }
     }
 }
@@ -79,6 +103,7 @@ impl From<ApiError> for Status {
             ApiError::InvalidArgument { field, reason } => {
                 Status::invalid_argument(format!("{field}: {reason}"))
             }
+            error @ ApiError::NotReached { .. } => Status::deadline_exceeded(error.to_string()),
             ApiError::Unavailable(detail) => {
                 tracing::warn!(error = %detail, "read models unavailable");
                 Status::unavailable("the database is unavailable; retry later")

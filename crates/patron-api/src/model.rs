@@ -112,3 +112,73 @@ pub struct CustomerQuery {
     /// Most rows returned.
     pub limit: u32,
 }
+
+/// Which column of `kpis` a range applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KpiColumn {
+    /// The metric's period (a day or a month).
+    Period,
+    /// The first dimension (the cohort month of `cohort_active`).
+    Dim1,
+}
+
+/// The counters of one metric whose `column` lies in `from..=to` (text comparison: both ends
+/// have the same fixed-width format as the column).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KpiQuery {
+    /// The metric, one of `patron_projector::kpi`'s constants.
+    pub metric: &'static str,
+    /// The column the range applies to.
+    pub column: KpiColumn,
+    /// Lowest value, included (`""` = from the start of time).
+    pub from: String,
+    /// Highest value, included.
+    pub to: String,
+}
+
+/// One KPI counter of the active generation.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct KpiRow {
+    /// `YYYY-MM-DD` or `YYYY-MM`.
+    pub period: String,
+    /// First dimension (metric-specific).
+    pub dim1: String,
+    /// Second dimension (metric-specific).
+    pub dim2: String,
+    /// The counter.
+    pub value: i64,
+}
+
+/// KPI counters with the generation they were read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KpiRows {
+    /// The generation read (none before the projector has run once).
+    pub snapshot: Option<Snapshot>,
+    /// The counters, in no particular order.
+    pub rows: Vec<KpiRow>,
+}
+
+/// One row of `outbox`: a committed lifecycle transition.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct OutboxRow {
+    /// Grows in commit order.
+    pub id: i64,
+    /// `{customer_id}:{seq}`.
+    pub dedupe_key: String,
+    /// The customer who changed stage.
+    pub customer_id: String,
+    /// Index in the customer's stage history.
+    pub seq: i32,
+    /// The stage left (none for the first).
+    pub from_stage: Option<String>,
+    /// The stage entered.
+    pub to_stage: String,
+    /// When (event time).
+    pub occurred_at: DateTime<Utc>,
+    /// The rule that fired.
+    pub rule: String,
+    /// The rule's facts as JSON text (an object).
+    pub facts: String,
+    /// The event log position whose processing fired it.
+    pub position: i64,
+}

@@ -7,9 +7,16 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use patron_store_sql::SqlEventStore;
 
+use patron_domain::CustomerId;
+use patron_lifecycle::Rules;
+use std::sync::Arc;
+
+use patron_store::{EventStore, RecordedEvent};
+
 use crate::error::ApiError;
 use crate::model::{
-    CustomerDetail, CustomerPage, CustomerQuery, CustomerRow, HistoryRow, Snapshot,
+    CustomerDetail, CustomerPage, CustomerQuery, CustomerRow, HistoryRow, KpiQuery, KpiRows,
+    OutboxRow, Snapshot,
 };
 
 /// Read access to the read models, as the API needs it.
@@ -21,6 +28,24 @@ pub trait ReadModels: Send + Sync + 'static {
     async fn customers(&self, query: &CustomerQuery) -> Result<CustomerPage, ApiError>;
     /// Succeeds when the database answers.
     async fn ping(&self) -> Result<(), ApiError>;
+    /// KPI counters of the active generation.
+    async fn kpis(&self, query: &KpiQuery) -> Result<KpiRows, ApiError>;
+    /// The event log position the active generation has applied (0 before the first run).
+    async fn position(&self) -> Result<u64, ApiError>;
+    /// Up to `limit` outbox rows with an id greater than `after_id`, by id.
+    async fn outbox(&self, after_id: i64, limit: u32) -> Result<Vec<OutboxRow>, ApiError>;
+    /// The active generation and the lifecycle rules it was built with.
+    async fn active(&self) -> Result<Option<(Snapshot, Rules)>, ApiError>;
+    /// Up to `limit` events of a customer's stream after a version, in version order.
+    async fn stream(
+        &self,
+        customer_id: &CustomerId,
+        after_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, ApiError>;
+    /// The event store behind the read models, for the raw-event queries (none when there is
+    /// no store to read).
+    fn event_store(&self) -> Option<Arc<dyn EventStore>>;
 }
 
 /// [`ReadModels`] over the store's database.
@@ -52,6 +77,8 @@ macro_rules! on_pool {
     };
 }
 
+mod queries;
+
 const SNAPSHOT: &str = "SELECT a.generation, g.rules, g.watermark FROM projection_active a \
      JOIN projection_generations g ON g.generation = a.generation";
 
@@ -67,6 +94,13 @@ type SnapshotRow = (i64, String, Option<DateTime<Utc>>);
 
 impl SqlReadModels {
     async fn snapshot(&self) -> Result<Option<Snapshot>, ApiError> {
+        Ok(self
+            .active_generation()
+            .await?
+            .map(|(snapshot, _)| snapshot))
+    }
+
+    async fn active_generation(&self) -> Result<Option<(Snapshot, Rules)>, ApiError> {
         let row: Option<SnapshotRow> = on_pool!(&self.store, |pool| {
             sqlx::query_as(SNAPSHOT).fetch_optional(pool).await?
         });
@@ -76,11 +110,12 @@ impl SqlReadModels {
         let rules = patron_lifecycle::Rules::from_toml_str(&rules).map_err(|error| {
             ApiError::Internal(format!("rules of generation {generation}: {error}"))
         })?;
-        Ok(Some(Snapshot {
+        let snapshot = Snapshot {
             generation,
-            currency: rules.currency,
+            currency: rules.currency.clone(),
             watermark,
-        }))
+        };
+        Ok(Some((snapshot, rules)))
     }
 }
 
@@ -183,6 +218,35 @@ impl ReadModels for SqlReadModels {
             sqlx::query("SELECT 1").execute(pool).await?;
         });
         Ok(())
+    }
+
+    async fn kpis(&self, query: &KpiQuery) -> Result<KpiRows, ApiError> {
+        self.kpi_rows(query).await
+    }
+
+    async fn position(&self) -> Result<u64, ApiError> {
+        self.checkpoint().await
+    }
+
+    async fn outbox(&self, after_id: i64, limit: u32) -> Result<Vec<OutboxRow>, ApiError> {
+        self.outbox_rows(after_id, limit).await
+    }
+
+    async fn active(&self) -> Result<Option<(Snapshot, Rules)>, ApiError> {
+        self.active_generation().await
+    }
+
+    async fn stream(
+        &self,
+        customer_id: &CustomerId,
+        after_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, ApiError> {
+        self.stream_page(customer_id, after_version, limit).await
+    }
+
+    fn event_store(&self) -> Option<Arc<dyn EventStore>> {
+        Some(self.store.clone().into_dyn())
     }
 }
 

@@ -1,4 +1,5 @@
-//! The gRPC server: the query services behind bearer auth, plus health and reflection.
+//! The gRPC server: the query services (customers, KPIs, events) behind bearer auth, plus
+//! health and reflection.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -6,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use patron_proto::api::v1::customer_service_server::CustomerServiceServer;
+use patron_proto::api::v1::event_store_service_server::EventStoreServiceServer;
+use patron_proto::api::v1::kpi_service_server::KpiServiceServer;
 use patron_store_sql::SqlEventStore;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
@@ -16,10 +19,16 @@ use tonic_health::server::HealthReporter;
 use crate::auth::BearerAuth;
 use crate::customers::CustomerApi;
 use crate::error::ApiError;
+use crate::events::EventStoreApi;
+use crate::kpi::KpiApi;
 use crate::read_models::{ReadModels, SqlReadModels};
 
 /// The fully-qualified name health reports the customer service under.
 pub const CUSTOMER_SERVICE: &str = "patron.api.v1.CustomerService";
+/// The fully-qualified name health reports the event store service under.
+pub const EVENT_STORE_SERVICE: &str = "patron.api.v1.EventStoreService";
+/// The fully-qualified name health reports the KPI service under.
+pub const KPI_SERVICE: &str = "patron.api.v1.KpiService";
 
 /// How the API serves.
 #[derive(Clone)]
@@ -30,6 +39,8 @@ pub struct ApiConfig {
     pub tokens: Vec<String>,
     /// How often the database is pinged to report health.
     pub health_interval: Duration,
+    /// How often a lifecycle watch stream polls the outbox when it has nothing to send.
+    pub watch_poll: Duration,
 }
 
 impl ApiConfig {
@@ -39,6 +50,7 @@ impl ApiConfig {
             listen,
             tokens,
             health_interval: Duration::from_secs(5),
+            watch_poll: Duration::from_millis(200),
         }
     }
 }
@@ -49,6 +61,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("listen", &self.listen)
             .field("tokens", &format_args!("<{} redacted>", self.tokens.len()))
             .field("health_interval", &self.health_interval)
+            .field("watch_poll", &self.watch_poll)
             .finish()
     }
 }
@@ -98,12 +111,17 @@ pub async fn serve_on(
         .build_v1()
         .map_err(|error| ApiError::Serve(format!("reflection: {error}")))?;
     let auth = BearerAuth::new(&config.tokens);
-    let customers = CustomerServiceServer::with_interceptor(CustomerApi::new(models), auth);
+    let customer_api = CustomerApi::new(models.clone()).with_watch_poll(config.watch_poll);
+    let customers = CustomerServiceServer::with_interceptor(customer_api, auth.clone());
+    let kpis = KpiServiceServer::with_interceptor(KpiApi::new(models.clone()), auth.clone());
+    let events = EventStoreServiceServer::with_interceptor(EventStoreApi::new(models), auth);
     tracing::info!(address = ?address, "gRPC API listening");
     let result = Server::builder()
         .add_service(health)
         .add_service(reflection)
         .add_service(customers)
+        .add_service(kpis)
+        .add_service(events)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
         .await;
     pinger.abort();
@@ -125,6 +143,10 @@ async fn probe(models: &dyn ReadModels) -> ServingStatus {
 async fn report(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status("", status).await;
     reporter.set_service_status(CUSTOMER_SERVICE, status).await;
+    reporter.set_service_status(KPI_SERVICE, status).await;
+    reporter
+        .set_service_status(EVENT_STORE_SERVICE, status)
+        .await;
 }
 
 /// Pings the database every `interval` and reports changes of health.

@@ -65,6 +65,7 @@ async fn api_answers_from_the_read_models(db: Db) {
     let customer = client
         .get_customer(pb::GetCustomerRequest {
             customer_id: id.clone(),
+            ..Default::default()
         })
         .await
         .expect("get an existing customer")
@@ -127,6 +128,7 @@ async fn api_answers_from_the_read_models(db: Db) {
     let status = client
         .get_customer(pb::GetCustomerRequest {
             customer_id: "nobody-here".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -134,6 +136,7 @@ async fn api_answers_from_the_read_models(db: Db) {
     let status = client
         .get_customer(pb::GetCustomerRequest {
             customer_id: " ".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -250,7 +253,10 @@ async fn api_answers_from_the_read_models(db: Db) {
     }
     let mut anonymous = CustomerServiceClient::new(running.channel().await);
     let status = anonymous
-        .get_customer(pb::GetCustomerRequest { customer_id: id })
+        .get_customer(pb::GetCustomerRequest {
+            customer_id: id,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
@@ -262,7 +268,12 @@ async fn api_answers_from_the_read_models(db: Db) {
 
     // Health needs no token.
     let mut health = HealthClient::new(running.channel().await);
-    for service in ["", patron_api::CUSTOMER_SERVICE] {
+    for service in [
+        "",
+        patron_api::CUSTOMER_SERVICE,
+        patron_api::KPI_SERVICE,
+        patron_api::EVENT_STORE_SERVICE,
+    ] {
         let answer = health
             .check(HealthCheckRequest {
                 service: service.into(),

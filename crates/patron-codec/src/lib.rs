@@ -11,11 +11,13 @@
 //! The content type says which; without one, the payload is sniffed (JSON starts with `{`).
 //! Every failure is a [`ValidationError`] with a class fit for a dead-letter header.
 
+mod encode;
 mod json;
 mod protobuf;
 
 use patron_domain::{ErrorClass, RawEvent, ValidationError};
 
+pub use encode::to_proto;
 pub use json::CLOUDEVENTS_TYPE_PREFIX;
 pub use protobuf::to_raw;
 

@@ -61,6 +61,7 @@ pub async fn relay_once(
         return Ok(0);
     };
     publisher.publish(&records).await?;
+    metrics::counter!("patron_relay_published_total").increment(records.len() as u64);
     // A crash here publishes the batch again on restart: at least once, in the same order.
     models.set_relay_offset(&config.name, last).await?;
     Ok(records.len())

@@ -160,9 +160,25 @@ impl LiveProjection {
             .projection
             .apply_page(&page, &self.config.rules, self.currency);
         let changes = self.projection.take_changes();
+        let started = std::time::Instant::now();
         self.models
             .commit(self.generation.id, expected, &changes)
             .await?;
+        metrics::histogram!("patron_projection_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("patron_projection_events_total").increment(applied as u64);
+        metrics::counter!("patron_projection_transitions_total")
+            .increment(changes.outbox.len() as u64);
+        metrics::gauge!("patron_projection_checkpoint").set(changes.checkpoint.0 as f64);
+        if let Some(last) = page.last() {
+            // How far behind event time and the log the read models are, as of this commit.
+            let behind = (chrono::Utc::now() - last.event.occurred_at).num_milliseconds();
+            metrics::gauge!("patron_projection_event_age_seconds").set(behind as f64 / 1000.0);
+        }
+        if let Ok(head) = self.store.head().await {
+            metrics::gauge!("patron_projection_lag_positions")
+                .set(head.0.saturating_sub(changes.checkpoint.0) as f64);
+        }
         self.generation.checkpoint = changes.checkpoint;
         self.generation.watermark = changes.watermark;
         Ok(Step { applied, caught_up })

@@ -16,6 +16,10 @@ pub(crate) struct Cli {
     pub(crate) database: DatabaseArgs,
     #[command(flatten)]
     pub(crate) log: LogArgs,
+    /// Serve Prometheus metrics (`/metrics`), liveness (`/livez`) and readiness (`/readyz`, false
+    /// while the database is unreachable) over HTTP on this address, e.g. `0.0.0.0:9464`.
+    #[arg(long, env = "PATRON_METRICS_LISTEN", global = true)]
+    pub(crate) metrics_listen: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -111,6 +115,13 @@ pub(crate) enum Command {
     /// checking and server reflection, so grpcurl works with no proto files. Every call but
     /// health and reflection needs `authorization: Bearer <token>`.
     Api(ApiArgs),
+    /// Run ingest, the projector, the relay and the API in one process (against PostgreSQL and a
+    /// real Kafka in production). SIGTERM stops them all: ingest commits the batch in hand,
+    /// the projector its page, the API drains.
+    Serve(ServeArgs),
+    /// Print the configuration reference (every option, its variable and default) as Markdown.
+    #[command(hide = true)]
+    ConfigReference,
     /// Print the lifecycle rules in force (the defaults, or `--rules`), as TOML, after checking
     /// them.
     Rules(RulesArgs),
@@ -220,6 +231,24 @@ pub(crate) struct ApiArgs {
         required = true
     )]
     pub(crate) api_tokens: Vec<String>,
+}
+
+/// Everything `patron serve` runs, with the options of each service.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    pub(crate) ingest: IngestArgs,
+    #[command(flatten)]
+    pub(crate) rules: RulesArgs,
+    #[command(flatten)]
+    pub(crate) api: ApiArgs,
+    /// The topic lifecycle changes are published to.
+    #[arg(
+        long,
+        env = "PATRON_LIFECYCLE_TOPIC",
+        default_value = "patron.lifecycle.v1"
+    )]
+    pub(crate) lifecycle_topic: String,
 }
 
 /// How a rebuild runs.

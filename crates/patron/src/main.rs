@@ -2,6 +2,8 @@
 
 mod cli;
 mod commands;
+mod observe;
+mod reference;
 
 use std::process::ExitCode;
 
@@ -28,6 +30,9 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        if let Some(listen) = cli.metrics_listen {
+            observe::start(listen, &cli.database).await?;
+        }
         match cli.command {
             Command::Migrate => commands::migrate::run(&cli.database).await,
             Command::Import(args) => commands::import::run(&cli.database, args).await,
@@ -36,6 +41,15 @@ fn main() -> ExitCode {
             Command::Project(args) => commands::project::run(&cli.database, args).await,
             Command::Relay(args) => commands::relay::run(&cli.database, args).await,
             Command::Rebuild(args) => commands::rebuild::run(&cli.database, args).await,
+            Command::ConfigReference => {
+                #[allow(clippy::print_stdout)]
+                {
+                    // With the markers, ready to replace the README's copy.
+                    print!("{}\n{}{}\n", reference::START, reference::markdown(), reference::END);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Serve(args) => commands::serve::run(&cli.database, args).await,
             Command::Api(args) => commands::api::run(&cli.database, args).await,
             Command::Rules(args) => commands::rules::run(&args),
             Command::Dev(args) => commands::dev::run(&cli.database, args).await,

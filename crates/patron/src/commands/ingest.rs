@@ -13,6 +13,27 @@ use crate::cli::{DatabaseArgs, IngestArgs};
 pub(crate) async fn run(database: &DatabaseArgs, args: IngestArgs) -> anyhow::Result<ExitCode> {
     let shutdown = super::shutdown_signal();
     let store = super::open_store(database).await?.into_dyn();
+    let consumer = consumer(&args, store)?;
+    // The consumer blocks in place briefly during rebalances: it must run on a runtime worker.
+    let summary = tokio::spawn(consumer.run(shutdown))
+        .await
+        .context("the consumer task failed")?
+        .context("ingestion stopped")?;
+    tracing::info!(
+        batches = summary.batches,
+        appended = summary.appended,
+        duplicates = summary.duplicates,
+        dead_letters = summary.dead_letters,
+        "ingest stopped cleanly"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The configured consumer (with its dead-letter producer), appending to `store`.
+pub(crate) fn consumer(
+    args: &IngestArgs,
+    store: Arc<dyn patron_store::EventStore>,
+) -> anyhow::Result<IngestConsumer> {
     let kafka = KafkaSettings {
         brokers: args.kafka.kafka_brokers.clone(),
         options: args.kafka.kafka_options.clone(),
@@ -29,19 +50,6 @@ pub(crate) async fn run(database: &DatabaseArgs, args: IngestArgs) -> anyhow::Re
     settings.limits = Limits {
         max_payload_bytes: args.max_payload_bytes,
     };
-    let consumer = IngestConsumer::new(&kafka, options, settings, store, dead_letters)
-        .context("cannot create the Kafka consumer")?;
-    // The consumer blocks in place briefly during rebalances: it must run on a runtime worker.
-    let summary = tokio::spawn(consumer.run(shutdown))
-        .await
-        .context("the consumer task failed")?
-        .context("ingestion stopped")?;
-    tracing::info!(
-        batches = summary.batches,
-        appended = summary.appended,
-        duplicates = summary.duplicates,
-        dead_letters = summary.dead_letters,
-        "ingest stopped cleanly"
-    );
-    Ok(ExitCode::SUCCESS)
+    IngestConsumer::new(&kafka, options, settings, store, dead_letters)
+        .context("cannot create the Kafka consumer")
 }

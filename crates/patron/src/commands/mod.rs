@@ -10,6 +10,7 @@ pub(crate) mod project;
 pub(crate) mod rebuild;
 pub(crate) mod relay;
 pub(crate) mod rules;
+pub(crate) mod serve;
 
 use anyhow::Context as _;
 use patron_store_sql::{ConnectOptions, SqlEventStore, redact};
