@@ -45,7 +45,12 @@ fn main() -> ExitCode {
                 #[allow(clippy::print_stdout)]
                 {
                     // With the markers, ready to replace the README's copy.
-                    print!("{}\n{}{}\n", reference::START, reference::markdown(), reference::END);
+                    print!(
+                        "{}\n{}{}\n",
+                        reference::START,
+                        reference::markdown(),
+                        reference::END
+                    );
                 }
                 Ok(ExitCode::SUCCESS)
             }
