@@ -2,6 +2,7 @@
 //! the same machine in the same run (these machines are shared and noisy: absolute numbers vary,
 //! ratios much less).
 
+mod api;
 mod ingest;
 mod rebuild;
 mod store;
@@ -32,7 +33,9 @@ enum Bench {
     /// the ingest rate just measured.
     Ingest(ingest::Args),
     /// `patron project` and `patron rebuild` rates over at least a million stored demo events,
-    /// against a given ingest rate (`ingest` runs this with the rate it measured).
+    /// against a given ingest rate (`ingest` runs this with the rate it measured); then
+    /// `GetCustomer` throughput and latency at 64 concurrent requests against the raw
+    /// primary-key `SELECT` on the same read models.
     Rebuild(rebuild::Args),
 }
 

@@ -196,7 +196,8 @@ async fn measure(
             "peak RSS of the rebuild process (sampled): {mib:.0} MiB"
         )?;
     }
-    Ok(())
+    // The API over the read models just rebuilt.
+    crate::api::run(db_url, patron, out).await
 }
 
 /// Options of the stand-alone projection benchmark.

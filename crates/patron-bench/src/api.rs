@@ -1,0 +1,195 @@
+//! `GetCustomer` over loopback gRPC at a fixed concurrency, against the raw rate of the
+//! equivalent primary-key `SELECT` on the same database at the same concurrency, in the same run.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use patron_proto::api::v1::GetCustomerRequest;
+use patron_proto::api::v1::customer_service_client::CustomerServiceClient;
+use sqlx::postgres::PgPoolOptions;
+use tonic::metadata::MetadataValue;
+
+/// Concurrent requests in flight (HTTP/2 streams over one connection; pool connections for SQL).
+const CONCURRENCY: usize = 64;
+/// How long each side is measured.
+const DURATION: Duration = Duration::from_secs(10);
+const TOKEN: &str = "bench-token";
+
+/// Latencies in microseconds of every request, and requests per second.
+struct Measured {
+    rate: f64,
+    latencies: Vec<u64>,
+}
+
+impl Measured {
+    fn percentile(&self, p_thousandths: usize) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        // Nearest rank, in integers: p is given in thousandths.
+        let last = self.latencies.len() - 1;
+        let index = last * p_thousandths / 1000;
+        self.latencies[index.min(last)] as f64 / 1000.0
+    }
+}
+
+/// Runs `CONCURRENCY` loops of `call` for `DURATION`; `call` gets the loop's request number.
+async fn measure<F, Fut>(call: F) -> anyhow::Result<Measured>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let call = Arc::new(call);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..CONCURRENCY {
+        let call = call.clone();
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            let mut n = worker;
+            while started.elapsed() < DURATION {
+                let one = Instant::now();
+                call(n).await?;
+                latencies.push(u64::try_from(one.elapsed().as_micros()).unwrap_or(u64::MAX));
+                n += CONCURRENCY;
+            }
+            anyhow::Ok(latencies)
+        });
+    }
+    let mut latencies = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        latencies.extend(done??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    Ok(Measured {
+        rate: latencies.len() as f64 / elapsed,
+        latencies,
+    })
+}
+
+/// Measures both sides against the read models in `db_url` (already projected).
+pub(crate) async fn run(
+    db_url: &str,
+    patron: &Path,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<()> {
+    let pool = PgPoolOptions::new()
+        .max_connections(u32::try_from(CONCURRENCY)?)
+        .connect(db_url)
+        .await?;
+    let generation: i64 = sqlx::query_scalar("SELECT generation FROM projection_active")
+        .fetch_one(&pool)
+        .await?;
+    let ids: Arc<Vec<String>> = Arc::new(
+        sqlx::query_scalar(
+            "SELECT customer_id FROM customers WHERE generation = $1 ORDER BY customer_id",
+        )
+        .bind(generation)
+        .fetch_all(&pool)
+        .await?,
+    );
+    anyhow::ensure!(!ids.is_empty(), "no customers to query");
+
+    let raw = {
+        let (pool, ids) = (pool.clone(), ids.clone());
+        measure(move |n| {
+            let (pool, id) = (pool.clone(), ids[n % ids.len()].clone());
+            async move {
+                let row: Option<(String, Option<String>, i64, String)> = sqlx::query_as(
+                    "SELECT customer_id, stage, net_revenue_minor, state FROM customers \
+                     WHERE generation = $1 AND customer_id = $2",
+                )
+                .bind(generation)
+                .bind(id)
+                .fetch_optional(&pool)
+                .await?;
+                anyhow::ensure!(row.is_some(), "customer missing");
+                Ok(())
+            }
+        })
+        .await?
+    };
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut server = Command::new(patron)
+        .args([
+            "api",
+            "--api-listen",
+            &format!("127.0.0.1:{port}"),
+            "--api-token",
+            TOKEN,
+        ])
+        .env("PATRON_DATABASE_URL", db_url)
+        .env("PATRON_DATABASE_MAX_CONNECTIONS", CONCURRENCY.to_string())
+        .env("PATRON_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .context("start patron api")?;
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let channel = loop {
+        match tonic::transport::Endpoint::from_shared(endpoint.clone())?
+            .connect()
+            .await
+        {
+            Ok(channel) => break channel,
+            Err(error) => {
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "patron api did not start: {error}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let bearer: MetadataValue<_> = format!("Bearer {TOKEN}").parse()?;
+    let api = measure(move |n| {
+        let mut client = CustomerServiceClient::new(channel.clone());
+        let mut request = tonic::Request::new(GetCustomerRequest {
+            customer_id: ids[n % ids.len()].clone(),
+            min_position: 0,
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", bearer.clone());
+        async move {
+            let response = client.get_customer(request).await?;
+            anyhow::ensure!(response.into_inner().customer.is_some(), "no customer");
+            Ok(())
+        }
+    })
+    .await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let _ = server.wait();
+    let api = api?;
+
+    writeln!(
+        out,
+        "GetCustomer over loopback gRPC, {CONCURRENCY} concurrent requests, {} s each",
+        DURATION.as_secs()
+    )?;
+    writeln!(
+        out,
+        "raw primary-key SELECT (sqlx, {CONCURRENCY} connections): {:>8.0} queries/s   p50 {:.2} ms   p99 {:.2} ms",
+        raw.rate,
+        raw.percentile(500),
+        raw.percentile(990)
+    )?;
+    writeln!(
+        out,
+        "patron api GetCustomer:                          {:>8.0} calls/s     p50 {:.2} ms   p99 {:.2} ms   ratio {:.2}  (targets: ratio ≥ 0.50, p99 < 5 ms)",
+        api.rate,
+        api.percentile(500),
+        api.percentile(990),
+        api.rate / raw.rate
+    )?;
+    Ok(())
+}
