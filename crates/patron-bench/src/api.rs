@@ -114,6 +114,8 @@ pub(crate) async fn run(
         .await?
     };
 
+    // The server gets the connections the baseline used (PostgreSQL's limit is often 100).
+    pool.close().await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
