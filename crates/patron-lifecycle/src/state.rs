@@ -48,7 +48,9 @@ pub struct CustomerLifecycle {
     pub recent_purchases: Vec<DateTime<Utc>>,
     /// The latest `occurred_at` of any event applied.
     pub last_event_at: Option<DateTime<Utc>>,
-    /// Every stage change, oldest first.
+    /// Every stage change, oldest first. (Omitted from the serialised form when empty, so a
+    /// store may keep the history elsewhere and put it back on load.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Transition>,
 }
 

@@ -11,7 +11,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use patron_domain::CustomerId;
-use patron_lifecycle::{Stage, Transition};
+use patron_lifecycle::{CustomerLifecycle, Stage, Transition};
 use patron_projector::{CustomerView, OutboxEntry, OutboxRecord, ReadModelError};
 use patron_store::Position;
 
@@ -47,9 +47,81 @@ pub(crate) struct CustomerRow {
     pub(crate) state: String,
 }
 
+/// The view as kept in `customers.state`: without its stage history, which `stage_history`
+/// holds row by row ([`attach_history`] puts it back on load). Keeps the state small, which is
+/// most of what a commit writes.
+fn stored(view: &CustomerView) -> CustomerView {
+    let l = &view.lifecycle;
+    CustomerView {
+        lifecycle: CustomerLifecycle {
+            stage: l.stage,
+            since: l.since,
+            purchases: l.purchases,
+            net_revenue_minor: l.net_revenue_minor,
+            other_currency_events: l.other_currency_events,
+            first_purchase_at: l.first_purchase_at,
+            last_purchase_at: l.last_purchase_at,
+            recent_purchases: l.recent_purchases.clone(),
+            last_event_at: l.last_event_at,
+            history: Vec::new(),
+        },
+        value: view.value.clone(),
+        kpi: view.kpi.clone(),
+        scores: view.scores.clone(),
+    }
+}
+
+/// One `stage_history` row read back for a load.
+pub(crate) struct HistoryRow {
+    pub(crate) customer_id: String,
+    pub(crate) seq: i32,
+    pub(crate) from_stage: Option<String>,
+    pub(crate) to_stage: String,
+    pub(crate) entered_at: DateTime<Utc>,
+    pub(crate) rule: String,
+    pub(crate) facts: String,
+}
+
+/// Puts each customer's stage history back into the loaded views; `rows` come ordered by
+/// customer and sequence.
+pub(crate) fn attach_history(
+    customers: &mut [(CustomerId, CustomerView)],
+    rows: impl IntoIterator<Item = HistoryRow>,
+) -> Result<(), ReadModelError> {
+    let index: std::collections::HashMap<String, usize> = customers
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _))| (id.as_str().to_owned(), i))
+        .collect();
+    for row in rows {
+        let corrupt = |what: &str| {
+            ReadModelError::Corrupt(format!(
+                "stage history of {} at {}: {what}",
+                row.customer_id, row.seq
+            ))
+        };
+        let stage = |name: &str| Stage::from_str(name).map_err(|e| corrupt(&e.to_string()));
+        let Some(&i) = index.get(&row.customer_id) else {
+            return Err(corrupt("no such customer"));
+        };
+        let history = &mut customers[i].1.lifecycle.history;
+        if usize::try_from(row.seq).ok() != Some(history.len()) {
+            return Err(corrupt("out of sequence"));
+        }
+        history.push(Transition {
+            from: row.from_stage.as_deref().map(stage).transpose()?,
+            to: stage(&row.to_stage)?,
+            at: row.entered_at,
+            rule: row.rule.clone(),
+            facts: serde_json::from_str(&row.facts).map_err(|e| corrupt(&e.to_string()))?,
+        });
+    }
+    Ok(())
+}
+
 impl CustomerRow {
     pub(crate) fn new(id: &CustomerId, view: &CustomerView) -> Result<Self, ReadModelError> {
-        let state = serde_json::to_string(view)
+        let state = serde_json::to_string(&stored(view))
             .map_err(|e| ReadModelError::Corrupt(format!("view of {id}: {e}")))?;
         let scores = view.scores.as_ref();
         Ok(Self {

@@ -3,7 +3,7 @@
 //! serialised; queries never lock.
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use patron_projector::{
     Changes, Generation, GenerationId, OutboxEntry, OutboxRecord, ReadModelError, ReadModelStore,
     Snapshot,
@@ -13,7 +13,10 @@ use sqlx::postgres::PgPool;
 use sqlx::{Postgres, Transaction};
 
 use super::copy::CopyRows;
-use super::{ACTIVE, BUILDING, CustomerRow, OutboxRow, RETIRED, facts_json, position, seq, view};
+use super::{
+    ACTIVE, BUILDING, CustomerRow, HistoryRow, OutboxRow, RETIRED, attach_history, facts_json,
+    position, seq, view,
+};
 use crate::error::map;
 use crate::row::{limit, to_i64};
 
@@ -432,10 +435,41 @@ impl ReadModelStore for PgReadModels {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db)?;
-        let customers = rows
+        let mut customers: Vec<_> = rows
             .into_iter()
             .map(|(id, state)| view(id, &state))
             .collect::<Result<_, _>>()?;
+        type Row = (
+            String,
+            i32,
+            Option<String>,
+            String,
+            DateTime<Utc>,
+            String,
+            String,
+        );
+        let history: Vec<Row> = sqlx::query_as(
+            "SELECT customer_id, seq, from_stage, to_stage, entered_at, rule, facts::text \
+             FROM stage_history WHERE generation = $1 ORDER BY customer_id, seq",
+        )
+        .bind(generation)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        attach_history(
+            &mut customers,
+            history.into_iter().map(
+                |(customer_id, seq, from_stage, to_stage, entered_at, rule, facts)| HistoryRow {
+                    customer_id,
+                    seq,
+                    from_stage,
+                    to_stage,
+                    entered_at,
+                    rule,
+                    facts,
+                },
+            ),
+        )?;
         Ok(Snapshot { customers })
     }
 

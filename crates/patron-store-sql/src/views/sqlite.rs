@@ -13,7 +13,10 @@ use serde_json::{Value, json};
 use sqlx::sqlite::SqlitePool;
 use sqlx::{Sqlite, Transaction};
 
-use super::{ACTIVE, BUILDING, CustomerRow, OutboxRow, RETIRED, facts_json, position, seq, view};
+use super::{
+    ACTIVE, BUILDING, CustomerRow, HistoryRow, OutboxRow, RETIRED, attach_history, facts_json,
+    position, seq, view,
+};
 use crate::error::map;
 use crate::row::{limit, to_i64};
 
@@ -321,10 +324,36 @@ impl ReadModelStore for SqliteReadModels {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db)?;
-        let customers = rows
+        let mut customers: Vec<_> = rows
             .into_iter()
             .map(|(id, state)| view(id, &state))
             .collect::<Result<_, _>>()?;
+        type Row = (String, i32, Option<String>, String, String, String, String);
+        let history: Vec<Row> = sqlx::query_as(
+            "SELECT customer_id, seq, from_stage, to_stage, entered_at, rule, facts \
+             FROM stage_history WHERE generation = ?1 ORDER BY customer_id, seq",
+        )
+        .bind(generation)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let rows = history
+            .into_iter()
+            .map(
+                |(customer_id, seq, from_stage, to_stage, at, rule, facts)| {
+                    Ok(HistoryRow {
+                        customer_id,
+                        seq,
+                        from_stage,
+                        to_stage,
+                        entered_at: time(Some(at))?.unwrap_or_default(),
+                        rule,
+                        facts,
+                    })
+                },
+            )
+            .collect::<Result<Vec<_>, ReadModelError>>()?;
+        attach_history(&mut customers, rows)?;
         Ok(Snapshot { customers })
     }
 
