@@ -226,51 +226,16 @@ async fn write(
         .map_err(db)?;
     }
     if !changes.outbox.is_empty() {
-        let entries = &changes.outbox;
-        sqlx::query(
+        let columns = TransitionColumns::new(changes.outbox.iter());
+        let query = sqlx::query(
             "INSERT INTO stage_history (generation, customer_id, seq, from_stage, to_stage, \
                 entered_at, rule, facts, position) \
              SELECT $1, * FROM UNNEST($2::text[], $3::int4[], $4::text[], $5::text[], \
                 $6::timestamptz[], $7::text[], $8::jsonb[], $9::int8[]) \
              ON CONFLICT (generation, customer_id, seq) DO NOTHING",
         )
-        .bind(generation)
-        .bind(
-            entries
-                .iter()
-                .map(|e| e.customer_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(entries.iter().map(seq).collect::<Vec<_>>())
-        .bind(
-            entries
-                .iter()
-                .map(|e| e.transition.from.map(|s| s.as_str()))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            entries
-                .iter()
-                .map(|e| e.transition.to.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(entries.iter().map(|e| e.transition.at).collect::<Vec<_>>())
-        .bind(
-            entries
-                .iter()
-                .map(|e| e.transition.rule.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(entries.iter().map(facts_json).collect::<Vec<_>>())
-        .bind(
-            entries
-                .iter()
-                .map(|e| to_i64(e.position.0))
-                .collect::<Vec<_>>(),
-        )
-        .execute(&mut **tx)
-        .await
-        .map_err(db)?;
+        .bind(generation);
+        columns.bind(query).execute(&mut **tx).await.map_err(db)?;
     }
     write_kpis_and_checkpoint(tx, generation, changes).await
 }
@@ -312,6 +277,63 @@ async fn write_kpis_and_checkpoint(
     Ok(())
 }
 
+/// The columns a transition has both in `stage_history` and in `outbox`, as arrays for `UNNEST`
+/// (bound in that order: customer, seq, from, to, time, rule, facts, position).
+struct TransitionColumns<'a> {
+    customer_id: Vec<&'a str>,
+    seq: Vec<i32>,
+    from: Vec<Option<&'static str>>,
+    to: Vec<&'static str>,
+    at: Vec<DateTime<Utc>>,
+    rule: Vec<&'a str>,
+    facts: Vec<String>,
+    position: Vec<i64>,
+}
+
+impl<'a> TransitionColumns<'a> {
+    fn new(entries: impl Iterator<Item = &'a OutboxEntry>) -> Self {
+        let mut columns = Self {
+            customer_id: Vec::new(),
+            seq: Vec::new(),
+            from: Vec::new(),
+            to: Vec::new(),
+            at: Vec::new(),
+            rule: Vec::new(),
+            facts: Vec::new(),
+            position: Vec::new(),
+        };
+        for e in entries {
+            columns.customer_id.push(e.customer_id.as_str());
+            columns.seq.push(seq(e));
+            columns.from.push(e.transition.from.map(|s| s.as_str()));
+            columns.to.push(e.transition.to.as_str());
+            columns.at.push(e.transition.at);
+            columns.rule.push(&e.transition.rule);
+            columns.facts.push(facts_json(e));
+            columns.position.push(to_i64(e.position.0));
+        }
+        columns
+    }
+
+    fn bind<'q>(
+        self,
+        query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>
+    where
+        'a: 'q,
+    {
+        query
+            .bind(self.customer_id)
+            .bind(self.seq)
+            .bind(self.from)
+            .bind(self.to)
+            .bind(self.at)
+            .bind(self.rule)
+            .bind(self.facts)
+            .bind(self.position)
+    }
+}
+
 /// Appends entries to the outbox after `head`, skipping known dedupe keys; returns the new head.
 async fn append_outbox<'a>(
     tx: &mut Tx,
@@ -322,7 +344,7 @@ async fn append_outbox<'a>(
     if count == 0 {
         return Ok(head);
     }
-    sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO outbox (id, dedupe_key, customer_id, seq, from_stage, to_stage, occurred_at, \
             rule, facts, position) \
          SELECT $1 + n, dedupe_key, customer_id, seq, from_stage, to_stage, occurred_at, rule, \
@@ -339,38 +361,12 @@ async fn append_outbox<'a>(
             .clone()
             .map(|e| e.dedupe_key.as_str())
             .collect::<Vec<_>>(),
-    )
-    .bind(
-        entries
-            .clone()
-            .map(|e| e.customer_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(entries.clone().map(seq).collect::<Vec<_>>())
-    .bind(
-        entries
-            .clone()
-            .map(|e| e.transition.from.map(|s| s.as_str()))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        entries
-            .clone()
-            .map(|e| e.transition.to.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(entries.clone().map(|e| e.transition.at).collect::<Vec<_>>())
-    .bind(
-        entries
-            .clone()
-            .map(|e| e.transition.rule.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(entries.clone().map(facts_json).collect::<Vec<_>>())
-    .bind(entries.map(|e| to_i64(e.position.0)).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await
-    .map_err(db)?;
+    );
+    TransitionColumns::new(entries)
+        .bind(query)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
     let head = head.saturating_add(count);
     sqlx::query("UPDATE projection_active SET outbox_head = $1 WHERE singleton")
         .bind(head)
