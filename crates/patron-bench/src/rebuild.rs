@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use chrono::{TimeDelta, Utc};
-use patron_codec::{Limits, Message};
 use patron_domain::{Event, ValidationPolicy};
 use patron_store::{AppendBatch, EventStore, ExpectedVersion, StreamAppend};
 use patron_store_sql::{ConnectOptions, PgEventStore};
@@ -25,20 +24,7 @@ fn demo(customers: usize) -> Vec<Event> {
     let now = Utc::now();
     let mut generator = patron_demo::Generator::new(2024, customers, now - TimeDelta::days(730));
     let policy = ValidationPolicy::at(now);
-    generator
-        .until(now)
-        .into_iter()
-        .filter_map(|record| {
-            let message = Message {
-                content_type: Some(record.content_type),
-                headers: &[],
-                key: Some(record.key.as_bytes()),
-                payload: &record.payload,
-            };
-            let raw = patron_codec::decode(&message, &Limits::default()).ok()?;
-            patron_domain::validate(raw, &policy).ok()
-        })
-        .collect()
+    patron_demo::into_events(generator.until(now), &policy)
 }
 
 /// At least `events` demo events (more customers until there are enough).

@@ -45,6 +45,28 @@ pub struct DemoRecord {
     pub payload: Vec<u8>,
 }
 
+/// The records as validated events, through the decoder and validation ingest uses; records
+/// ingest would dead-letter (the deliberately malformed ones) are left out. For tests and
+/// benchmarks that fill a store without Kafka.
+pub fn into_events(
+    records: Vec<DemoRecord>,
+    policy: &patron_domain::ValidationPolicy,
+) -> Vec<patron_domain::Event> {
+    records
+        .into_iter()
+        .filter_map(|record| {
+            let message = patron_codec::Message {
+                content_type: Some(record.content_type),
+                headers: &[],
+                key: Some(record.key.as_bytes()),
+                payload: &record.payload,
+            };
+            let raw = patron_codec::decode(&message, &patron_codec::Limits::default()).ok()?;
+            patron_domain::validate(raw, policy).ok()
+        })
+        .collect()
+}
+
 struct Customer {
     id: String,
     habit: Habit,

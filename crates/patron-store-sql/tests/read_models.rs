@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
-use patron_codec::{Limits, Message};
 use patron_domain::{Event, ValidationPolicy};
 use patron_lifecycle::{Rules, Stage};
 use patron_projector::{
@@ -26,20 +25,7 @@ fn start() -> DateTime<Utc> {
 fn demo_year(customers: usize) -> Vec<Event> {
     let mut generator = patron_demo::Generator::new(7, customers, start());
     let policy = ValidationPolicy::at(start() + TimeDelta::days(400));
-    generator
-        .until(start() + TimeDelta::days(365))
-        .into_iter()
-        .filter_map(|record| {
-            let message = Message {
-                content_type: Some(record.content_type),
-                headers: &[],
-                key: Some(record.key.as_bytes()),
-                payload: &record.payload,
-            };
-            let raw = patron_codec::decode(&message, &Limits::default()).ok()?;
-            patron_domain::validate(raw, &policy).ok()
-        })
-        .collect()
+    patron_demo::into_events(generator.until(start() + TimeDelta::days(365)), &policy)
 }
 
 async fn append(store: &dyn EventStore, events: &[Event]) {
