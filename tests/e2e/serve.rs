@@ -1,7 +1,8 @@
 //! `patron serve` end to end on the Kafka mock cluster and SQLite: records produced to the input
 //! topic are ingested, projected into read models, their lifecycle changes relayed to the
-//! lifecycle topic, the metrics and readiness endpoints answer, and SIGTERM stops everything
-//! cleanly.
+//! lifecycle topic, the metrics (consumer lag, gRPC calls by method and code) and readiness
+//! endpoints answer, spans reach an OTLP collector (an API call continuing the caller's trace),
+//! and SIGTERM stops everything cleanly. Readiness fails while no broker answers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,8 +11,117 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::{Arc, Mutex};
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use patron_e2e::{patron, patron_bin};
 use patron_kafka::testing::{MockKafka, TestRecord, produce, read_topic};
+use patron_proto::api::v1::GetCustomerRequest;
+use patron_proto::api::v1::customer_service_client::CustomerServiceClient;
+
+/// The caller's trace an API call continues (W3C trace context).
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT_SPAN_ID: &str = "00f067aa0ba902b7";
+
+/// A span as an OTLP collector received it, with its resource's attributes.
+#[derive(Debug, Clone)]
+struct Received {
+    name: String,
+    trace_id: String,
+    parent_span_id: String,
+    attributes: Vec<(String, String)>,
+    resource: Vec<(String, String)>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn strings(attributes: &[KeyValue]) -> Vec<(String, String)> {
+    attributes
+        .iter()
+        .map(|kv| {
+            let value = match kv.value.as_ref().and_then(|v: &AnyValue| v.value.as_ref()) {
+                Some(Value::StringValue(s)) => s.clone(),
+                Some(other) => format!("{other:?}"),
+                None => String::new(),
+            };
+            (kv.key.clone(), value)
+        })
+        .collect()
+}
+
+/// An OTLP/gRPC trace collector that keeps what it receives.
+#[derive(Clone, Default)]
+struct Collector {
+    spans: Arc<Mutex<Vec<Received>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.spans.lock().unwrap();
+        for resource_spans in request.into_inner().resource_spans {
+            let resource = resource_spans
+                .resource
+                .map(|r| strings(&r.attributes))
+                .unwrap_or_default();
+            for scope in resource_spans.scope_spans {
+                for span in scope.spans {
+                    spans.push(Received {
+                        name: span.name.clone(),
+                        trace_id: hex(&span.trace_id),
+                        parent_span_id: hex(&span.parent_span_id),
+                        attributes: strings(&span.attributes),
+                        resource: resource.clone(),
+                    });
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+impl Collector {
+    /// Serves on a loopback port; returns the endpoint.
+    async fn start(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let service = TraceServiceServer::new(self.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        format!("http://{address}")
+    }
+
+    fn spans(&self) -> Vec<Received> {
+        self.spans.lock().unwrap().clone()
+    }
+}
+
+/// The value of the exported sample whose line contains every one of `labels`.
+fn sample(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")))
+        .find(|line| labels.iter().all(|label| line.contains(label)))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
 
 /// A loopback port nothing listens on right now.
 fn free_port() -> u16 {
@@ -88,9 +198,13 @@ async fn serve_runs_every_service_and_stops_cleanly() {
     patron(&url, &["migrate"]).success();
     produce(&kafka.bootstrap(), "customer-events", &records()).await;
 
+    let collector = Collector::default();
+    let otlp = collector.start().await;
     let (api, metrics) = (free_port(), free_port());
     let mut child = Command::new(patron_bin())
         .args([
+            "--otlp-endpoint",
+            &otlp,
             "serve",
             "--kafka-brokers",
             &kafka.bootstrap(),
@@ -146,10 +260,94 @@ async fn serve_runs_every_service_and_stops_cleanly() {
     ] {
         assert!(body.contains(metric), "{metric} is exported:\n{body}");
     }
-    assert!(
-        TcpStream::connect(("127.0.0.1", api)).is_ok(),
-        "the API listens"
+
+    // Consumer lag per partition, from librdkafka's statistics (every 5 s): once everything is
+    // ingested and committed, both partitions of the input topic are reported with no lag.
+    let started = Instant::now();
+    loop {
+        let (_, body) = get(metrics, "/metrics").expect("metrics answer");
+        let lags: Vec<Option<f64>> = ["0", "1"]
+            .iter()
+            .map(|p| {
+                sample(
+                    &body,
+                    "patron_ingest_consumer_lag",
+                    &["topic=\"customer-events\"", &format!("partition=\"{p}\"")],
+                )
+            })
+            .collect();
+        if lags.iter().all(|lag| *lag == Some(0.0)) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "consumer lag per partition reaches 0 once all is committed: {lags:?}\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // API calls, counted by method and status code; one continues the caller's trace.
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{api}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("the API listens");
+    let mut client = CustomerServiceClient::new(channel);
+    let mut request = tonic::Request::new(GetCustomerRequest {
+        customer_id: "nobody".into(),
+        min_position: 0,
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer t0ken".parse().unwrap());
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{TRACE_ID}-{PARENT_SPAN_ID}-01")
+            .parse()
+            .unwrap(),
     );
+    let status = client.get_customer(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    for _ in 0..2 {
+        let status = client
+            .get_customer(GetCustomerRequest {
+                customer_id: "s-01".into(),
+                min_position: 0,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    }
+    let mut request = tonic::Request::new(GetCustomerRequest {
+        customer_id: "s-01".into(),
+        min_position: 0,
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer t0ken".parse().unwrap());
+    client
+        .get_customer(request)
+        .await
+        .expect("a known customer");
+    let (_, body) = get(metrics, "/metrics").expect("metrics answer");
+    let method = "method=\"patron.api.v1.CustomerService/GetCustomer\"";
+    for (code, calls) in [("NOT_FOUND", 1.0), ("UNAUTHENTICATED", 2.0), ("OK", 1.0)] {
+        let code = format!("code=\"{code}\"");
+        assert_eq!(
+            sample(&body, "patron_grpc_requests_total", &[method, &code]),
+            Some(calls),
+            "{code} calls counted:\n{body}"
+        );
+        assert_eq!(
+            sample(
+                &body,
+                "patron_grpc_request_duration_seconds_count",
+                &[method, &code]
+            ),
+            Some(calls),
+            "{code} call latencies recorded:\n{body}"
+        );
+    }
 
     let pid = child.id().to_string();
     assert!(
@@ -165,4 +363,76 @@ async fn serve_runs_every_service_and_stops_cleanly() {
         "SIGTERM stops every service cleanly: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+
+    // Shutdown flushed the spans: every stage of the flow is there, and the API call is a child
+    // of the caller's span.
+    let spans = collector.spans();
+    let names: std::collections::BTreeSet<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    for stage in [
+        "ingest.decode",
+        "ingest.batch",
+        "ingest.commit",
+        "projector.page",
+        "relay.publish",
+    ] {
+        assert!(names.contains(stage), "{stage} exported: {names:?}");
+    }
+    let call = spans
+        .iter()
+        .find(|s| s.trace_id == TRACE_ID)
+        .unwrap_or_else(|| panic!("the API call continues the caller's trace: {spans:#?}"));
+    assert_eq!(call.name, "patron.api.v1.CustomerService/GetCustomer");
+    assert_eq!(call.parent_span_id, PARENT_SPAN_ID);
+    assert!(
+        call.attributes
+            .contains(&("rpc.grpc.status_code".into(), "NOT_FOUND".into())),
+        "{call:?}"
+    );
+    assert!(
+        call.resource
+            .contains(&("service.name".into(), "patron".into()))
+            && call
+                .resource
+                .contains(&("patron.command".into(), "serve".into())),
+        "{call:?}"
+    );
+}
+
+/// Readiness is false while no Kafka broker answers, even though the database does.
+#[test]
+fn readiness_fails_while_no_broker_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("patron.db").display());
+    patron(&url, &["migrate"]).success();
+    let (nothing, metrics) = (free_port(), free_port());
+    let mut child = Command::new(patron_bin())
+        .args([
+            "ingest",
+            "--kafka-brokers",
+            &format!("127.0.0.1:{nothing}"),
+            "--metrics-listen",
+            &format!("127.0.0.1:{metrics}"),
+        ])
+        .env("PATRON_DATABASE_URL", &url)
+        .env("PATRON_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let answer = loop {
+        if let Some(answer) = get(metrics, "/readyz") {
+            break answer;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "readiness never answered"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let (status, body) = answer;
+    assert!(status.contains("503"), "{status}: {body}");
+    assert!(body.contains("kafka unavailable"), "{body}");
 }

@@ -130,6 +130,31 @@ class PatronApi(unittest.TestCase):
             stub.GetCustomer(self.pb.GetCustomerRequest(customer_id="nobody"), metadata=self.auth(), timeout=10)
         self.assertEqual(missing.exception.code(), grpc.StatusCode.NOT_FOUND)
 
+    def test_reflection_describes_every_service(self):
+        """What grpcurl does with no proto files: list the services, then resolve a method's
+        request and response types from the descriptors the server sends."""
+        from google.protobuf import descriptor_pool
+        from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+            ProtoReflectionDescriptorDatabase,
+        )
+
+        database = ProtoReflectionDescriptorDatabase(self.channel)
+        services = set(database.get_services())
+        for service in (
+            "patron.api.v1.CustomerService",
+            "patron.api.v1.KpiService",
+            "patron.api.v1.EventStoreService",
+            "grpc.health.v1.Health",
+        ):
+            self.assertIn(service, services)
+        pool = descriptor_pool.DescriptorPool(database)
+        method = pool.FindMethodByName("patron.api.v1.CustomerService.GetCustomer")
+        self.assertEqual(method.input_type.full_name, "patron.api.v1.GetCustomerRequest")
+        self.assertIn("customer_id", method.input_type.fields_by_name)
+        self.assertEqual(method.output_type.full_name, "patron.api.v1.GetCustomerResponse")
+        watch = pool.FindMethodByName("patron.api.v1.CustomerService.WatchLifecycleChanges")
+        self.assertTrue(watch.server_streaming)
+
     def test_list_customers_in_pages(self):
         stub = self.rpc.CustomerServiceStub(self.channel)
         request = self.pb.ListCustomersRequest(page_size=4)

@@ -5,6 +5,7 @@
 //! The path of a query: [`auth`] admits the call, [`customers`] validates it and asks a
 //! [`ReadModels`] (the SQL one reads the projector's active generation), [`convert`] turns rows
 //! into messages, and every failure becomes a status in one place, [`ApiError`]'s `From`.
+//! [`telemetry`] wraps every call in a span and counts it by method and status code.
 
 mod as_of;
 pub mod auth;
@@ -18,6 +19,7 @@ mod page_token;
 pub mod range;
 pub mod read_models;
 mod server;
+pub mod telemetry;
 pub mod wait;
 pub mod watch;
 
@@ -27,4 +29,6 @@ pub use error::ApiError;
 pub use events::EventStoreApi;
 pub use kpi::KpiApi;
 pub use read_models::{ReadModels, SqlReadModels};
-pub use server::{ApiConfig, CUSTOMER_SERVICE, EVENT_STORE_SERVICE, KPI_SERVICE, serve, serve_on};
+pub use server::{
+    ApiConfig, CUSTOMER_SERVICE, EVENT_STORE_SERVICE, KPI_SERVICE, TlsConfig, serve, serve_on,
+};

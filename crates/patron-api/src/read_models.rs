@@ -9,7 +9,8 @@ use patron_store_sql::SqlEventStore;
 
 use patron_domain::CustomerId;
 use patron_lifecycle::Rules;
-use std::sync::Arc;
+use sqlx::{FromRow as _, Row as _};
+use std::sync::{Arc, Mutex};
 
 use patron_store::{EventStore, RecordedEvent};
 
@@ -52,12 +53,25 @@ pub trait ReadModels: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct SqlReadModels {
     store: SqlEventStore,
+    /// The rules of the generation last seen active, parsed once: a generation's rules never
+    /// change, and a new generation (or one recreated under a reused id) has a new creation time.
+    rules: Arc<Mutex<Option<CachedRules>>>,
+}
+
+/// Parsed rules, and the generation they belong to.
+struct CachedRules {
+    generation: i64,
+    created_at: DateTime<Utc>,
+    rules: Arc<Rules>,
 }
 
 impl SqlReadModels {
     /// The read models in the store's database (sharing its pool).
     pub fn new(store: SqlEventStore) -> Self {
-        Self { store }
+        Self {
+            store,
+            rules: Arc::new(Mutex::new(None)),
+        }
     }
 }
 
@@ -79,18 +93,29 @@ macro_rules! on_pool {
 
 mod queries;
 
-const SNAPSHOT: &str = "SELECT a.generation, g.rules, g.watermark FROM projection_active a \
+const SNAPSHOT: &str = "SELECT a.generation, g.watermark, g.created_at FROM projection_active a \
      JOIN projection_generations g ON g.generation = a.generation";
+
+const RULES: &str = "SELECT rules FROM projection_generations WHERE generation = $1";
 
 const CUSTOMER_COLUMNS: &str = "customer_id, stage, stage_since, orders, refunds, \
      gross_revenue_minor, refunded_minor, net_revenue_minor, average_order_minor, \
      first_purchase_at, last_purchase_at, last_event_at, rfm_r, rfm_f, rfm_m, rfm_segment, tier";
 
-const HISTORY: &str = "SELECT seq, from_stage, to_stage, entered_at, rule, \
-     CAST(facts AS TEXT) AS facts FROM stage_history \
-     WHERE generation = $1 AND customer_id = $2 ORDER BY seq";
+/// One customer with its history, and the active generation, in one round trip: one row per
+/// history entry (customer columns repeated), a row of NULLs when the customer is unknown.
+const CUSTOMER_DETAIL: &str = "SELECT a.generation, g.watermark, g.created_at, \
+     c.customer_id, c.stage, c.stage_since, c.orders, c.refunds, c.gross_revenue_minor, \
+     c.refunded_minor, c.net_revenue_minor, c.average_order_minor, c.first_purchase_at, \
+     c.last_purchase_at, c.last_event_at, c.rfm_r, c.rfm_f, c.rfm_m, c.rfm_segment, c.tier, \
+     h.seq, h.from_stage, h.to_stage, h.entered_at, h.rule, CAST(h.facts AS TEXT) AS facts \
+     FROM projection_active a \
+     JOIN projection_generations g ON g.generation = a.generation \
+     LEFT JOIN customers c ON c.generation = a.generation AND c.customer_id = $1 \
+     LEFT JOIN stage_history h ON h.generation = c.generation AND h.customer_id = c.customer_id \
+     ORDER BY h.seq";
 
-type SnapshotRow = (i64, String, Option<DateTime<Utc>>);
+type SnapshotRow = (i64, Option<DateTime<Utc>>, DateTime<Utc>);
 
 impl SqlReadModels {
     async fn snapshot(&self) -> Result<Option<Snapshot>, ApiError> {
@@ -100,22 +125,57 @@ impl SqlReadModels {
             .map(|(snapshot, _)| snapshot))
     }
 
-    async fn active_generation(&self) -> Result<Option<(Snapshot, Rules)>, ApiError> {
+    async fn active_generation(&self) -> Result<Option<(Snapshot, Arc<Rules>)>, ApiError> {
         let row: Option<SnapshotRow> = on_pool!(&self.store, |pool| {
             sqlx::query_as(SNAPSHOT).fetch_optional(pool).await?
         });
-        let Some((generation, rules, watermark)) = row else {
+        let Some((generation, watermark, created_at)) = row else {
             return Ok(None);
         };
-        let rules = patron_lifecycle::Rules::from_toml_str(&rules).map_err(|error| {
-            ApiError::Internal(format!("rules of generation {generation}: {error}"))
-        })?;
+        let rules = self.rules_of(generation, created_at).await?;
         let snapshot = Snapshot {
             generation,
             currency: rules.currency.clone(),
             watermark,
         };
         Ok(Some((snapshot, rules)))
+    }
+
+    /// The rules of a generation, from the cache or read and parsed once.
+    async fn rules_of(
+        &self,
+        generation: i64,
+        created_at: DateTime<Utc>,
+    ) -> Result<Arc<Rules>, ApiError> {
+        if let Ok(cached) = self.rules.lock()
+            && let Some(cached) = cached.as_ref()
+            && cached.generation == generation
+            && cached.created_at == created_at
+        {
+            return Ok(Arc::clone(&cached.rules));
+        }
+        let text: Option<String> = on_pool!(&self.store, |pool| {
+            sqlx::query_scalar(RULES)
+                .bind(generation)
+                .fetch_optional(pool)
+                .await?
+        });
+        let text = text.ok_or_else(|| {
+            ApiError::Unavailable(format!("generation {generation} was replaced meanwhile"))
+        })?;
+        let rules = Arc::new(
+            patron_lifecycle::Rules::from_toml_str(&text).map_err(|error| {
+                ApiError::Internal(format!("rules of generation {generation}: {error}"))
+            })?,
+        );
+        if let Ok(mut cached) = self.rules.lock() {
+            *cached = Some(CachedRules {
+                generation,
+                created_at,
+                rules: Arc::clone(&rules),
+            });
+        }
+        Ok(rules)
     }
 }
 
@@ -151,28 +211,47 @@ fn list_sql(query: &CustomerQuery) -> String {
 #[async_trait]
 impl ReadModels for SqlReadModels {
     async fn customer(&self, customer_id: &str) -> Result<Option<CustomerDetail>, ApiError> {
-        let Some(snapshot) = self.snapshot().await? else {
+        type Decoded = (SnapshotRow, Option<CustomerRow>, Vec<HistoryRow>);
+        let decoded: Option<Decoded> = on_pool!(&self.store, |pool| {
+            let rows = sqlx::query(CUSTOMER_DETAIL)
+                .bind(customer_id)
+                .fetch_all(pool)
+                .await?;
+            let mut decoded: Option<Decoded> = None;
+            for row in &rows {
+                let (_, customer, history) = match &mut decoded {
+                    Some(decoded) => decoded,
+                    None => {
+                        let snapshot = (
+                            row.try_get("generation")?,
+                            row.try_get("watermark")?,
+                            row.try_get("created_at")?,
+                        );
+                        let present: Option<String> = row.try_get("customer_id")?;
+                        let customer = match present {
+                            Some(_) => Some(CustomerRow::from_row(row)?),
+                            None => None,
+                        };
+                        decoded.insert((snapshot, customer, Vec::new()))
+                    }
+                };
+                let seq: Option<i32> = row.try_get("seq")?;
+                if customer.is_some() && seq.is_some() {
+                    history.push(HistoryRow::from_row(row)?);
+                }
+            }
+            decoded
+        });
+        let Some(((generation, watermark, created_at), Some(customer), history)) = decoded else {
             return Ok(None);
         };
-        let sql = format!(
-            "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE generation = $1 AND customer_id = $2"
-        );
-        let generation = snapshot.generation;
-        let (customer, history): (Option<CustomerRow>, Vec<HistoryRow>) =
-            on_pool!(&self.store, |pool| {
-                let customer = sqlx::query_as(&sql)
-                    .bind(generation)
-                    .bind(customer_id)
-                    .fetch_optional(pool)
-                    .await?;
-                let history = sqlx::query_as(HISTORY)
-                    .bind(generation)
-                    .bind(customer_id)
-                    .fetch_all(pool)
-                    .await?;
-                (customer, history)
-            });
-        Ok(customer.map(|customer| CustomerDetail {
+        let rules = self.rules_of(generation, created_at).await?;
+        let snapshot = Snapshot {
+            generation,
+            currency: rules.currency.clone(),
+            watermark,
+        };
+        Ok(Some(CustomerDetail {
             snapshot,
             customer,
             history,
@@ -233,7 +312,10 @@ impl ReadModels for SqlReadModels {
     }
 
     async fn active(&self) -> Result<Option<(Snapshot, Rules)>, ApiError> {
-        self.active_generation().await
+        Ok(self
+            .active_generation()
+            .await?
+            .map(|(snapshot, rules)| (snapshot, Rules::clone(&rules))))
     }
 
     async fn stream(

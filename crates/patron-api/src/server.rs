@@ -11,8 +11,8 @@ use patron_proto::api::v1::event_store_service_server::EventStoreServiceServer;
 use patron_proto::api::v1::kpi_service_server::KpiServiceServer;
 use patron_store_sql::SqlEventStore;
 use tokio::net::TcpListener;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -22,6 +22,7 @@ use crate::error::ApiError;
 use crate::events::EventStoreApi;
 use crate::kpi::KpiApi;
 use crate::read_models::{ReadModels, SqlReadModels};
+use crate::telemetry::RequestTelemetryLayer;
 
 /// The fully-qualified name health reports the customer service under.
 pub const CUSTOMER_SERVICE: &str = "patron.api.v1.CustomerService";
@@ -41,6 +42,45 @@ pub struct ApiConfig {
     pub health_interval: Duration,
     /// How often a lifecycle watch stream polls the outbox when it has nothing to send.
     pub watch_poll: Duration,
+    /// TLS, and with a client CA mutual TLS; plaintext when `None`.
+    pub tls: Option<TlsConfig>,
+}
+
+/// The server's certificate and key, and optionally the CA that client certificates must be
+/// signed by (mutual TLS: a client without such a certificate cannot connect). Bearer tokens are
+/// required either way.
+#[derive(Clone)]
+pub struct TlsConfig {
+    /// The server's certificate chain, PEM.
+    pub certificate: Vec<u8>,
+    /// The server's private key, PEM (a secret: never logged).
+    pub key: Vec<u8>,
+    /// CA certificates (PEM) client certificates must chain to; `None` asks for none.
+    pub client_ca: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field(
+                "certificate",
+                &format_args!("<{} bytes>", self.certificate.len()),
+            )
+            .field("key", &format_args!("<redacted>"))
+            .field("mutual", &self.client_ca.is_some())
+            .finish()
+    }
+}
+
+impl TlsConfig {
+    fn server_config(&self) -> ServerTlsConfig {
+        let config =
+            ServerTlsConfig::new().identity(Identity::from_pem(&self.certificate, &self.key));
+        match &self.client_ca {
+            Some(ca) => config.client_ca_root(Certificate::from_pem(ca)),
+            None => config,
+        }
+    }
 }
 
 impl ApiConfig {
@@ -51,6 +91,7 @@ impl ApiConfig {
             tokens,
             health_interval: Duration::from_secs(5),
             watch_poll: Duration::from_millis(200),
+            tls: None,
         }
     }
 }
@@ -62,6 +103,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("tokens", &format_args!("<{} redacted>", self.tokens.len()))
             .field("health_interval", &self.health_interval)
             .field("watch_poll", &self.watch_poll)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -110,15 +152,34 @@ pub async fn serve_on(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|error| ApiError::Serve(format!("reflection: {error}")))?;
+    // The pre-standard v1alpha service too: older grpcurl and the grpcio reflection client ask it.
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(patron_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|error| ApiError::Serve(format!("reflection: {error}")))?;
     let auth = BearerAuth::new(&config.tokens);
     let customer_api = CustomerApi::new(models.clone()).with_watch_poll(config.watch_poll);
     let customers = CustomerServiceServer::with_interceptor(customer_api, auth.clone());
     let kpis = KpiServiceServer::with_interceptor(KpiApi::new(models.clone()), auth.clone());
     let events = EventStoreServiceServer::with_interceptor(EventStoreApi::new(models), auth);
-    tracing::info!(address = ?address, "gRPC API listening");
-    let result = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = &config.tls {
+        builder = builder
+            .tls_config(tls.server_config())
+            .map_err(|error| ApiError::Serve(format!("TLS configuration: {error}")))?;
+    }
+    tracing::info!(
+        address = ?address,
+        tls = config.tls.is_some(),
+        mutual_tls = config.tls.as_ref().is_some_and(|tls| tls.client_ca.is_some()),
+        "gRPC API listening"
+    );
+    let result = builder
+        .layer(RequestTelemetryLayer)
         .add_service(health)
         .add_service(reflection)
+        .add_service(reflection_alpha)
         .add_service(customers)
         .add_service(kpis)
         .add_service(events)

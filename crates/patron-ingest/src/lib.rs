@@ -85,6 +85,8 @@ impl Ingestor {
 
     /// Commits a batch. Safe to call again with the same batch after a transient error: dead
     /// letters already delivered are not sent twice, and the append is idempotent.
+    #[tracing::instrument(name = "ingest.commit", skip_all,
+        fields(records = prepared.records, appended, duplicates))]
     pub async fn commit(&self, prepared: &mut PreparedBatch) -> Result<BatchReport, IngestError> {
         if !prepared.dead_letters.is_empty() && !prepared.dead_letters_sent {
             self.dead_letters.send(&prepared.dead_letters).await?;
@@ -95,6 +97,9 @@ impl Ingestor {
         metrics::histogram!("patron_ingest_append_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("patron_ingest_events_total").increment(receipt.appended);
         metrics::counter!("patron_ingest_duplicates_total").increment(receipt.duplicates);
+        let span = tracing::Span::current();
+        span.record("appended", receipt.appended);
+        span.record("duplicates", receipt.duplicates);
         for letter in &prepared.dead_letters {
             metrics::counter!("patron_ingest_dead_letters_total", "class" => letter.error.class.as_str())
                 .increment(1);

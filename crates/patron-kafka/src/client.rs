@@ -33,3 +33,39 @@ impl KafkaSettings {
         config
     }
 }
+
+/// A client kept for readiness checks: it asks the cluster for its metadata.
+#[derive(Clone)]
+pub struct BrokerProbe {
+    client: std::sync::Arc<rdkafka::consumer::BaseConsumer>,
+}
+
+impl std::fmt::Debug for BrokerProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerProbe").finish_non_exhaustive()
+    }
+}
+
+impl BrokerProbe {
+    /// A probe for the brokers of `settings` (no connection is made until [`BrokerProbe::check`]).
+    pub fn new(settings: &KafkaSettings) -> Result<Self, crate::KafkaError> {
+        let client = settings.config(&[]).create()?;
+        Ok(Self {
+            client: std::sync::Arc::new(client),
+        })
+    }
+
+    /// How many brokers the cluster has, if one of them answers within `timeout`.
+    pub async fn check(&self, timeout: std::time::Duration) -> Result<usize, crate::KafkaError> {
+        use rdkafka::consumer::Consumer as _;
+        let client = std::sync::Arc::clone(&self.client);
+        tokio::task::spawn_blocking(move || {
+            client
+                .fetch_metadata(None, timeout)
+                .map(|metadata| metadata.brokers().len())
+        })
+        .await
+        .map_err(|error| crate::KafkaError::Config(format!("broker check did not run: {error}")))?
+        .map_err(crate::KafkaError::from)
+    }
+}

@@ -15,6 +15,7 @@
 //! the partitions and retries the same batch with exponential backoff, while the consume loop
 //! keeps polling (so the member stays in the group); once the commit succeeds, it resumes.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use tokio::runtime::Handle;
@@ -109,9 +111,49 @@ struct IngestContext {
     runtime: Handle,
     revoked: AtomicBool,
     shared: Arc<Shared>,
+    /// Partitions whose lag was last reported by this consumer, to zero them once they are gone.
+    lagging: std::sync::Mutex<HashSet<(String, i32)>>,
+}
+
+impl IngestContext {
+    /// Publishes `patron_ingest_consumer_lag{topic, partition}` from librdkafka's statistics:
+    /// the records between the partition's end and the offset this group committed. A partition
+    /// no longer assigned here is set to 0, so a scrape never shows a lag that is not ours.
+    fn report_lag(&self, statistics: &Statistics) {
+        let mut now = HashSet::new();
+        for (topic, partitions) in &statistics.topics {
+            for (&partition, stats) in &partitions.partitions {
+                // -1 is librdkafka's "unassigned" partition; a negative lag means "not known".
+                if partition < 0 || stats.consumer_lag < 0 {
+                    continue;
+                }
+                lag_gauge(topic, partition).set(stats.consumer_lag as f64);
+                now.insert((topic.clone(), partition));
+            }
+        }
+        let Ok(mut lagging) = self.lagging.lock() else {
+            return;
+        };
+        for (topic, partition) in lagging.difference(&now) {
+            lag_gauge(topic, *partition).set(0.0);
+        }
+        *lagging = now;
+    }
+}
+
+fn lag_gauge(topic: &str, partition: i32) -> metrics::Gauge {
+    metrics::gauge!(
+        "patron_ingest_consumer_lag",
+        "topic" => topic.to_owned(),
+        "partition" => partition.to_string()
+    )
 }
 
 impl ClientContext for IngestContext {
+    fn stats(&self, statistics: Statistics) {
+        self.report_lag(&statistics);
+    }
+
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
         match level {
             RDKafkaLogLevel::Emerg
@@ -308,6 +350,7 @@ impl IngestConsumer {
             runtime: Handle::current(),
             revoked: AtomicBool::new(false),
             shared: Arc::clone(&shared),
+            lagging: std::sync::Mutex::new(HashSet::new()),
         };
         let consumer: StreamConsumer<IngestContext> = kafka
             .config(&[
@@ -318,6 +361,8 @@ impl IngestConsumer {
                 ("partition.assignment.strategy", "range,roundrobin"),
                 // Bound what librdkafka prefetches, so memory stays flat however far behind we are.
                 ("queued.max.messages.kbytes", "16384"),
+                // Statistics every 5 s feed the consumer-lag gauge.
+                ("statistics.interval.ms", "5000"),
             ])
             .create_with_context(context)?;
         Ok(Self {
@@ -454,6 +499,7 @@ impl IngestConsumer {
 
     /// Decodes and validates a batch.
     fn prepare(&self, records: Vec<InboundRecord>) -> PreparedBatch {
+        let _span = tracing::info_span!("ingest.decode", records = records.len()).entered();
         prepare(records, &self.settings, Utc::now())
     }
 
@@ -462,13 +508,27 @@ impl IngestConsumer {
         // Nothing is in flight (the loop only starts a commit then), so the permit is free.
         let permit = Arc::clone(&self.shared.in_flight).try_acquire_owned().ok();
         self.shared.cancel.store(false, Ordering::SeqCst);
-        tokio::spawn(commit(
-            Arc::clone(&self.consumer),
-            Arc::clone(&self.ingestor),
-            Arc::clone(&self.shared),
-            self.options.clone(),
-            prepared,
-            permit,
+        let span = tracing::info_span!(
+            "ingest.batch",
+            records = prepared.records,
+            events = prepared
+                .batch
+                .streams
+                .iter()
+                .map(|s| s.events.len())
+                .sum::<usize>(),
+            dead_letters = prepared.dead_letters.len(),
+        );
+        tokio::spawn(tracing::Instrument::instrument(
+            commit(
+                Arc::clone(&self.consumer),
+                Arc::clone(&self.ingestor),
+                Arc::clone(&self.shared),
+                self.options.clone(),
+                prepared,
+                permit,
+            ),
+            span,
         ))
     }
 

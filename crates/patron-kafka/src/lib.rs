@@ -15,7 +15,7 @@ mod lifecycle;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use client::KafkaSettings;
+pub use client::{BrokerProbe, KafkaSettings};
 pub use consumer::{IngestConsumer, IngestOptions, IngestSummary};
 pub use dead_letters::KafkaDeadLetters;
 pub use embedded::{EmbeddedKafka, OutboundRecord, Producer};

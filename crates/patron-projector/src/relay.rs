@@ -50,6 +50,8 @@ impl RelayConfig {
 
 /// Publishes one batch after the stored offset and stores the new offset; returns how many
 /// records were published.
+#[tracing::instrument(name = "relay.publish", skip_all,
+    fields(relay = %config.name, after, records))]
 pub async fn relay_once(
     models: &dyn ReadModelStore,
     publisher: &dyn LifecyclePublisher,
@@ -57,6 +59,9 @@ pub async fn relay_once(
 ) -> Result<usize, RelayError> {
     let after = models.relay_offset(&config.name).await?;
     let records = models.outbox_after(after, config.batch.max(1)).await?;
+    let span = tracing::Span::current();
+    span.record("after", after);
+    span.record("records", records.len());
     let Some(last) = records.last().map(|record| record.id) else {
         return Ok(0);
     };

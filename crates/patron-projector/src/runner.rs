@@ -146,6 +146,9 @@ impl LiveProjection {
 
     /// Reads one page after the checkpoint, applies it and commits the changes with the new
     /// checkpoint. After an error the in-memory state may be ahead of the database: reopen.
+    #[tracing::instrument(name = "projector.page", skip_all,
+        fields(generation = self.generation.id, after = self.projection.checkpoint().0,
+               events, transitions, checkpoint))]
     pub async fn step(&mut self) -> Result<Step, ReadModelError> {
         let expected = self.projection.checkpoint();
         let page = self.store.read_all(expected, self.config.batch).await?;
@@ -160,6 +163,10 @@ impl LiveProjection {
             .projection
             .apply_page(&page, &self.config.rules, self.currency);
         let changes = self.projection.take_changes();
+        let span = tracing::Span::current();
+        span.record("events", applied);
+        span.record("transitions", changes.outbox.len());
+        span.record("checkpoint", changes.checkpoint.0);
         let started = std::time::Instant::now();
         self.models
             .commit(self.generation.id, expected, &changes)
@@ -186,6 +193,7 @@ impl LiveProjection {
 
     /// Appends a tick at `now` (to whole seconds) if event time lags it by the tick interval;
     /// returns whether it did. Ticks are events, so a replay sees them where live processing did.
+    #[tracing::instrument(name = "projector.tick", skip_all, level = "debug")]
     pub async fn tick_if_quiet(&self, now: DateTime<Utc>) -> Result<bool, ReadModelError> {
         let interval = TimeDelta::from_std(self.config.tick_interval).unwrap_or(TimeDelta::MAX);
         let lagging = self

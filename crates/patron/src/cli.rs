@@ -17,7 +17,8 @@ pub(crate) struct Cli {
     #[command(flatten)]
     pub(crate) log: LogArgs,
     /// Serve Prometheus metrics (`/metrics`), liveness (`/livez`) and readiness (`/readyz`, false
-    /// while the database is unreachable) over HTTP on this address, e.g. `0.0.0.0:9464`.
+    /// while the database or the Kafka brokers are unreachable) over HTTP on this address, e.g.
+    /// `0.0.0.0:9464`.
     #[arg(long, env = "PATRON_METRICS_LISTEN", global = true)]
     pub(crate) metrics_listen: Option<std::net::SocketAddr>,
     #[command(subcommand)]
@@ -54,9 +55,9 @@ pub(crate) struct DatabaseArgs {
     pub(crate) database_connect_timeout: std::time::Duration,
 }
 
-/// Logging.
+/// Logging and tracing.
 #[derive(Debug, Clone, Args)]
-#[command(next_help_heading = "Logging")]
+#[command(next_help_heading = "Logging and tracing")]
 pub(crate) struct LogArgs {
     /// Log filter, in `tracing` syntax (e.g. `info`, `patron=debug,sqlx=warn`). Logs go to stderr.
     #[arg(long, env = "PATRON_LOG", default_value = "info", global = true)]
@@ -65,6 +66,20 @@ pub(crate) struct LogArgs {
     /// Log format.
     #[arg(long, env = "PATRON_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub(crate) log_format: LogFormat,
+
+    /// Export spans over OTLP/gRPC to this collector, e.g. `http://otel-collector:4317`
+    /// (unset: no export). Spans continue a caller's W3C `traceparent`.
+    #[arg(long, env = "PATRON_OTLP_ENDPOINT", global = true)]
+    pub(crate) otlp_endpoint: Option<String>,
+
+    /// The `service.name` exported spans carry.
+    #[arg(
+        long,
+        env = "PATRON_OTLP_SERVICE_NAME",
+        default_value = "patron",
+        global = true
+    )]
+    pub(crate) otlp_service_name: String,
 }
 
 /// How logs are written.
@@ -231,6 +246,43 @@ pub(crate) struct ApiArgs {
         required = true
     )]
     pub(crate) api_tokens: Vec<String>,
+
+    /// Serve TLS with this certificate chain (PEM file); needs `--api-tls-key`.
+    #[arg(long, env = "PATRON_API_TLS_CERT", requires = "api_tls_key")]
+    pub(crate) api_tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM file) of `--api-tls-cert`.
+    #[arg(long, env = "PATRON_API_TLS_KEY", requires = "api_tls_cert")]
+    pub(crate) api_tls_key: Option<PathBuf>,
+
+    /// Mutual TLS: admit only clients whose certificate chains to these CA certificates (PEM
+    /// file). Needs `--api-tls-cert`; bearer tokens are still required.
+    #[arg(long, env = "PATRON_API_TLS_CLIENT_CA", requires = "api_tls_cert")]
+    pub(crate) api_tls_client_ca: Option<PathBuf>,
+}
+
+impl ApiArgs {
+    /// The API's configuration, with the TLS files read.
+    pub(crate) fn config(&self) -> anyhow::Result<patron_api::ApiConfig> {
+        use anyhow::Context as _;
+        let read = |path: &PathBuf, what: &str| {
+            std::fs::read(path)
+                .with_context(|| format!("cannot read the {what} {}", path.display()))
+        };
+        let mut config = patron_api::ApiConfig::new(self.api_listen, self.api_tokens.clone());
+        if let (Some(certificate), Some(key)) = (&self.api_tls_cert, &self.api_tls_key) {
+            config.tls = Some(patron_api::TlsConfig {
+                certificate: read(certificate, "certificate (--api-tls-cert)")?,
+                key: read(key, "private key (--api-tls-key)")?,
+                client_ca: self
+                    .api_tls_client_ca
+                    .as_ref()
+                    .map(|ca| read(ca, "client CA (--api-tls-client-ca)"))
+                    .transpose()?,
+            });
+        }
+        Ok(config)
+    }
 }
 
 /// Everything `patron serve` runs, with the options of each service.
@@ -249,6 +301,37 @@ pub(crate) struct ServeArgs {
         default_value = "patron.lifecycle.v1"
     )]
     pub(crate) lifecycle_topic: String,
+}
+
+impl Command {
+    /// The subcommand's name, as typed.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Self::Migrate => "migrate",
+            Self::Import(_) => "import",
+            Self::Events(_) => "events",
+            Self::Ingest(_) => "ingest",
+            Self::Project(_) => "project",
+            Self::Relay(_) => "relay",
+            Self::Rebuild(_) => "rebuild",
+            Self::Api(_) => "api",
+            Self::Serve(_) => "serve",
+            Self::ConfigReference => "config-reference",
+            Self::Rules(_) => "rules",
+            Self::Dev(_) => "dev",
+        }
+    }
+
+    /// The brokers this command talks to, when it talks to a broker of the user's (readiness
+    /// checks them). `dev` runs its own in the process.
+    pub(crate) fn kafka(&self) -> Option<patron_kafka::KafkaSettings> {
+        match self {
+            Self::Ingest(args) => Some(args.kafka.settings()),
+            Self::Serve(args) => Some(args.ingest.kafka.settings()),
+            Self::Relay(args) => Some(args.kafka.settings()),
+            _ => None,
+        }
+    }
 }
 
 /// How a rebuild runs.
@@ -276,6 +359,16 @@ pub(crate) struct KafkaArgs {
     #[arg(long = "kafka-option", env = "PATRON_KAFKA_OPTIONS", value_delimiter = ',',
           value_parser = parse_key_value)]
     pub(crate) kafka_options: Vec<(String, String)>,
+}
+
+impl KafkaArgs {
+    /// The client settings these options describe.
+    pub(crate) fn settings(&self) -> patron_kafka::KafkaSettings {
+        patron_kafka::KafkaSettings {
+            brokers: self.kafka_brokers.clone(),
+            options: self.kafka_options.clone(),
+        }
+    }
 }
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {

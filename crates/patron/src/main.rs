@@ -4,12 +4,13 @@ mod cli;
 mod commands;
 mod observe;
 mod reference;
+mod telemetry;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, LogFormat};
+use crate::cli::{Cli, Command};
 
 /// Decoding and batching allocate many small, short-lived values; mimalloc handles that load
 /// markedly better than the system allocator (measured by `make bench`).
@@ -18,7 +19,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(&cli.log.log, cli.log.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -29,9 +29,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let telemetry = {
+        let _runtime = runtime.enter();
+        match telemetry::init(&cli.log, cli.command.name()) {
+            Ok(telemetry) => telemetry,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
     let result = runtime.block_on(async {
         if let Some(listen) = cli.metrics_listen {
-            observe::start(listen, &cli.database).await?;
+            observe::start(listen, &cli.database, cli.command.kafka()).await?;
         }
         match cli.command {
             Command::Migrate => commands::migrate::run(&cli.database).await,
@@ -60,23 +70,16 @@ fn main() -> ExitCode {
             Command::Dev(args) => commands::dev::run(&cli.database, args).await,
         }
     });
-    match result {
+    let code = match result {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
+    };
+    {
+        let _runtime = runtime.enter();
+        telemetry.shutdown();
     }
-}
-
-fn init_tracing(filter: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    code
 }

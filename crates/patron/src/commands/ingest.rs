@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use patron_codec::Limits;
 use patron_ingest::Settings;
-use patron_kafka::{IngestConsumer, IngestOptions, KafkaDeadLetters, KafkaSettings};
+use patron_kafka::{IngestConsumer, IngestOptions, KafkaDeadLetters};
 
 use crate::cli::{DatabaseArgs, IngestArgs};
 
@@ -34,10 +34,7 @@ pub(crate) fn consumer(
     args: &IngestArgs,
     store: Arc<dyn patron_store::EventStore>,
 ) -> anyhow::Result<IngestConsumer> {
-    let kafka = KafkaSettings {
-        brokers: args.kafka.kafka_brokers.clone(),
-        options: args.kafka.kafka_options.clone(),
-    };
+    let kafka = args.kafka.settings();
     let dead_letters = Arc::new(
         KafkaDeadLetters::new(&kafka, args.dead_letter_suffix.clone())
             .context("cannot create the dead-letter producer")?,

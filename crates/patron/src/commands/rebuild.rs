@@ -32,9 +32,11 @@ pub(crate) async fn run(database: &DatabaseArgs, args: RebuildArgs) -> anyhow::R
             bar.set_position(p.position.0);
         }
     };
-    let report =
-        patron_projector::rebuild(store.into_dyn(), models, &config, options, &mut progress)
-            .await?;
+    let report = tracing::Instrument::instrument(
+        patron_projector::rebuild(store.into_dyn(), models, &config, options, &mut progress),
+        tracing::info_span!("rebuild", page_size = options.page),
+    )
+    .await?;
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use patron_kafka::{KafkaLifecyclePublisher, KafkaSettings};
+use patron_kafka::KafkaLifecyclePublisher;
 use patron_projector::RelayConfig;
 
 use crate::cli::{DatabaseArgs, RelayArgs};
@@ -17,10 +17,7 @@ pub(crate) fn relay_name(topic: &str) -> String {
 pub(crate) async fn run(database: &DatabaseArgs, args: RelayArgs) -> anyhow::Result<ExitCode> {
     let shutdown = shutdown_signal();
     let store = open_store(database).await?;
-    let settings = KafkaSettings {
-        brokers: args.kafka.kafka_brokers.clone(),
-        options: args.kafka.kafka_options.clone(),
-    };
+    let settings = args.kafka.settings();
     let publisher = KafkaLifecyclePublisher::new(&settings, &args.lifecycle_topic)?;
     let mut config = RelayConfig::new(relay_name(&args.lifecycle_topic));
     config.batch = usize::try_from(args.batch_size).unwrap_or(500);

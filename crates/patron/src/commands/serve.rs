@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use patron_kafka::{KafkaLifecyclePublisher, KafkaSettings};
+use patron_kafka::KafkaLifecyclePublisher;
 use patron_projector::{RelayConfig, SystemClock};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -23,14 +23,11 @@ pub(crate) async fn run(database: &DatabaseArgs, args: ServeArgs) -> anyhow::Res
     let sql = open_store(database).await?;
     let store = sql.clone().into_dyn();
     let models = sql.read_models();
-    let kafka = KafkaSettings {
-        brokers: args.ingest.kafka.kafka_brokers.clone(),
-        options: args.ingest.kafka.kafka_options.clone(),
-    };
+    let kafka = args.ingest.kafka.settings();
     let consumer = ingest::consumer(&args.ingest, store.clone())?;
     let publisher = KafkaLifecyclePublisher::new(&kafka, &args.lifecycle_topic)
         .context("cannot create the lifecycle producer")?;
-    let api = patron_api::ApiConfig::new(args.api.api_listen, args.api.api_tokens.clone());
+    let api = args.api.config()?;
 
     let (stop_tx, stop) = watch::channel(false);
     let mut services: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
