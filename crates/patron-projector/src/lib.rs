@@ -11,6 +11,7 @@
 //!
 //! There is no SQL and no I/O here besides the [`EventStore`] port.
 
+pub mod clv;
 pub mod kpi;
 mod port;
 mod projection;

@@ -48,7 +48,7 @@ impl Purchases {
 
 /// Folds one event of the customer into its purchases: purchases and refunds in `currency`,
 /// nothing else. Validated events never carry negative amounts; one that did would be ignored.
-pub fn apply(purchases: &mut Purchases, event: &Event, currency: Currency) {
+pub(crate) fn apply(purchases: &mut Purchases, event: &Event, currency: Currency) {
     match &event.body {
         EventBody::Purchase(purchase) if purchase.amount.currency == currency => {
             let day = event.occurred_at.date_naive();
