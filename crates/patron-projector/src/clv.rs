@@ -13,6 +13,8 @@
 //! without predictions; the next fit (on schedule in `patron serve`, which also fits as soon as it
 //! sees the active generation has none, or `patron fit`) computes them for it.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use patron_clv::{
@@ -230,6 +232,9 @@ pub async fn fit_and_store(
     now: DateTime<Utc>,
 ) -> Result<ModelVersion, FitError> {
     config.validate().map_err(FitError::Config)?;
+    // Stored timestamps keep microseconds: the returned model equals the stored one.
+    let now = chrono::DurationRound::duration_trunc(now, chrono::TimeDelta::microseconds(1))
+        .unwrap_or(now);
     let generation = models.active_generation().await?;
     let (generation, evaluated_at) = match generation {
         Some(g) => match g.watermark {
@@ -307,6 +312,159 @@ async fn reject(
         .await?;
     let kept = store.latest_model().await?.map(|m| m.version);
     Err(FitError::Rejected { reason, kept })
+}
+
+/// Fits on demand and on a schedule, one fit at a time in this process (a second process
+/// fitting at the same moment gets a conflict on the version number and fails cleanly).
+pub struct Fitter {
+    models: Arc<dyn ReadModelStore>,
+    store: Arc<dyn ClvStore>,
+    config: FitConfig,
+    running: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Fitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fitter")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fitter {
+    /// A fitter over these stores; the configuration is checked.
+    pub fn new(
+        models: Arc<dyn ReadModelStore>,
+        store: Arc<dyn ClvStore>,
+        config: FitConfig,
+    ) -> Result<Self, FitError> {
+        config.validate().map_err(FitError::Config)?;
+        Ok(Self {
+            models,
+            store,
+            config,
+            running: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The configuration fits use.
+    pub fn config(&self) -> &FitConfig {
+        &self.config
+    }
+
+    /// Fits now (after any fit already running here), stamped `now`; see [`fit_and_store`].
+    pub async fn fit(&self, now: DateTime<Utc>) -> Result<ModelVersion, FitError> {
+        let _one_at_a_time = self.running.lock().await;
+        let started = std::time::Instant::now();
+        let outcome =
+            fit_and_store(self.models.as_ref(), self.store.as_ref(), &self.config, now).await;
+        metrics::histogram!("patron_clv_fit_seconds").record(started.elapsed().as_secs_f64());
+        match &outcome {
+            Ok(fitted) => {
+                metrics::gauge!("patron_clv_model_version").set(fitted.version as f64);
+                metrics::counter!("patron_clv_fits_total", "outcome" => "accepted").increment(1);
+            }
+            Err(_) => {
+                metrics::counter!("patron_clv_fits_total", "outcome" => "rejected").increment(1);
+            }
+        }
+        outcome
+    }
+
+    /// The model version in force, if any.
+    pub async fn latest(&self) -> Result<Option<ModelVersion>, ReadModelError> {
+        self.store.latest_model().await
+    }
+}
+
+/// The last fit attempt this process made: when, and on which generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt {
+    /// When (wall clock).
+    pub at: DateTime<Utc>,
+    /// The active generation then.
+    pub generation: GenerationId,
+}
+
+/// Whether a scheduled fit is due at `now`: when no fit has been accepted or tried within
+/// `interval`, or when the active generation has no predictions of the model in force (a rebuild
+/// swapped it in) and this process has not tried to fit it yet.
+pub fn fit_due(
+    now: DateTime<Utc>,
+    interval: chrono::TimeDelta,
+    active: GenerationId,
+    latest: Option<&ModelVersion>,
+    last_attempt: Option<Attempt>,
+) -> bool {
+    let last = match (
+        latest.map(|m| m.model.fitted_at),
+        last_attempt.map(|a| a.at),
+    ) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, y) => x.or(y),
+    };
+    let stale = last.is_none_or(|last| now - last >= interval);
+    let new_generation = latest.is_some_and(|m| m.model.generation != active)
+        && last_attempt.is_none_or(|a| a.generation != active);
+    stale || new_generation
+}
+
+/// Fits on a schedule until `shutdown`: looks every `check` (at most a minute is sensible) and
+/// fits when [`fit_due`] says so. Rejected fits and unreachable databases are logged, never fatal.
+pub async fn run_fitter(
+    fitter: Arc<Fitter>,
+    interval: std::time::Duration,
+    check: std::time::Duration,
+    clock: Arc<dyn crate::Clock>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let interval = chrono::TimeDelta::from_std(interval).unwrap_or(chrono::TimeDelta::MAX);
+    let mut last_attempt: Option<Attempt> = None;
+    loop {
+        match scheduled(&fitter, interval, clock.now(), last_attempt).await {
+            Ok(Some(attempt)) => last_attempt = Some(attempt),
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "cannot check whether a CLV fit is due"),
+        }
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = tokio::time::sleep(check) => {}
+        }
+    }
+}
+
+/// One scheduler check: fits if due; returns the attempt made, if any.
+async fn scheduled(
+    fitter: &Fitter,
+    interval: chrono::TimeDelta,
+    now: DateTime<Utc>,
+    last_attempt: Option<Attempt>,
+) -> Result<Option<Attempt>, ReadModelError> {
+    let Some(active) = fitter.models.active_generation().await? else {
+        return Ok(None);
+    };
+    // Nothing projected yet: nothing to fit, and nothing worth recording as a failure.
+    if active.watermark.is_none() {
+        return Ok(None);
+    }
+    let latest = fitter.latest().await?;
+    if !fit_due(now, interval, active.id, latest.as_ref(), last_attempt) {
+        return Ok(None);
+    }
+    match fitter.fit(now).await {
+        Ok(fitted) => tracing::info!(
+            version = fitted.version,
+            generation = fitted.model.generation,
+            customers = fitted.model.customers,
+            "CLV model fitted"
+        ),
+        Err(error) => tracing::warn!(%error, "scheduled CLV fit"),
+    }
+    Ok(Some(Attempt {
+        at: now,
+        generation: active.id,
+    }))
 }
 
 type Fitted = (u64, u64, FittedModel, Vec<Prediction>);
@@ -471,7 +629,9 @@ mod tests {
         assert_eq!(customers, 2_000);
         assert_eq!(predictions.len(), 2_000);
         assert!(repeat_buyers > 100, "{repeat_buyers}");
-        let gg = model.gamma_gamma.unwrap_or_else(|| panic!("{:?}", model.spend_note));
+        let gg = model
+            .gamma_gamma
+            .unwrap_or_else(|| panic!("{:?}", model.spend_note));
         assert!(gg.p > 0.0 && gg.q > 1.0, "{gg:?}");
         for p in &predictions {
             assert!((0.0..=1.0).contains(&p.p_alive), "{p:?}");
@@ -518,6 +678,58 @@ mod tests {
             reason.contains("BG/NBD") && reason.contains("repeat"),
             "{reason}"
         );
+    }
+
+    #[test]
+    fn a_scheduled_fit_is_due_after_the_interval_or_on_a_new_generation() {
+        let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let day = TimeDelta::days(1);
+        let (summaries, at) = population(300);
+        let (_, _, model, _) = fit_population(&summaries, at, &FitConfig::default()).unwrap();
+        let latest = ModelVersion {
+            version: 4,
+            model: FittedModel {
+                fitted_at: t0,
+                generation: 7,
+                ..model
+            },
+        };
+        assert!(fit_due(t0, day, 7, None, None), "never fitted");
+        assert!(!fit_due(
+            t0 + TimeDelta::hours(23),
+            day,
+            7,
+            Some(&latest),
+            None
+        ));
+        assert!(
+            fit_due(t0 + day, day, 7, Some(&latest), None),
+            "a day later"
+        );
+        assert!(
+            fit_due(t0 + TimeDelta::hours(1), day, 8, Some(&latest), None),
+            "rebuilt"
+        );
+        let tried = Attempt {
+            at: t0 + TimeDelta::hours(1),
+            generation: 8,
+        };
+        assert!(
+            !fit_due(t0 + TimeDelta::hours(2), day, 8, Some(&latest), Some(tried)),
+            "a rejected fit of the new generation is not retried before the interval"
+        );
+        let failed = Attempt {
+            at: t0,
+            generation: 7,
+        };
+        assert!(!fit_due(
+            t0 + TimeDelta::hours(5),
+            day,
+            7,
+            None,
+            Some(failed)
+        ));
+        assert!(fit_due(t0 + day, day, 7, None, Some(failed)));
     }
 
     #[test]
