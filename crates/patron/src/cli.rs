@@ -142,7 +142,7 @@ pub(crate) enum Command {
     /// Run ingest, the projector, the relay and the API in one process (against PostgreSQL and a
     /// real Kafka in production). SIGTERM stops them all: ingest commits the batch in hand,
     /// the projector its page, the API drains.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the configuration reference (every option, its variable and default) as Markdown.
     #[command(hide = true)]
     ConfigReference,
@@ -338,7 +338,9 @@ fn parse_discount_rate(text: &str) -> Result<f64, String> {
     if rate.is_finite() && rate > -1.0 {
         Ok(rate)
     } else {
-        Err(format!("must be finite and above -1 (0.1 = 10 % a year), got {rate}"))
+        Err(format!(
+            "must be finite and above -1 (0.1 = 10 % a year), got {rate}"
+        ))
     }
 }
 

@@ -64,7 +64,7 @@ fn main() -> ExitCode {
                 }
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Serve(args) => commands::serve::run(&cli.database, args).await,
+            Command::Serve(args) => commands::serve::run(&cli.database, *args).await,
             Command::Api(args) => commands::api::run(&cli.database, args).await,
             Command::Fit(args) => commands::fit::run(&cli.database, args).await,
             Command::Rules(args) => commands::rules::run(&args),
