@@ -138,6 +138,17 @@ bench: postgres broker-binary ## Benchmarks (store append, ingest, projection an
 	@set -e; $(MAKE) --no-print-directory broker-start; trap '$(MAKE) --no-print-directory broker-stop' EXIT; \
 		PATRON_BENCH_KAFKA_BROKERS=$(BROKER) ./target/release/patron-bench ingest
 
+# The full-size reliability suite (`make test` runs the same tests in a bounded form).
+CRASH_EVENTS ?= 200000
+CRASH_KILLS ?= 24
+ABUSE_ROUNDS ?= 12
+
+.PHONY: reliability
+reliability: postgres ## Reliability suite at full size (release build): SIGKILL crash test over ingest, projector and relay (CRASH_EVENTS=200000, CRASH_KILLS=24) and API abuse (ABUSE_ROUNDS=12 rounds of 2,000 watch streams), figures printed
+	PATRON_CRASH_EVENTS=$(CRASH_EVENTS) PATRON_CRASH_KILLS=$(CRASH_KILLS) \
+		$(CARGO) test --release -p patron-e2e --test crash -- --nocapture
+	PATRON_ABUSE_ROUNDS=$(ABUSE_ROUNDS) $(CARGO) test --release -p patron-e2e --test abuse -- --nocapture
+
 .PHONY: ci
 ci: lint test ## What CI runs
 
