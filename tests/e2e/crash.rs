@@ -9,6 +9,9 @@
 //! - the lifecycle topic holds every transition of every customer's stage history at least once,
 //!   and per customer no transition was published before the one preceding it (no gap).
 //!
+//! A second test runs several consumers sharing the partitions and two relays on the same outbox,
+//! with kills on top.
+//!
 //! Figures are printed in a table. `make test` runs a bounded form (on the Kafka mock cluster);
 //! `make reliability` runs it at full size: `PATRON_CRASH_EVENTS` (at least this many events,
 //! default 20,000 here) and `PATRON_CRASH_KILLS` (default 8).
@@ -79,8 +82,6 @@ enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 3] = [Kind::Ingest, Kind::Project, Kind::Relay];
-
     fn name(self) -> &'static str {
         match self {
             Kind::Ingest => "ingest",
@@ -200,7 +201,30 @@ async fn read_models(db: &mut PgConnection) -> Vec<String> {
     rows
 }
 
-async fn crash_test(bootstrap: &str, events: u64, kills: usize) {
+/// How many of each service run at once.
+#[derive(Debug, Clone, Copy)]
+struct Fleet {
+    ingest: usize,
+    project: usize,
+    relay: usize,
+}
+
+impl Fleet {
+    const ONE_EACH: Fleet = Fleet {
+        ingest: 1,
+        project: 1,
+        relay: 1,
+    };
+
+    fn kinds(self) -> Vec<Kind> {
+        let mut kinds = vec![Kind::Ingest; self.ingest];
+        kinds.extend(vec![Kind::Project; self.project]);
+        kinds.extend(vec![Kind::Relay; self.relay]);
+        kinds
+    }
+}
+
+async fn crash_test(bootstrap: &str, events: u64, kills: usize, fleet: Fleet) {
     let started = Instant::now();
     let (records, valid) = traffic(events);
     produce(bootstrap, INPUT, &records).await;
@@ -217,11 +241,12 @@ async fn crash_test(bootstrap: &str, events: u64, kills: usize) {
     let mut rng = Lcg(seed);
 
     let mut runs = 0;
-    let mut services: Vec<Service> = Kind::ALL
-        .iter()
+    let mut services: Vec<Service> = fleet
+        .kinds()
+        .into_iter()
         .map(|kind| {
             runs += 1;
-            spawn(*kind, &url, bootstrap, logs.path(), runs)
+            spawn(kind, &url, bootstrap, logs.path(), runs)
         })
         .collect();
     let mut killed: BTreeMap<Kind, usize> = BTreeMap::new();
@@ -398,7 +423,10 @@ async fn crash_test(bootstrap: &str, events: u64, kills: usize) {
 
     let kills_total: usize = killed.values().sum();
     println!();
-    println!("| crash test | |");
+    println!(
+        "| crash test: {} ingest, {} project, {} relay at once | |",
+        fleet.ingest, fleet.project, fleet.relay
+    );
     println!("|---|---|");
     println!("| records produced (incl. malformed) | {} |", records.len());
     println!("| valid events stored, exactly once | {} |", stored.len());
@@ -443,5 +471,25 @@ async fn crashes_lose_nothing_duplicate_nothing_and_skip_nothing() {
     kafka.create_topic(LIFECYCLE, PARTITIONS).unwrap();
     let events = env_or("PATRON_CRASH_EVENTS", 20_000);
     let kills = env_or("PATRON_CRASH_KILLS", 8) as usize;
-    crash_test(&kafka.bootstrap(), events, kills).await;
+    crash_test(&kafka.bootstrap(), events, kills, Fleet::ONE_EACH).await;
+}
+
+/// Concurrency: three ingest consumers sharing the partitions and two relays on the same outbox,
+/// with kills on top. Still nothing lost, nothing applied twice, nothing skipped. (One projector
+/// writes a database's read models: a second one is refused by the checkpoint fence, tested in
+/// `crates/patron-store-sql/tests/read_models.rs`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_services_lose_nothing_duplicate_nothing_and_skip_nothing() {
+    let kafka = MockKafka::start_for_test(1);
+    kafka.create_topic(INPUT, PARTITIONS).unwrap();
+    kafka.create_topic(&format!("{INPUT}.dlq"), 1).unwrap();
+    kafka.create_topic(LIFECYCLE, PARTITIONS).unwrap();
+    let events = env_or("PATRON_CRASH_EVENTS", 20_000);
+    let kills = env_or("PATRON_CRASH_KILLS", 8) as usize;
+    let fleet = Fleet {
+        ingest: 3,
+        project: 1,
+        relay: 2,
+    };
+    crash_test(&kafka.bootstrap(), events, kills / 2, fleet).await;
 }
