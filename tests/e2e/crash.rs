@@ -28,6 +28,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
@@ -224,14 +226,78 @@ impl Fleet {
     }
 }
 
-async fn crash_test(bootstrap: &str, events: u64, kills: usize, fleet: Fleet) {
+/// A TCP proxy in front of PostgreSQL that can play an outage: every connection through it is
+/// cut and new ones are refused until it is restored. The services reach the database through
+/// it; the test's own checks connect directly.
+struct DatabaseProxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl DatabaseProxy {
+    async fn start(upstream: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let connections: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let (accepting, tasks) = (up.clone(), connections.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !accepting.load(Ordering::SeqCst) {
+                    continue; // dropped: connection refused, as good as
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                tasks.lock().unwrap().push(task);
+            }
+        });
+        Self {
+            port,
+            up,
+            connections,
+        }
+    }
+
+    /// The database URL through the proxy.
+    fn url(&self, direct: &str) -> String {
+        let (base, name) = direct.rsplit_once('/').unwrap();
+        let (scheme_user, _) = base.rsplit_once('@').unwrap();
+        format!("{scheme_user}@127.0.0.1:{}/{name}", self.port)
+    }
+
+    fn outage(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for task in self.connections.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+async fn crash_test(bootstrap: &str, events: u64, kills: usize, fleet: Fleet, outages: usize) {
     let started = Instant::now();
     let (records, valid) = traffic(events);
     produce(bootstrap, INPUT, &records).await;
     let db_guard = PgDatabase::create().await;
-    let url = db_guard.url.clone();
-    patron(&url, &["migrate"]).success();
-    let mut db = PgConnection::connect(&url).await.unwrap();
+    let direct = db_guard.url.clone();
+    patron(&direct, &["migrate"]).success();
+    let mut db = PgConnection::connect(&direct).await.unwrap();
+    let upstream = direct
+        .rsplit_once('@')
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .and_then(|(host, _)| std::net::ToSocketAddrs::to_socket_addrs(host).ok())
+        .and_then(|mut addresses| addresses.next())
+        .expect("host:port in the test database URL");
+    let proxy = DatabaseProxy::start(upstream).await;
+    // The services see the database through the proxy (outages are played there).
+    let url = proxy.url(&direct);
     let logs = tempfile::tempdir().unwrap();
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -270,6 +336,43 @@ async fn crash_test(bootstrap: &str, events: u64, kills: usize, fleet: Fleet) {
         }
         runs += 1;
         services.push(spawn(service.kind, &url, bootstrap, logs.path(), runs));
+    }
+
+    // Database outages mid-stream: everything pauses (nothing is stored while it lasts, no
+    // service gives up), then resumes by itself when the database is back.
+    let mut paused_at = Vec::new();
+    for _ in 0..outages {
+        // Cut only once ingest made progress since the last outage (or has stored everything).
+        let last = paused_at.last().copied().unwrap_or(0);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let stored = progress(&mut db).await[0];
+            if stored > last || stored == valid.len() as i64 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no progress before the outage");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.next(300))).await;
+        proxy.outage();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let during = progress(&mut db).await[0];
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let after = progress(&mut db).await[0];
+        assert_eq!(
+            during, after,
+            "nothing is stored while the database is away"
+        );
+        for service in &mut services {
+            assert!(
+                service.child.try_wait().unwrap().is_none(),
+                "patron {} gave up during the outage:\n{}",
+                service.kind.name(),
+                std::fs::read_to_string(&service.log).unwrap_or_default()
+            );
+        }
+        paused_at.push(during);
+        proxy.restore();
     }
 
     // Let the survivors finish: everything ingested, projected and relayed.
@@ -456,6 +559,12 @@ async fn crash_test(bootstrap: &str, events: u64, kills: usize, fleet: Fleet) {
         "| log head / checkpoint / outbox / relayed | {} / {} / {} / {} |",
         done[1], done[2], done[3], done[4]
     );
+    if !paused_at.is_empty() {
+        println!(
+            "| database outages (5 s each; events stored when cut) | {} ({paused_at:?}) |",
+            paused_at.len()
+        );
+    }
     println!("| elapsed | {:.1} s |", started.elapsed().as_secs_f64());
     assert!(
         kills_total >= kills,
@@ -471,7 +580,7 @@ async fn crashes_lose_nothing_duplicate_nothing_and_skip_nothing() {
     kafka.create_topic(LIFECYCLE, PARTITIONS).unwrap();
     let events = env_or("PATRON_CRASH_EVENTS", 20_000);
     let kills = env_or("PATRON_CRASH_KILLS", 8) as usize;
-    crash_test(&kafka.bootstrap(), events, kills, Fleet::ONE_EACH).await;
+    crash_test(&kafka.bootstrap(), events, kills, Fleet::ONE_EACH, 0).await;
 }
 
 /// Concurrency: three ingest consumers sharing the partitions and two relays on the same outbox,
@@ -491,5 +600,17 @@ async fn concurrent_services_lose_nothing_duplicate_nothing_and_skip_nothing() {
         project: 1,
         relay: 2,
     };
-    crash_test(&kafka.bootstrap(), events, kills / 2, fleet).await;
+    crash_test(&kafka.bootstrap(), events, kills / 2, fleet, 0).await;
+}
+
+/// Outages: the database disappears twice mid-stream (every connection cut, new ones refused)
+/// for five seconds; ingest, projector and relay pause and resume by themselves, nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outages_pause_everything_and_lose_nothing() {
+    let kafka = MockKafka::start_for_test(1);
+    kafka.create_topic(INPUT, PARTITIONS).unwrap();
+    kafka.create_topic(&format!("{INPUT}.dlq"), 1).unwrap();
+    kafka.create_topic(LIFECYCLE, PARTITIONS).unwrap();
+    let events = env_or("PATRON_CRASH_EVENTS", 20_000);
+    crash_test(&kafka.bootstrap(), events, 0, Fleet::ONE_EACH, 2).await;
 }
