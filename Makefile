@@ -145,6 +145,17 @@ bench-clv: ## BG/NBD fit time on CDNOW and 1,000,000 synthetic customers, next t
 		|| echo "lifetimes cannot be installed here: the benchmark runs without it"
 	$(CARGO) run --release -p patron-clv --example bench_vs_lifetimes
 
+# The full-size reliability suite (`make test` runs the same tests in a bounded form).
+CRASH_EVENTS ?= 200000
+CRASH_KILLS ?= 24
+ABUSE_ROUNDS ?= 12
+
+.PHONY: reliability
+reliability: postgres ## Reliability suite at full size (release build): SIGKILL crash test over ingest, projector and relay (CRASH_EVENTS=200000, CRASH_KILLS=24; also the concurrency and outage variants) and API abuse (ABUSE_ROUNDS=12 rounds of 2,000 watch streams), figures printed
+	PATRON_CRASH_EVENTS=$(CRASH_EVENTS) PATRON_CRASH_KILLS=$(CRASH_KILLS) \
+		$(CARGO) test --release -p patron-e2e --test crash -- --nocapture --test-threads=1
+	PATRON_ABUSE_ROUNDS=$(ABUSE_ROUNDS) $(CARGO) test --release -p patron-e2e --test abuse -- --nocapture
+
 .PHONY: ci
 ci: lint test ## What CI runs
 

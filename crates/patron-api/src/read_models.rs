@@ -107,20 +107,23 @@ const CUSTOMER_COLUMNS: &str = "customer_id, stage, stage_since, orders, refunds
      first_purchase_at, last_purchase_at, last_event_at, rfm_r, rfm_f, rfm_m, rfm_segment, tier";
 
 /// One customer with its history, and the active generation, in one round trip: one row per
-/// history entry (customer columns repeated), a row of NULLs when the customer is unknown.
-const CUSTOMER_DETAIL: &str = "SELECT a.generation, g.watermark, g.created_at, \
+/// history entry (customer columns repeated), a row of NULLs when the customer is unknown. The
+/// generation comes from a scalar subquery, so PostgreSQL plans both lookups as primary-key
+/// scans whatever its statistics say (joining `projection_active` instead let a fresh database's
+/// planner pick sequential scans of the history).
+const CUSTOMER_DETAIL: &str = "SELECT g.generation, g.watermark, g.created_at, \
      c.customer_id, c.stage, c.stage_since, c.orders, c.refunds, c.gross_revenue_minor, \
      c.refunded_minor, c.net_revenue_minor, c.average_order_minor, c.first_purchase_at, \
      c.last_purchase_at, c.last_event_at, c.rfm_r, c.rfm_f, c.rfm_m, c.rfm_segment, c.tier, \
      h.seq, h.from_stage, h.to_stage, h.entered_at, h.rule, CAST(h.facts AS TEXT) AS facts, \
      p.model_version, m.evaluated_at AS model_evaluated_at, m.horizon_days, p.p_alive, \
      p.expected_purchases, p.expected_spend_minor, p.expected_revenue_minor, p.clv_minor \
-     FROM projection_active a \
-     JOIN projection_generations g ON g.generation = a.generation \
-     LEFT JOIN customers c ON c.generation = a.generation AND c.customer_id = $1 \
-     LEFT JOIN stage_history h ON h.generation = c.generation AND h.customer_id = c.customer_id \
-     LEFT JOIN clv_predictions p ON p.generation = c.generation AND p.customer_id = c.customer_id \
+     FROM projection_generations g \
+     LEFT JOIN customers c ON c.generation = g.generation AND c.customer_id = $1 \
+     LEFT JOIN stage_history h ON h.generation = g.generation AND h.customer_id = c.customer_id \
+     LEFT JOIN clv_predictions p ON p.generation = g.generation AND p.customer_id = c.customer_id \
      LEFT JOIN clv_models m ON m.version = p.model_version \
+     WHERE g.generation = (SELECT generation FROM projection_active) \
      ORDER BY h.seq";
 
 /// The active generation's predictions summed by the customers' current tier.

@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, TimeDelta, TimeZone, Timelike as _, Utc};
 use serde_json::{Map, Number, Value};
 use uuid::Uuid;
 
@@ -253,6 +253,11 @@ fn parse_time(
                 )
             })?,
     };
+    // Kept to the microsecond, PostgreSQL's precision, so that what is stored (on any backend)
+    // and read back is exactly what was validated.
+    let time = time
+        .with_nanosecond(time.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(time);
     let earliest = (policy.now - policy.max_age).max(DateTime::UNIX_EPOCH);
     let latest = policy.now + policy.max_future;
     if time < earliest || time > latest {

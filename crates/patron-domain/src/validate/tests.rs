@@ -349,3 +349,18 @@ fn a_tick_round_trips_through_its_stored_form() {
     assert_eq!(back, body);
     assert!(CustomerId::clock().is_reserved());
 }
+
+#[test]
+fn event_times_are_kept_to_the_microsecond() {
+    let mut r = raw("interaction", json!({"channel": "web", "kind": "visit"}));
+    r.occurred_at = Some(RawTime::Text("2026-11-20T10:00:00.123456789Z".into()));
+    let at = check(r).expect("valid").occurred_at;
+    assert_eq!(at.to_rfc3339(), "2026-11-20T10:00:00.123456+00:00");
+    let mut r = raw("interaction", json!({"channel": "web", "kind": "visit"}));
+    r.occurred_at = Some(RawTime::Unix {
+        seconds: 1_795_000_000,
+        nanos: 999_999_999,
+    });
+    let at = check(r).expect("valid").occurred_at;
+    assert_eq!(chrono::Timelike::nanosecond(&at), 999_999_000);
+}
