@@ -138,6 +138,13 @@ bench: postgres broker-binary ## Benchmarks (store append, ingest, projection an
 	@set -e; $(MAKE) --no-print-directory broker-start; trap '$(MAKE) --no-print-directory broker-stop' EXIT; \
 		PATRON_BENCH_KAFKA_BROKERS=$(BROKER) ./target/release/patron-bench ingest
 
+.PHONY: bench-clv
+bench-clv: ## BG/NBD fit time on CDNOW and 1,000,000 synthetic customers, next to Python lifetimes on the same data (when it installs)
+	@test -x target/venv-clv/bin/python || python3 -m venv target/venv-clv || true
+	@target/venv-clv/bin/pip install --quiet --disable-pip-version-check lifetimes \
+		|| echo "lifetimes cannot be installed here: the benchmark runs without it"
+	$(CARGO) run --release -p patron-clv --example bench_vs_lifetimes
+
 # The full-size reliability suite (`make test` runs the same tests in a bounded form).
 CRASH_EVENTS ?= 200000
 CRASH_KILLS ?= 24

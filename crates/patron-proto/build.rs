@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "patron/api/v1/events_service.proto",
     "patron/api/v1/customers_service.proto",
     "patron/api/v1/kpi_service.proto",
+    "patron/api/v1/admin_service.proto",
     "patron/lifecycle/v1/lifecycle.proto",
 ];
 

@@ -96,5 +96,7 @@ fn detail(customer_id: &CustomerId, view: &CustomerView, snapshot: Snapshot) -> 
         snapshot,
         customer,
         history,
+        // Predictions are population figures as of a fit, not reconstructed for a past time.
+        prediction: None,
     }
 }

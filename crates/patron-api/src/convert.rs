@@ -9,7 +9,7 @@ use patron_proto::api::v1 as pb;
 use patron_proto::lifecycle::v1::Stage as PbStage;
 
 use crate::error::ApiError;
-use crate::model::{CustomerDetail, CustomerRow, HistoryRow, Snapshot};
+use crate::model::{CustomerDetail, CustomerRow, HistoryRow, PredictionRow, Snapshot};
 
 /// A timestamp on the wire.
 pub(crate) fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
@@ -95,6 +95,7 @@ pub(crate) fn customer(row: &CustomerRow, snapshot: &Snapshot) -> Result<pb::Cus
         rfm_segment: row.rfm_segment.clone().unwrap_or_default(),
         tier: row.tier.clone().unwrap_or_default(),
         last_event_at: row.last_event_at.map(timestamp),
+        prediction: None,
     })
 }
 
@@ -147,7 +148,51 @@ fn history(
 pub(crate) fn customer_detail(detail: &CustomerDetail) -> Result<pb::Customer, ApiError> {
     let mut customer = customer(&detail.customer, &detail.snapshot)?;
     customer.stage_history = history(&detail.history, detail.snapshot.watermark)?;
+    customer.prediction = detail.prediction.as_ref().map(prediction).transpose()?;
     Ok(customer)
+}
+
+/// A stored prediction on the wire.
+pub(crate) fn prediction(row: &PredictionRow) -> Result<pb::Prediction, ApiError> {
+    let corrupt = |what: &str| ApiError::Internal(format!("clv prediction: {what}"));
+    Ok(pb::Prediction {
+        model_version: u64::try_from(row.model_version).map_err(|_| corrupt("version"))?,
+        evaluated_at: Some(timestamp(row.evaluated_at)),
+        p_alive: row.p_alive,
+        expected_purchases: row.expected_purchases,
+        horizon_days: u32::try_from(row.horizon_days).map_err(|_| corrupt("horizon"))?,
+        expected_spend_minor: row.expected_spend_minor,
+        expected_revenue_minor: row.expected_revenue_minor,
+        clv_minor: row.clv_minor,
+    })
+}
+
+/// A model version on the wire.
+pub(crate) fn model(version: &patron_projector::clv::ModelVersion) -> pb::ClvModel {
+    let m = &version.model;
+    pb::ClvModel {
+        version: u64::try_from(version.version).unwrap_or(0),
+        fitted_at: Some(timestamp(m.fitted_at)),
+        evaluated_at: Some(timestamp(m.evaluated_at)),
+        generation: m.generation,
+        customers: m.customers,
+        repeat_buyers: m.repeat_buyers,
+        bgnbd: Some(pb::BgNbdParameters {
+            r: m.bgnbd.r,
+            alpha: m.bgnbd.alpha,
+            a: m.bgnbd.a,
+            b: m.bgnbd.b,
+            log_likelihood: m.bgnbd_log_likelihood,
+        }),
+        gamma_gamma: m.gamma_gamma.map(|g| pb::GammaGammaParameters {
+            p: g.p,
+            q: g.q,
+            gamma: g.gamma,
+        }),
+        spend_note: m.spend_note.clone().unwrap_or_default(),
+        horizon_days: m.horizon_days,
+        annual_discount_rate: m.annual_discount_rate,
+    }
 }
 
 #[cfg(test)]

@@ -34,6 +34,13 @@ pub enum ApiError {
         /// How long the query waited.
         waited_ms: u128,
     },
+    /// The system is not in a state the call can succeed in (e.g. a rejected model fit); the
+    /// message says why.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// This server does not offer the call.
+    #[error("{0}")]
+    Unimplemented(String),
     /// Anything else: corrupt rows, bugs.
     #[error("internal error: {0}")]
     Internal(String),
@@ -48,6 +55,16 @@ impl ApiError {
         Self::InvalidArgument {
             field,
             reason: reason.into(),
+        }
+    }
+}
+
+impl From<patron_projector::ReadModelError> for ApiError {
+    fn from(error: patron_projector::ReadModelError) -> Self {
+        if error.is_transient() {
+            Self::Unavailable(error.to_string())
+        } else {
+            Self::Internal(error.to_string())
         }
     }
 }
@@ -104,6 +121,8 @@ impl From<ApiError> for Status {
                 Status::invalid_argument(format!("{field}: {reason}"))
             }
             error @ ApiError::NotReached { .. } => Status::deadline_exceeded(error.to_string()),
+            ApiError::FailedPrecondition(why) => Status::failed_precondition(why),
+            ApiError::Unimplemented(why) => Status::unimplemented(why),
             ApiError::Unavailable(detail) => {
                 tracing::warn!(error = %detail, "read models unavailable");
                 Status::unavailable("the database is unavailable; retry later")

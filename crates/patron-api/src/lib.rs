@@ -1,5 +1,5 @@
-//! Patron's gRPC query API: `patron.api.v1.CustomerService`, `KpiService` and
-//! `EventStoreService` over the read models and the event store, with bearer-token
+//! Patron's gRPC query API: `patron.api.v1.CustomerService`, `KpiService`,
+//! `EventStoreService` and `AdminService` (CLV fits) over the read models and the event store, with bearer-token
 //! authentication, `grpc.health.v1` health checking and server reflection.
 //!
 //! The path of a query: [`auth`] admits the call, [`customers`] validates it and asks a
@@ -7,6 +7,7 @@
 //! into messages, and every failure becomes a status in one place, [`ApiError`]'s `From`.
 //! [`telemetry`] wraps every call in a span and counts it by method and status code.
 
+pub mod admin;
 mod as_of;
 pub mod auth;
 mod convert;
@@ -23,6 +24,7 @@ pub mod telemetry;
 pub mod wait;
 pub mod watch;
 
+pub use admin::AdminApi;
 pub use auth::BearerAuth;
 pub use customers::CustomerApi;
 pub use error::ApiError;
@@ -30,5 +32,6 @@ pub use events::EventStoreApi;
 pub use kpi::KpiApi;
 pub use read_models::{ReadModels, SqlReadModels};
 pub use server::{
-    ApiConfig, CUSTOMER_SERVICE, EVENT_STORE_SERVICE, KPI_SERVICE, TlsConfig, serve, serve_on,
+    ADMIN_SERVICE, ApiConfig, CUSTOMER_SERVICE, EVENT_STORE_SERVICE, KPI_SERVICE, TlsConfig, serve,
+    serve_on,
 };

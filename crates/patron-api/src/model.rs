@@ -70,7 +70,7 @@ pub struct Snapshot {
 }
 
 /// A customer with its stage history, oldest first.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CustomerDetail {
     /// The generation read.
     pub snapshot: Snapshot,
@@ -78,6 +78,70 @@ pub struct CustomerDetail {
     pub customer: CustomerRow,
     /// Every transition, by `seq`.
     pub history: Vec<HistoryRow>,
+    /// The customer's predictions under the model in force, if any.
+    pub prediction: Option<PredictionRow>,
+}
+
+/// One row of `clv_predictions`, with what it needs of its model version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PredictionRow {
+    /// The model version that produced it.
+    pub model_version: i64,
+    /// The model's evaluation time (event time).
+    pub evaluated_at: DateTime<Utc>,
+    /// The model's horizon, days.
+    pub horizon_days: i32,
+    /// Probability alive.
+    pub p_alive: f64,
+    /// Expected purchases in the horizon.
+    pub expected_purchases: f64,
+    /// Expected spend per transaction, minor units.
+    pub expected_spend_minor: Option<i64>,
+    /// Expected revenue in the horizon, minor units.
+    pub expected_revenue_minor: Option<i64>,
+    /// Discounted expected revenue in the horizon, minor units.
+    pub clv_minor: Option<i64>,
+}
+
+/// Predictions of the active generation summed by current tier.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct TierForecastRow {
+    /// `A`, `B`, `C`, or empty for customers not yet scored.
+    pub tier: String,
+    /// The model version of the predictions.
+    pub model_version: i64,
+    /// Customers with a prediction.
+    pub customers: i64,
+    /// Sum of expected purchases.
+    pub expected_purchases: f64,
+    /// Sum of expected revenue, minor units (`None` when nobody has one).
+    pub expected_revenue_minor: Option<i64>,
+    /// Sum of CLVs, minor units (`None` when nobody has one).
+    pub clv_minor: Option<i64>,
+    /// Sum of probabilities alive.
+    pub expected_active: f64,
+}
+
+/// The model version a forecast comes from.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ForecastModel {
+    /// Its version.
+    pub version: i64,
+    /// Its horizon, days.
+    pub horizon_days: i32,
+    /// Its evaluation time.
+    pub evaluated_at: DateTime<Utc>,
+}
+
+/// The population forecast of the active generation.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Forecast {
+    /// The generation read (none before the projector has run once).
+    pub snapshot: Option<Snapshot>,
+    /// The model of the predictions (none without predictions).
+    pub model: Option<ForecastModel>,
+    /// By tier, in no particular order.
+    pub tiers: Vec<TierForecastRow>,
 }
 
 /// One page of customers.

@@ -16,8 +16,8 @@ use patron_store::{EventStore, RecordedEvent};
 
 use crate::error::ApiError;
 use crate::model::{
-    CustomerDetail, CustomerPage, CustomerQuery, CustomerRow, HistoryRow, KpiQuery, KpiRows,
-    OutboxRow, Snapshot,
+    CustomerDetail, CustomerPage, CustomerQuery, CustomerRow, Forecast, ForecastModel, HistoryRow,
+    KpiQuery, KpiRows, OutboxRow, PredictionRow, Snapshot, TierForecastRow,
 };
 
 /// Read access to the read models, as the API needs it.
@@ -47,6 +47,10 @@ pub trait ReadModels: Send + Sync + 'static {
     /// The event store behind the read models, for the raw-event queries (none when there is
     /// no store to read).
     fn event_store(&self) -> Option<Arc<dyn EventStore>>;
+    /// The active generation's predictions summed by tier (empty without predictions).
+    async fn forecast_by_tier(&self) -> Result<Forecast, ApiError> {
+        Ok(Forecast::default())
+    }
 }
 
 /// [`ReadModels`] over the store's database.
@@ -111,12 +115,28 @@ const CUSTOMER_DETAIL: &str = "SELECT g.generation, g.watermark, g.created_at, \
      c.customer_id, c.stage, c.stage_since, c.orders, c.refunds, c.gross_revenue_minor, \
      c.refunded_minor, c.net_revenue_minor, c.average_order_minor, c.first_purchase_at, \
      c.last_purchase_at, c.last_event_at, c.rfm_r, c.rfm_f, c.rfm_m, c.rfm_segment, c.tier, \
-     h.seq, h.from_stage, h.to_stage, h.entered_at, h.rule, CAST(h.facts AS TEXT) AS facts \
+     h.seq, h.from_stage, h.to_stage, h.entered_at, h.rule, CAST(h.facts AS TEXT) AS facts, \
+     p.model_version, m.evaluated_at AS model_evaluated_at, m.horizon_days, p.p_alive, \
+     p.expected_purchases, p.expected_spend_minor, p.expected_revenue_minor, p.clv_minor \
      FROM projection_generations g \
      LEFT JOIN customers c ON c.generation = g.generation AND c.customer_id = $1 \
      LEFT JOIN stage_history h ON h.generation = g.generation AND h.customer_id = c.customer_id \
+     LEFT JOIN clv_predictions p ON p.generation = g.generation AND p.customer_id = c.customer_id \
+     LEFT JOIN clv_models m ON m.version = p.model_version \
      WHERE g.generation = (SELECT generation FROM projection_active) \
      ORDER BY h.seq";
+
+/// The active generation's predictions summed by the customers' current tier.
+const FORECAST_BY_TIER: &str = "SELECT coalesce(c.tier, '') AS tier, p.model_version, \
+     count(*) AS customers, sum(p.expected_purchases) AS expected_purchases, \
+     CAST(sum(p.expected_revenue_minor) AS BIGINT) AS expected_revenue_minor, \
+     CAST(sum(p.clv_minor) AS BIGINT) AS clv_minor, sum(p.p_alive) AS expected_active \
+     FROM clv_predictions p JOIN customers c \
+       ON c.generation = p.generation AND c.customer_id = p.customer_id \
+     WHERE p.generation = $1 GROUP BY coalesce(c.tier, ''), p.model_version";
+
+const FORECAST_MODEL: &str =
+    "SELECT version, horizon_days, evaluated_at FROM clv_models WHERE version = $1";
 
 type SnapshotRow = (i64, Option<DateTime<Utc>>, DateTime<Utc>);
 
@@ -214,7 +234,12 @@ fn list_sql(query: &CustomerQuery) -> String {
 #[async_trait]
 impl ReadModels for SqlReadModels {
     async fn customer(&self, customer_id: &str) -> Result<Option<CustomerDetail>, ApiError> {
-        type Decoded = (SnapshotRow, Option<CustomerRow>, Vec<HistoryRow>);
+        type Decoded = (
+            SnapshotRow,
+            Option<CustomerRow>,
+            Vec<HistoryRow>,
+            Option<PredictionRow>,
+        );
         let decoded: Option<Decoded> = on_pool!(&self.store, |pool| {
             let rows = sqlx::query(CUSTOMER_DETAIL)
                 .bind(customer_id)
@@ -222,7 +247,7 @@ impl ReadModels for SqlReadModels {
                 .await?;
             let mut decoded: Option<Decoded> = None;
             for row in &rows {
-                let (_, customer, history) = match &mut decoded {
+                let (_, customer, history, _) = match &mut decoded {
                     Some(decoded) => decoded,
                     None => {
                         let snapshot = (
@@ -235,7 +260,21 @@ impl ReadModels for SqlReadModels {
                             Some(_) => Some(CustomerRow::from_row(row)?),
                             None => None,
                         };
-                        decoded.insert((snapshot, customer, Vec::new()))
+                        let version: Option<i64> = row.try_get("model_version")?;
+                        let prediction = match version {
+                            Some(model_version) => Some(PredictionRow {
+                                model_version,
+                                evaluated_at: row.try_get("model_evaluated_at")?,
+                                horizon_days: row.try_get("horizon_days")?,
+                                p_alive: row.try_get("p_alive")?,
+                                expected_purchases: row.try_get("expected_purchases")?,
+                                expected_spend_minor: row.try_get("expected_spend_minor")?,
+                                expected_revenue_minor: row.try_get("expected_revenue_minor")?,
+                                clv_minor: row.try_get("clv_minor")?,
+                            }),
+                            None => None,
+                        };
+                        decoded.insert((snapshot, customer, Vec::new(), prediction))
                     }
                 };
                 let seq: Option<i32> = row.try_get("seq")?;
@@ -245,7 +284,9 @@ impl ReadModels for SqlReadModels {
             }
             decoded
         });
-        let Some(((generation, watermark, created_at), Some(customer), history)) = decoded else {
+        let Some(((generation, watermark, created_at), Some(customer), history, prediction)) =
+            decoded
+        else {
             return Ok(None);
         };
         let rules = self.rules_of(generation, created_at).await?;
@@ -258,6 +299,7 @@ impl ReadModels for SqlReadModels {
             snapshot,
             customer,
             history,
+            prediction,
         }))
     }
 
@@ -332,6 +374,33 @@ impl ReadModels for SqlReadModels {
 
     fn event_store(&self) -> Option<Arc<dyn EventStore>> {
         Some(self.store.clone().into_dyn())
+    }
+
+    async fn forecast_by_tier(&self) -> Result<Forecast, ApiError> {
+        let Some(snapshot) = self.snapshot().await? else {
+            return Ok(Forecast::default());
+        };
+        let tiers: Vec<TierForecastRow> = on_pool!(&self.store, |pool| {
+            sqlx::query_as(FORECAST_BY_TIER)
+                .bind(snapshot.generation)
+                .fetch_all(pool)
+                .await?
+        });
+        // A fit replaces every prediction in one transaction, so they share one version.
+        let model = match tiers.first() {
+            Some(first) => on_pool!(&self.store, |pool| {
+                sqlx::query_as::<_, ForecastModel>(FORECAST_MODEL)
+                    .bind(first.model_version)
+                    .fetch_optional(pool)
+                    .await?
+            }),
+            None => None,
+        };
+        Ok(Forecast {
+            snapshot: Some(snapshot),
+            model,
+            tiers,
+        })
     }
 }
 

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use patron_projector::clv::{FitConfig, Fitter};
+use patron_proto::api::v1::admin_service_server::AdminServiceServer;
 use patron_proto::api::v1::customer_service_server::CustomerServiceServer;
 use patron_proto::api::v1::event_store_service_server::EventStoreServiceServer;
 use patron_proto::api::v1::kpi_service_server::KpiServiceServer;
@@ -16,6 +18,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::admin::AdminApi;
 use crate::auth::BearerAuth;
 use crate::customers::CustomerApi;
 use crate::error::ApiError;
@@ -30,6 +33,8 @@ pub const CUSTOMER_SERVICE: &str = "patron.api.v1.CustomerService";
 pub const EVENT_STORE_SERVICE: &str = "patron.api.v1.EventStoreService";
 /// The fully-qualified name health reports the KPI service under.
 pub const KPI_SERVICE: &str = "patron.api.v1.KpiService";
+/// The fully-qualified name health reports the admin service under.
+pub const ADMIN_SERVICE: &str = "patron.api.v1.AdminService";
 
 /// How the API serves.
 #[derive(Clone)]
@@ -44,6 +49,11 @@ pub struct ApiConfig {
     pub watch_poll: Duration,
     /// TLS, and with a client CA mutual TLS; plaintext when `None`.
     pub tls: Option<TlsConfig>,
+    /// What AdminService/FitModel fits when [`serve`] builds the fitter.
+    pub fit: FitConfig,
+    /// The fitter behind AdminService (built by [`serve`] from `fit` when `None`; without one,
+    /// its calls are UNIMPLEMENTED).
+    pub fitter: Option<Arc<Fitter>>,
 }
 
 /// The server's certificate and key, and optionally the CA that client certificates must be
@@ -92,6 +102,8 @@ impl ApiConfig {
             health_interval: Duration::from_secs(5),
             watch_poll: Duration::from_millis(200),
             tls: None,
+            fit: FitConfig::default(),
+            fitter: None,
         }
     }
 }
@@ -104,19 +116,26 @@ impl std::fmt::Debug for ApiConfig {
             .field("health_interval", &self.health_interval)
             .field("watch_poll", &self.watch_poll)
             .field("tls", &self.tls)
+            .field("fit", &self.fit)
+            .field("fitter", &self.fitter.is_some())
             .finish()
     }
 }
 
 /// Serves the API over `store`'s read models on `config.listen` until `shutdown` completes.
 pub async fn serve(
-    config: ApiConfig,
+    mut config: ApiConfig,
     store: SqlEventStore,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ApiError> {
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|error| ApiError::Serve(format!("bind {}: {error}", config.listen)))?;
+    if config.fitter.is_none() {
+        let fitter = Fitter::new(store.read_models(), store.clv_store(), config.fit)
+            .map_err(|error| ApiError::Serve(error.to_string()))?;
+        config.fitter = Some(Arc::new(fitter));
+    }
     serve_on(
         listener,
         config,
@@ -162,6 +181,8 @@ pub async fn serve_on(
     let customer_api = CustomerApi::new(models.clone()).with_watch_poll(config.watch_poll);
     let customers = CustomerServiceServer::with_interceptor(customer_api, auth.clone());
     let kpis = KpiServiceServer::with_interceptor(KpiApi::new(models.clone()), auth.clone());
+    let admin =
+        AdminServiceServer::with_interceptor(AdminApi::new(config.fitter.clone()), auth.clone());
     let events = EventStoreServiceServer::with_interceptor(EventStoreApi::new(models), auth);
     let mut builder = Server::builder();
     if let Some(tls) = &config.tls {
@@ -183,6 +204,7 @@ pub async fn serve_on(
         .add_service(customers)
         .add_service(kpis)
         .add_service(events)
+        .add_service(admin)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
         .await;
     pinger.abort();
@@ -205,6 +227,7 @@ async fn report(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status("", status).await;
     reporter.set_service_status(CUSTOMER_SERVICE, status).await;
     reporter.set_service_status(KPI_SERVICE, status).await;
+    reporter.set_service_status(ADMIN_SERVICE, status).await;
     reporter
         .set_service_status(EVENT_STORE_SERVICE, status)
         .await;

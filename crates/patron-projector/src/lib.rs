@@ -11,9 +11,11 @@
 //!
 //! There is no SQL and no I/O here besides the [`EventStore`] port.
 
+pub mod clv;
 pub mod kpi;
 mod port;
 mod projection;
+mod purchases;
 mod rebuild;
 mod relay;
 mod runner;
@@ -22,6 +24,7 @@ mod scores;
 pub use kpi::{CustomerKpi, KpiKey, MonthActivity};
 pub use port::{Generation, GenerationId, OutboxRecord, ReadModelError, ReadModelStore, Snapshot};
 pub use projection::{Changes, CustomerView, OutboxEntry, Projection};
+pub use purchases::Purchases;
 pub use rebuild::{RebuildOptions, RebuildProgress, RebuildReport, rebuild};
 pub use relay::{LifecyclePublisher, PublishError, RelayConfig, RelayError, relay_once, run_relay};
 pub use runner::{Clock, LiveProjection, ProjectorConfig, Step, SystemClock, run};

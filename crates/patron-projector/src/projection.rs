@@ -11,6 +11,7 @@ use patron_value::{CustomerValue, DEFAULT_A_SHARE_PERCENT, DEFAULT_B_SHARE_PERCE
 use serde::{Deserialize, Serialize};
 
 use crate::kpi::{self, CustomerKpi, KpiKey};
+use crate::purchases::{self, Purchases};
 use crate::scores::{Scores, midnight};
 
 /// What the projector knows about one customer: its lifecycle and its value.
@@ -27,6 +28,10 @@ pub struct CustomerView {
     /// first purchase was scored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scores: Option<Scores>,
+    /// Purchase days and their net values, for the predictive models (`patron-clv`); views
+    /// stored before it existed load with an empty one (a rebuild fills it).
+    #[serde(default)]
+    pub purchases: Purchases,
 }
 
 /// One lifecycle transition to publish, written to the outbox with the projection's batch.
@@ -202,6 +207,7 @@ impl Projection {
                 };
                 let fired = patron_lifecycle::apply(&mut view.lifecycle, &event.event, rules);
                 patron_value::apply(&mut view.value, &event.event, currency);
+                purchases::apply(&mut view.purchases, &event.event, currency);
                 kpi::apply_state(&mut view.kpi, &event.event, currency);
                 kpi::event_counters(&event.event, view.lifecycle.stage, currency, &mut self.kpis);
                 self.record(customer_id, fired);

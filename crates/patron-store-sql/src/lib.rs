@@ -5,6 +5,7 @@
 //! (`patron migrate`). Every sqlx error is mapped to a [`patron_store::StoreError`] in one place,
 //! [`error::map`].
 
+mod clv;
 mod error;
 mod postgres;
 mod row;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 use patron_store::{EventStore, StoreError};
 
+pub use clv::SqlClvStore;
 pub use postgres::PgEventStore;
 pub use sqlite::SqliteEventStore;
 pub use views::{PgReadModels, SqliteReadModels};
@@ -90,6 +92,14 @@ impl SqlEventStore {
         match self {
             Self::Postgres(store) => Arc::new(PgReadModels::new(store.pool().clone())),
             Self::Sqlite(store) => Arc::new(SqliteReadModels::new(store.pool().clone())),
+        }
+    }
+
+    /// Predictive-CLV model versions and predictions in the same database.
+    pub fn clv_store(&self) -> Arc<dyn patron_projector::clv::ClvStore> {
+        match self {
+            Self::Postgres(store) => Arc::new(SqlClvStore::Postgres(store.pool().clone())),
+            Self::Sqlite(store) => Arc::new(SqlClvStore::Sqlite(store.pool().clone())),
         }
     }
 

@@ -78,3 +78,67 @@ pub async fn fresh_sqlite() -> (SqliteEventStore, tempfile::TempDir) {
     store.migrate().await.expect("migrate the test database");
     (store, dir)
 }
+
+/// Purchases of `customers` customers drawn (seeded) from a BG/NBD population
+/// (r = 0.25, α = 4 weeks, a = 0.8, b = 2.5), in time order from `start`: twelve monthly
+/// cohorts, each customer's repeat purchases spread evenly up to its last one, amounts (USD) that
+/// vary between and within customers. Demo traffic does not look like BG/NBD (its maximum
+/// likelihood lies on the boundary, with no dropout), so tests of fitting use this.
+pub fn clv_population(
+    customers: usize,
+    start: chrono::DateTime<chrono::Utc>,
+    seed: u64,
+) -> Vec<patron_domain::Event> {
+    use chrono::TimeDelta;
+    use patron_domain::{Currency, CustomerId, Event, EventBody, Money, Purchase};
+
+    let truth = patron_clv::BgNbdParams {
+        r: 0.25,
+        alpha: 4.0,
+        a: 0.8,
+        b: 2.5,
+    };
+    let usd = Currency::from_code("USD").expect("USD is a currency");
+    let mut events = Vec::new();
+    let cohorts = 12;
+    for cohort in 0..cohorts {
+        let first = start + TimeDelta::days(30 * cohort as i64);
+        let age_days = 365 - 30 * cohort as i64;
+        let size = customers / cohorts + usize::from(cohort < customers % cohorts);
+        let drawn = patron_clv::simulate(&truth, size, age_days as f64 / 7.0, seed + cohort as u64)
+            .expect("valid simulation parameters");
+        for (k, c) in drawn.iter().enumerate() {
+            let i = (k * cohorts + cohort) as i64;
+            let id = CustomerId::parse(&format!("s-{i:06}")).expect("a valid customer id");
+            #[expect(clippy::cast_possible_truncation, reason = "days within a year")]
+            let last = ((c.recency * 7.0).round() as i64).min(age_days);
+            let repeats = i64::from(c.frequency).min(last);
+            let scale = 1_000 + (i * 7_919) % 9_000;
+            for n in 0..=repeats {
+                let day = if n == 0 { 0 } else { last * n / repeats };
+                let amount = if n == 0 {
+                    2_000
+                } else {
+                    scale * (50 + (i * 31 + n * 17) % 100) / 100
+                };
+                let n_events = events.len() as u128;
+                events.push(Event {
+                    event_id: uuid::Uuid::from_u128((u128::from(seed) << 64) | n_events),
+                    customer_id: id.clone(),
+                    occurred_at: first + TimeDelta::days(day) + TimeDelta::hours(10),
+                    source: "clv-population".into(),
+                    body: EventBody::Purchase(Purchase {
+                        order_id: format!("{id}-{n}"),
+                        amount: Money::new(amount, usd).expect("a valid amount"),
+                        items: Vec::new(),
+                        extra: Default::default(),
+                    }),
+                });
+            }
+        }
+    }
+    events.sort_by(|x, y| {
+        (x.occurred_at, x.customer_id.as_str()).cmp(&(y.occurred_at, y.customer_id.as_str()))
+    });
+    events
+}

@@ -126,6 +126,15 @@ pub(crate) enum Command {
     /// Rebuild the read models from position zero into a new generation and swap it in; queries
     /// and a running projector carry on meanwhile. Needed after changing the lifecycle rules.
     Rebuild(RebuildArgs),
+    /// Fit the predictive CLV models (BG/NBD and Gamma-Gamma) on the active read models and store
+    /// a new model version with every buyer's predictions (probability alive, expected purchases,
+    /// spend, revenue and CLV over the horizon).
+    ///
+    /// Customers are evaluated at the read models' watermark (event time). A fit that is rejected
+    /// (too few customers, no repeat purchase, no convergence) is recorded with its reason, keeps
+    /// the model version in force, and exits with status 1 and the reason. Prints the stored
+    /// model as JSON.
+    Fit(FitArgs),
     /// Serve the gRPC API (customer queries over the read models), with grpc.health.v1 health
     /// checking and server reflection, so grpcurl works with no proto files. Every call but
     /// health and reflection needs `authorization: Bearer <token>`.
@@ -133,7 +142,7 @@ pub(crate) enum Command {
     /// Run ingest, the projector, the relay and the API in one process (against PostgreSQL and a
     /// real Kafka in production). SIGTERM stops them all: ingest commits the batch in hand,
     /// the projector its page, the API drains.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the configuration reference (every option, its variable and default) as Markdown.
     #[command(hide = true)]
     ConfigReference,
@@ -259,6 +268,9 @@ pub(crate) struct ApiArgs {
     /// file). Needs `--api-tls-cert`; bearer tokens are still required.
     #[arg(long, env = "PATRON_API_TLS_CLIENT_CA", requires = "api_tls_cert")]
     pub(crate) api_tls_client_ca: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub(crate) clv: ClvArgs,
 }
 
 impl ApiArgs {
@@ -270,6 +282,7 @@ impl ApiArgs {
                 .with_context(|| format!("cannot read the {what} {}", path.display()))
         };
         let mut config = patron_api::ApiConfig::new(self.api_listen, self.api_tokens.clone());
+        config.fit = self.clv.config();
         if let (Some(certificate), Some(key)) = (&self.api_tls_cert, &self.api_tls_key) {
             config.tls = Some(patron_api::TlsConfig {
                 certificate: read(certificate, "certificate (--api-tls-cert)")?,
@@ -283,6 +296,59 @@ impl ApiArgs {
         }
         Ok(config)
     }
+}
+
+/// What a predictive-CLV fit predicts.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Predictive CLV")]
+pub(crate) struct ClvArgs {
+    /// Predict purchases, revenue and CLV over this many days after the evaluation time.
+    #[arg(long, env = "PATRON_CLV_HORIZON_DAYS", default_value_t = 365,
+          value_parser = clap::value_parser!(u32).range(1..=36_525))]
+    pub(crate) clv_horizon_days: u32,
+
+    /// Annual discount rate of the CLV (0.1 = 10 % a year), compounded monthly.
+    #[arg(long, env = "PATRON_CLV_DISCOUNT_RATE", default_value_t = 0.10,
+          value_parser = parse_discount_rate)]
+    pub(crate) clv_discount_rate: f64,
+
+    /// Fewest customers with a purchase for a fit to be attempted.
+    #[arg(long, env = "PATRON_CLV_MIN_CUSTOMERS", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(2..))]
+    pub(crate) clv_min_customers: u32,
+}
+
+impl ClvArgs {
+    /// The fit configuration.
+    pub(crate) fn config(&self) -> patron_projector::clv::FitConfig {
+        patron_projector::clv::FitConfig {
+            horizon_days: self.clv_horizon_days,
+            annual_discount_rate: self.clv_discount_rate,
+            min_customers: usize::try_from(self.clv_min_customers).unwrap_or(usize::MAX),
+        }
+    }
+}
+
+/// A discount rate: a finite number above -1.
+fn parse_discount_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
+        .trim()
+        .parse()
+        .map_err(|e| format!("not a number ({e}); e.g. 0.1 for 10 % a year"))?;
+    if rate.is_finite() && rate > -1.0 {
+        Ok(rate)
+    } else {
+        Err(format!(
+            "must be finite and above -1 (0.1 = 10 % a year), got {rate}"
+        ))
+    }
+}
+
+/// How `patron fit` fits.
+#[derive(Debug, Args)]
+pub(crate) struct FitArgs {
+    #[command(flatten)]
+    pub(crate) clv: ClvArgs,
 }
 
 /// Everything `patron serve` runs, with the options of each service.
@@ -301,6 +367,11 @@ pub(crate) struct ServeArgs {
         default_value = "patron.lifecycle.v1"
     )]
     pub(crate) lifecycle_topic: String,
+    /// Fit the predictive CLV models this often (and as soon as the active read models have no
+    /// predictions, e.g. after a rebuild).
+    #[arg(long, env = "PATRON_FIT_INTERVAL", default_value = "24h",
+          value_parser = humantime::parse_duration)]
+    pub(crate) fit_interval: std::time::Duration,
 }
 
 impl Command {
@@ -314,6 +385,7 @@ impl Command {
             Self::Project(_) => "project",
             Self::Relay(_) => "relay",
             Self::Rebuild(_) => "rebuild",
+            Self::Fit(_) => "fit",
             Self::Api(_) => "api",
             Self::Serve(_) => "serve",
             Self::ConfigReference => "config-reference",

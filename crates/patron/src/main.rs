@@ -64,8 +64,9 @@ fn main() -> ExitCode {
                 }
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Serve(args) => commands::serve::run(&cli.database, args).await,
+            Command::Serve(args) => commands::serve::run(&cli.database, *args).await,
             Command::Api(args) => commands::api::run(&cli.database, args).await,
+            Command::Fit(args) => commands::fit::run(&cli.database, args).await,
             Command::Rules(args) => commands::rules::run(&args),
             Command::Dev(args) => commands::dev::run(&cli.database, args).await,
         }

@@ -7,7 +7,7 @@ use patron_proto::api::v1 as pb;
 
 use crate::convert::stored_stage;
 use crate::error::ApiError;
-use crate::model::KpiRow;
+use crate::model::{Forecast, KpiRow};
 use crate::range::{self, Days};
 
 /// Basis points of `part / whole`, truncated toward zero; 0 when `whole` is 0.
@@ -251,6 +251,47 @@ pub(crate) fn revenue(rows: &[KpiRow]) -> Vec<pb::TierRevenue> {
             revenue_minor,
         })
         .collect()
+}
+
+/// The forecast by tier on the wire: tiers sorted ("" first, then A, B, C); model version 0 and
+/// no tiers without predictions.
+pub(crate) fn forecast(forecast: &Forecast) -> Result<pb::ForecastByTierResponse, ApiError> {
+    let currency = forecast
+        .snapshot
+        .as_ref()
+        .map(|s| s.currency.clone())
+        .unwrap_or_default();
+    let Some(model) = &forecast.model else {
+        return Ok(pb::ForecastByTierResponse {
+            currency,
+            ..Default::default()
+        });
+    };
+    let corrupt = |what: &str| ApiError::Internal(format!("clv forecast: {what}"));
+    let mut tiers: Vec<pb::TierForecast> = forecast
+        .tiers
+        .iter()
+        .filter(|row| row.model_version == model.version)
+        .map(|row| pb::TierForecast {
+            tier: row.tier.clone(),
+            customers: row.customers,
+            expected_purchases: row.expected_purchases,
+            expected_revenue_minor: row.expected_revenue_minor.unwrap_or(0),
+            clv_minor: row.clv_minor.unwrap_or(0),
+            expected_active: row.expected_active,
+        })
+        .collect();
+    if tiers.len() != forecast.tiers.len() {
+        return Err(corrupt("predictions of more than one model version"));
+    }
+    tiers.sort_by(|x, y| x.tier.cmp(&y.tier));
+    Ok(pb::ForecastByTierResponse {
+        tiers,
+        model_version: u64::try_from(model.version).map_err(|_| corrupt("version"))?,
+        horizon_days: u32::try_from(model.horizon_days).map_err(|_| corrupt("horizon"))?,
+        evaluated_at: Some(crate::convert::timestamp(model.evaluated_at)),
+        currency,
+    })
 }
 
 #[cfg(test)]

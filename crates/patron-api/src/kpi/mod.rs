@@ -167,4 +167,15 @@ impl KpiService for KpiApi {
             currency: currency(&rows),
         }))
     }
+
+    async fn forecast_by_tier(
+        &self,
+        request: Request<pb::ForecastByTierRequest>,
+    ) -> Result<Response<pb::ForecastByTierResponse>, Status> {
+        let budget = wait::budget(request.metadata());
+        let request = request.into_inner();
+        wait::until_position(self.models.as_ref(), request.min_position, budget).await?;
+        let forecast = self.models.forecast_by_tier().await?;
+        Ok(Response::new(compute::forecast(&forecast)?))
+    }
 }

@@ -68,6 +68,7 @@ fn stored(view: &CustomerView) -> CustomerView {
         value: view.value.clone(),
         kpi: view.kpi.clone(),
         scores: view.scores.clone(),
+        purchases: view.purchases.clone(),
     }
 }
 

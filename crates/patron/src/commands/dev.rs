@@ -194,7 +194,15 @@ pub(crate) async fn run(database: &DatabaseArgs, args: DevArgs) -> anyhow::Resul
     };
 
     let api = {
-        let config = patron_api::ApiConfig::new(args.api_listen, vec![args.api_token.clone()]);
+        let mut config = patron_api::ApiConfig::new(args.api_listen, vec![args.api_token.clone()]);
+        // FitModel on the admin service; demo traffic is usually rejected (see the README).
+        config.fitter = patron_projector::clv::Fitter::new(
+            api_store.read_models(),
+            api_store.clv_store(),
+            config.fit,
+        )
+        .ok()
+        .map(Arc::new);
         let models = Arc::new(patron_api::SqlReadModels::new(api_store));
         let mut stop = stop_tx.subscribe();
         tokio::spawn(patron_api::serve_on(

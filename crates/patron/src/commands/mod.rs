@@ -3,6 +3,7 @@
 pub(crate) mod api;
 pub(crate) mod dev;
 pub(crate) mod events;
+pub(crate) mod fit;
 pub(crate) mod import;
 pub(crate) mod ingest;
 pub(crate) mod migrate;

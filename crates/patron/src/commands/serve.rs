@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use patron_kafka::KafkaLifecyclePublisher;
+use patron_projector::clv::Fitter;
 use patron_projector::{RelayConfig, SystemClock};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -27,7 +28,13 @@ pub(crate) async fn run(database: &DatabaseArgs, args: ServeArgs) -> anyhow::Res
     let consumer = ingest::consumer(&args.ingest, store.clone())?;
     let publisher = KafkaLifecyclePublisher::new(&kafka, &args.lifecycle_topic)
         .context("cannot create the lifecycle producer")?;
-    let api = args.api.config()?;
+    let mut api = args.api.config()?;
+    let fitter = Arc::new(Fitter::new(
+        models.clone(),
+        sql.clv_store(),
+        args.api.clv.config(),
+    )?);
+    api.fitter = Some(fitter.clone());
 
     let (stop_tx, stop) = watch::channel(false);
     let mut services: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
@@ -59,6 +66,15 @@ pub(crate) async fn run(database: &DatabaseArgs, args: ServeArgs) -> anyhow::Res
     });
     services.spawn({
         let stop = stopped(stop.clone());
+        let (interval, clock) = (args.fit_interval, Arc::new(SystemClock));
+        let check = interval.min(std::time::Duration::from_secs(60));
+        async move {
+            patron_projector::clv::run_fitter(fitter, interval, check, clock, stop).await;
+            ("fitter", Ok(()))
+        }
+    });
+    services.spawn({
+        let stop = stopped(stop.clone());
         async move {
             (
                 "api",
@@ -66,7 +82,7 @@ pub(crate) async fn run(database: &DatabaseArgs, args: ServeArgs) -> anyhow::Res
             )
         }
     });
-    tracing::info!(listen = %args.api.api_listen, "serving: ingest, projector, relay, API");
+    tracing::info!(listen = %args.api.api_listen, "serving: ingest, projector, relay, CLV fits, API");
 
     // Run until a signal, or until a service stops on its own (then stop the others too).
     let mut failure = None;

@@ -1,0 +1,261 @@
+//! Predictive CLV over the SQL read models: fits store versions with predictions, a rejected fit
+//! keeps the previous version, and a rebuilt generation gets its own predictions. Both backends.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use patron_clv::TimeUnit;
+use patron_domain::{Event, ValidationPolicy};
+use patron_lifecycle::Rules;
+use patron_projector::clv::{ClvStore, FitConfig, FitError, fit_and_store};
+use patron_projector::{LiveProjection, ProjectorConfig, ReadModelStore, RebuildOptions, rebuild};
+use patron_store::{AppendBatch, EventStore, ExpectedVersion};
+use patron_store_sql::SqlEventStore;
+use patron_store_sql::testing::{clv_population, fresh_postgres, fresh_sqlite};
+
+fn start() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap()
+}
+
+fn demo_year(customers: usize) -> Vec<Event> {
+    let mut generator = patron_demo::Generator::new(7, customers, start());
+    let policy = ValidationPolicy::at(start() + TimeDelta::days(400));
+    patron_demo::into_events(generator.until(start() + TimeDelta::days(365)), &policy)
+}
+
+/// Demo traffic and BG/NBD-like buyers together.
+fn history() -> Vec<Event> {
+    let mut events = demo_year(40);
+    events.extend(clv_population(600, start(), 3));
+    events.sort_by_key(|e| e.occurred_at);
+    events
+}
+
+async fn append(store: &dyn EventStore, events: &[Event]) {
+    for chunk in events.chunks(200) {
+        let mut batch = AppendBatch::default();
+        for event in chunk {
+            batch.streams.push(patron_store::StreamAppend {
+                customer_id: event.customer_id.clone(),
+                expected: ExpectedVersion::Any,
+                events: vec![event.clone()],
+            });
+        }
+        store.append(&batch).await.expect("append demo events");
+    }
+}
+
+fn config() -> ProjectorConfig {
+    let mut config = ProjectorConfig::new(Rules::default(), Rules::example_toml());
+    config.batch = 1_000;
+    config
+}
+
+/// `(customer, model_version, p_alive, expected_purchases, clv_minor)` of a generation.
+type Row = (String, i64, f64, f64, Option<i64>);
+
+async fn predictions(sql: &SqlEventStore, generation: i64) -> Vec<Row> {
+    const SQL: &str = "SELECT customer_id, model_version, p_alive, expected_purchases, clv_minor \
+         FROM clv_predictions WHERE generation = $1 ORDER BY customer_id";
+    match sql {
+        SqlEventStore::Postgres(s) => {
+            sqlx::query_as(SQL)
+                .bind(generation)
+                .fetch_all(s.pool())
+                .await
+        }
+        SqlEventStore::Sqlite(s) => {
+            sqlx::query_as(SQL)
+                .bind(generation)
+                .fetch_all(s.pool())
+                .await
+        }
+    }
+    .unwrap()
+}
+
+async fn failures(sql: &SqlEventStore) -> Vec<String> {
+    const SQL: &str = "SELECT reason FROM clv_fit_failures ORDER BY id";
+    match sql {
+        SqlEventStore::Postgres(s) => sqlx::query_scalar(SQL).fetch_all(s.pool()).await,
+        SqlEventStore::Sqlite(s) => sqlx::query_scalar(SQL).fetch_all(s.pool()).await,
+    }
+    .unwrap()
+}
+
+async fn fits_store_versions_and_a_rejected_fit_keeps_the_previous_one(sql: SqlEventStore) {
+    let store: Arc<dyn EventStore> = sql.clone().into_dyn();
+    let models: Arc<dyn ReadModelStore> = sql.read_models();
+    let clv: Arc<dyn ClvStore> = sql.clv_store();
+    let fit = FitConfig::default();
+    let now = Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap();
+
+    // Nothing to fit yet: rejected, recorded, no version.
+    let error = fit_and_store(models.as_ref(), clv.as_ref(), &fit, now)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, FitError::Rejected { kept: None, reason } if reason.contains("no read models")),
+        "{error}"
+    );
+    assert_eq!(failures(&sql).await.len(), 1);
+    assert!(clv.latest_model().await.unwrap().is_none());
+
+    append(store.as_ref(), &history()).await;
+    let mut live = LiveProjection::open(store.clone(), models.clone(), config())
+        .await
+        .unwrap();
+    while !live.step().await.unwrap().caught_up {}
+    let generation = live.generation().id;
+    let watermark = live.projection().watermark().unwrap();
+    let buyers: Vec<_> = live
+        .projection()
+        .customers()
+        .iter()
+        .filter(|(_, view)| !view.purchases.summary.is_empty())
+        .map(|(id, view)| (id.clone(), view.purchases.summary.clone()))
+        .collect();
+    assert!(buyers.len() > 600, "{} buyers", buyers.len());
+
+    let first = fit_and_store(models.as_ref(), clv.as_ref(), &fit, now)
+        .await
+        .unwrap();
+    assert_eq!(first.version, 1);
+    assert_eq!(first.model.generation, generation);
+    assert_eq!(
+        first.model.evaluated_at, watermark,
+        "evaluated at the watermark"
+    );
+    assert_eq!(first.model.customers, buyers.len() as u64);
+    assert_eq!(
+        clv.latest_model().await.unwrap().as_ref(),
+        Some(&first),
+        "stored as returned"
+    );
+    let rows = predictions(&sql, generation).await;
+    assert_eq!(rows.len(), buyers.len(), "one prediction per buyer");
+    assert!(
+        rows.iter().all(|row| row.1 == 1),
+        "every prediction says version 1"
+    );
+    // Each stored probability is the model's, recomputed here from the customer's summary.
+    let at = watermark.date_naive();
+    for ((id, summary), row) in buyers.iter().zip(&rows) {
+        assert_eq!(id.as_str(), row.0);
+        let observation = summary.observation(at, TimeUnit::Weeks).unwrap();
+        let p_alive = first.model.bgnbd.probability_alive(&observation);
+        assert!(
+            (p_alive - row.2).abs() < 1e-12,
+            "{id}: {p_alive} vs {}",
+            row.2
+        );
+        let expected = first
+            .model
+            .bgnbd
+            .expected_purchases(f64::from(fit.horizon_days) / 7.0, &observation)
+            .unwrap();
+        assert!((expected - row.3).abs() < 1e-9 * expected.max(1.0), "{id}");
+    }
+    if first.model.gamma_gamma.is_some() {
+        assert!(rows.iter().all(|row| row.4.is_some()), "a CLV for everyone");
+    } else {
+        assert!(
+            first.model.spend_note.is_some(),
+            "says why there is no spend model"
+        );
+    }
+
+    let second = fit_and_store(
+        models.as_ref(),
+        clv.as_ref(),
+        &fit,
+        now + TimeDelta::hours(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(second.version, 2);
+    let rows = predictions(&sql, generation).await;
+    assert_eq!(rows.len(), buyers.len());
+    assert!(
+        rows.iter().all(|row| row.1 == 2),
+        "predictions now say version 2"
+    );
+
+    // Asking for more customers than there are: rejected with the reason, version 2 stays.
+    let strict = FitConfig {
+        min_customers: 100_000,
+        ..fit
+    };
+    let error = fit_and_store(models.as_ref(), clv.as_ref(), &strict, now)
+        .await
+        .unwrap_err();
+    let FitError::Rejected { reason, kept } = &error else {
+        panic!("expected a rejection, got {error}");
+    };
+    assert_eq!(*kept, Some(2));
+    assert!(reason.contains("at least 100000"), "{reason}");
+    assert!(
+        error.to_string().contains("model version 2 stays in force"),
+        "{error}"
+    );
+    assert_eq!(failures(&sql).await.last(), Some(reason));
+    assert_eq!(
+        clv.latest_model().await.unwrap().map(|m| m.version),
+        Some(2)
+    );
+    assert!(
+        predictions(&sql, generation)
+            .await
+            .iter()
+            .all(|row| row.1 == 2)
+    );
+
+    // A rebuild swaps in a generation without predictions; the next fit predicts for it and
+    // drops the old generation's.
+    let report = rebuild(
+        store,
+        models.clone(),
+        &config(),
+        RebuildOptions::default(),
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
+    assert_ne!(report.generation, generation);
+    assert_eq!(clv.prediction_count(report.generation).await.unwrap(), 0);
+    let third = fit_and_store(models.as_ref(), clv.as_ref(), &fit, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        (third.version, third.model.generation),
+        (3, report.generation)
+    );
+    assert_eq!(
+        third.model.bgnbd, second.model.bgnbd,
+        "the rebuilt generation holds the same summaries, so the same fit"
+    );
+    assert_eq!(
+        clv.prediction_count(report.generation).await.unwrap(),
+        buyers.len() as u64
+    );
+    assert!(
+        predictions(&sql, generation).await.is_empty(),
+        "old predictions are gone"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_fits_store_versions_and_a_rejected_fit_keeps_the_previous_one() {
+    let (store, _guard) = fresh_sqlite().await;
+    fits_store_versions_and_a_rejected_fit_keeps_the_previous_one(SqlEventStore::Sqlite(store))
+        .await;
+}
+
+#[tokio::test]
+async fn postgres_fits_store_versions_and_a_rejected_fit_keeps_the_previous_one() {
+    let store = fresh_postgres().await;
+    fits_store_versions_and_a_rejected_fit_keeps_the_previous_one(SqlEventStore::Postgres(store))
+        .await;
+}
