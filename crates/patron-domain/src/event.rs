@@ -243,6 +243,28 @@ impl EventBody {
         }
     }
 
+    /// Rebuilds a body from its stored type name and JSON text, parsing a known type straight
+    /// into its struct (no intermediate [`Value`]): what reading the log back does per event.
+    pub fn from_payload_str(event_type: &str, payload: &str) -> Result<Self, serde_json::Error> {
+        use serde_json::from_str;
+        Ok(match EventType::from_name(event_type) {
+            EventType::Purchase => EventBody::Purchase(from_str(payload)?),
+            EventType::Refund => EventBody::Refund(from_str(payload)?),
+            EventType::Interaction => EventBody::Interaction(from_str(payload)?),
+            EventType::Feedback => EventBody::Feedback(from_str(payload)?),
+            EventType::ProfileUpdated => EventBody::ProfileUpdated(from_str(payload)?),
+            EventType::Acquired => EventBody::Acquired(from_str(payload)?),
+            EventType::ConsentChanged => EventBody::ConsentChanged(from_str(payload)?),
+            EventType::ErasureRequested => EventBody::ErasureRequested(from_str(payload)?),
+            EventType::IdentitiesLinked => EventBody::IdentitiesLinked(from_str(payload)?),
+            EventType::Tick => EventBody::Tick(from_str(payload)?),
+            EventType::Unknown(name) => EventBody::Unknown(UnknownBody {
+                event_type: name,
+                data: from_str(payload)?,
+            }),
+        })
+    }
+
     /// Rebuilds a body from its stored type name and JSON form.
     pub fn from_payload(event_type: &str, payload: Value) -> Result<Self, serde_json::Error> {
         use serde_json::from_value;
@@ -561,6 +583,8 @@ mod tests {
         );
         let back = EventBody::from_payload("purchase", payload).unwrap();
         assert_eq!(back, body);
+        let back = EventBody::from_payload_str("purchase", &body.to_payload_string()).unwrap();
+        assert_eq!(back, body, "the text form parses straight into the body");
     }
 
     #[test]
@@ -572,6 +596,8 @@ mod tests {
             EventType::Unknown("points_earned".into())
         );
         assert_eq!(body.to_payload(), data);
+        let text = EventBody::from_payload_str("points_earned", &data.to_string()).unwrap();
+        assert_eq!(text, body);
     }
 
     #[test]

@@ -73,11 +73,20 @@ impl CustomerLifecycle {
 
     /// The median of the kept gaps between purchases, in seconds; `None` with fewer than two.
     pub fn median_gap_seconds(&self) -> Option<i64> {
-        let mut gaps: Vec<i64> = self
-            .recent_purchases
-            .windows(2)
-            .map(|pair| (pair[1] - pair[0]).num_seconds())
-            .collect();
+        // Called for nearly every event: the gaps go on the stack unless a state holds more than
+        // are ever kept.
+        let count = self.recent_purchases.len().saturating_sub(1);
+        let mut stack = [0i64; MAX_GAPS];
+        let mut heap = Vec::new();
+        let gaps: &mut [i64] = if count <= MAX_GAPS {
+            &mut stack[..count]
+        } else {
+            heap.resize(count, 0);
+            &mut heap
+        };
+        for (gap, pair) in gaps.iter_mut().zip(self.recent_purchases.windows(2)) {
+            *gap = (pair[1] - pair[0]).num_seconds();
+        }
         gaps.sort_unstable();
         let mid = gaps.len() / 2;
         match gaps.len() {

@@ -1,7 +1,7 @@
 //! The in-memory projection: per-customer views, the event-time watermark, the checkpoint, and
 //! an index of pending time-driven deadlines.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use patron_domain::{Currency, CustomerId, EventBody};
@@ -87,11 +87,12 @@ pub struct Projection {
     checkpoint: Position,
     /// `(next_deadline, customer)` for every customer that has one.
     deadlines: BTreeSet<(DateTime<Utc>, CustomerId)>,
-    /// Each indexed customer's deadline, to find its entry in `deadlines`.
-    deadline_of: BTreeMap<CustomerId, DateTime<Utc>>,
-    dirty: BTreeSet<CustomerId>,
+    /// Each indexed customer's deadline, to find its entry in `deadlines`. (Hashed, like the
+    /// two below: probed for nearly every event, never iterated in order.)
+    deadline_of: HashMap<CustomerId, DateTime<Utc>>,
+    dirty: HashSet<CustomerId>,
     /// For each dirty customer, its state-driven KPI contributions before this batch changed it.
-    baselines: BTreeMap<CustomerId, Vec<(KpiKey, i64)>>,
+    baselines: HashMap<CustomerId, Vec<(KpiKey, i64)>>,
     /// Event-driven KPI counters added since the last take.
     kpis: BTreeMap<KpiKey, i64>,
     scored_at: Option<DateTime<Utc>>,
@@ -198,20 +199,19 @@ impl Projection {
                 && !matches!(event.event.body, EventBody::Unknown(_) | EventBody::Tick(_));
             if projected {
                 self.touch(customer_id);
-                if !self.customers.contains_key(customer_id) {
-                    self.customers
-                        .insert(customer_id.clone(), CustomerView::default());
-                }
-                let Some(view) = self.customers.get_mut(customer_id) else {
-                    continue;
+                let view = match self.customers.get_mut(customer_id) {
+                    Some(view) => view,
+                    None => self.customers.entry(customer_id.clone()).or_default(),
                 };
                 let fired = patron_lifecycle::apply(&mut view.lifecycle, &event.event, rules);
                 patron_value::apply(&mut view.value, &event.event, currency);
                 purchases::apply(&mut view.purchases, &event.event, currency);
                 kpi::apply_state(&mut view.kpi, &event.event, currency);
                 kpi::event_counters(&event.event, view.lifecycle.stage, currency, &mut self.kpis);
-                self.record(customer_id, fired);
-                self.reindex(customer_id, rules);
+                let history = view.lifecycle.history.len();
+                let next = patron_lifecycle::next_deadline(&view.lifecycle, rules);
+                self.record_at(customer_id, history, fired);
+                self.set_deadline(customer_id, next);
             }
             self.raise_watermark(event.event.occurred_at, rules);
             if Some(index) == last_crossing
@@ -310,12 +310,31 @@ impl Projection {
     /// Hands over everything changed since the last call (dirty customers' current views and
     /// the transitions fired), with the checkpoint and watermark to write alongside.
     pub fn take_changes(&mut self) -> Changes {
+        self.changes(|customers, id| customers.get(id).cloned())
+    }
+
+    /// The last [`Projection::take_changes`] of a projection that is done with: the changed
+    /// views are moved out rather than copied (what the end of a rebuild hands over is every
+    /// customer).
+    pub fn into_changes(mut self) -> Changes {
+        self.changes(BTreeMap::remove)
+    }
+
+    fn changes(
+        &mut self,
+        mut view: impl FnMut(
+            &mut BTreeMap<CustomerId, CustomerView>,
+            &CustomerId,
+        ) -> Option<CustomerView>,
+    ) -> Changes {
         let mut kpis = std::mem::take(&mut self.kpis);
         let mut baselines = std::mem::take(&mut self.baselines);
-        let customers = std::mem::take(&mut self.dirty)
+        let mut dirty: Vec<CustomerId> = std::mem::take(&mut self.dirty).into_iter().collect();
+        dirty.sort_unstable();
+        let customers = dirty
             .into_iter()
             .filter_map(|id| {
-                let view = self.customers.get(&id)?.clone();
+                let view = view(&mut self.customers, &id)?;
                 for (key, value) in baselines.remove(&id).unwrap_or_default() {
                     kpi::add(&mut kpis, key, -value);
                 }
@@ -371,13 +390,22 @@ impl Projection {
 
     /// Turns transitions just appended to a customer's history into outbox entries.
     fn record(&mut self, customer_id: &CustomerId, fired: Vec<Transition>) {
-        for transition in &fired {
-            kpi::transition_counter(transition, &mut self.kpis);
-        }
         let Some(view) = self.customers.get(customer_id) else {
             return;
         };
-        let first = view.lifecycle.history.len().saturating_sub(fired.len());
+        let history = view.lifecycle.history.len();
+        self.record_at(customer_id, history, fired);
+    }
+
+    /// [`Projection::record`] for a customer whose stage history is now `history` long.
+    fn record_at(&mut self, customer_id: &CustomerId, history: usize, fired: Vec<Transition>) {
+        if fired.is_empty() {
+            return;
+        }
+        for transition in &fired {
+            kpi::transition_counter(transition, &mut self.kpis);
+        }
+        let first = history.saturating_sub(fired.len());
         let position = self.checkpoint;
         self.outbox.extend(
             fired
@@ -399,6 +427,11 @@ impl Projection {
             .customers
             .get(customer_id)
             .and_then(|view| patron_lifecycle::next_deadline(&view.lifecycle, rules));
+        self.set_deadline(customer_id, next);
+    }
+
+    /// Puts `next` in the index as the customer's deadline (replacing any previous one).
+    fn set_deadline(&mut self, customer_id: &CustomerId, next: Option<DateTime<Utc>>) {
         let current = self.deadline_of.get(customer_id).copied();
         if next == current {
             return;

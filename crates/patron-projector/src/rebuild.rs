@@ -14,14 +14,19 @@ use crate::{OutboxEntry, Projection};
 pub struct RebuildOptions {
     /// Events per read.
     pub page: usize,
-    /// Events folded between two writes of the new generation.
+    /// Events folded between two writes of the new generation (bounds the memory held by the
+    /// transitions fired meanwhile). No write is made when the head of the log (as of the start)
+    /// is less than a quarter of this away: the last write comes soon anyway, and every customer
+    /// it touches would be written twice.
     pub flush_every: usize,
 }
 
 impl Default for RebuildOptions {
     fn default() -> Self {
         Self {
-            page: 10_000,
+            // Large pages: fewer round trips, and scoring (RFM and tiers of every buyer) runs at
+            // most once per page.
+            page: 50_000,
             flush_every: 1_000_000,
         }
     }
@@ -109,20 +114,25 @@ pub async fn rebuild(
             head,
             events,
         });
-        if since_flush >= options.flush_every {
+        let remaining = head.0.saturating_sub(projection.checkpoint().0);
+        let near_head = usize::try_from(remaining).unwrap_or(usize::MAX) < options.flush_every / 4;
+        let overdue = since_flush >= options.flush_every.saturating_add(options.flush_every / 4);
+        if since_flush >= options.flush_every && (!near_head || overdue) {
             let write = Instant::now();
-            let mut changes = projection.take_changes();
+            let changes = projection.take_changes();
             models.commit(generation.id, written, &changes).await?;
             tracing::debug!(elapsed = ?write.elapsed(), customers = changes.customers.len(), transitions = changes.outbox.len(), "flushed");
             written = changes.checkpoint;
             since_flush = 0;
-            hold(&mut held, &mut changes.outbox, models.as_ref()).await?;
+            hold(&mut held, &changes.outbox, models.as_ref()).await?;
             writing += write.elapsed();
         }
     }
     let write = Instant::now();
-    let changes = projection.take_changes();
-    held.extend(changes.outbox.iter().cloned());
+    let customers = projection.customers().len();
+    let checkpoint = projection.checkpoint();
+    let changes = projection.into_changes();
+    hold(&mut held, &changes.outbox, models.as_ref()).await?;
     let replaced = models
         .activate(generation.id, written, &changes, &held)
         .await?;
@@ -136,8 +146,8 @@ pub async fn rebuild(
         generation: generation.id,
         replaced,
         events,
-        customers: projection.customers().len(),
-        checkpoint: projection.checkpoint(),
+        customers,
+        checkpoint,
         elapsed: started.elapsed(),
         reading,
         folding,
@@ -146,10 +156,11 @@ pub async fn rebuild(
 }
 
 /// Keeps the transitions the active generation has not reached yet (the others it has
-/// published itself, or will never need: its checkpoint only grows).
+/// published itself, or will never need: its checkpoint only grows). Normally the live projector
+/// is ahead and none are kept.
 async fn hold(
     held: &mut Vec<OutboxEntry>,
-    fired: &mut Vec<OutboxEntry>,
+    fired: &[OutboxEntry],
     models: &dyn ReadModelStore,
 ) -> Result<(), ReadModelError> {
     let live = models
@@ -157,7 +168,7 @@ async fn hold(
         .await?
         .map_or(Position::ZERO, |active| active.checkpoint);
     held.retain(|entry| entry.position > live);
-    held.extend(fired.drain(..).filter(|entry| entry.position > live));
+    held.extend(fired.iter().filter(|entry| entry.position > live).cloned());
     Ok(())
 }
 

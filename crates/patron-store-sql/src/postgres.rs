@@ -13,14 +13,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use futures::TryStreamExt as _;
 use patron_domain::CustomerId;
 use patron_store::{
     AppendBatch, AppendReceipt, EventStore, Position, RecordedEvent, SourceOffset, StoreError,
     plan_append,
 };
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Postgres, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row as _, Transaction};
 use uuid::Uuid;
 
 use crate::ConnectOptions;
@@ -29,45 +29,39 @@ use crate::row::{EventRow, limit, to_i64};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+// The payload is read as text: it is parsed once, straight into the body of its type.
 const SELECT_EVENTS: &str = "SELECT position, event_id, customer_id, version, event_type, \
-     occurred_at, recorded_at, source, payload FROM events";
+     occurred_at, recorded_at, source, payload::text FROM events";
 
-type Row = (
-    i64,
-    Uuid,
-    String,
-    i64,
-    String,
-    DateTime<Utc>,
-    DateTime<Utc>,
-    String,
-    serde_json::Value,
-);
-
-fn decode(row: Row) -> Result<RecordedEvent, StoreError> {
-    let (
-        position,
-        event_id,
-        customer_id,
-        version,
-        event_type,
-        occurred_at,
-        recorded_at,
-        source,
-        payload,
-    ) = row;
+/// Decodes one `events` row, borrowing its text columns (no per-column `String`s).
+fn decode(row: &PgRow) -> Result<RecordedEvent, StoreError> {
     EventRow {
-        position,
-        event_id,
-        customer_id,
-        version,
-        event_type,
-        occurred_at,
-        recorded_at,
-        source,
-        payload,
+        position: row.try_get(0).map_err(map)?,
+        event_id: row.try_get(1).map_err(map)?,
+        customer_id: row.try_get(2).map_err(map)?,
+        version: row.try_get(3).map_err(map)?,
+        event_type: row.try_get(4).map_err(map)?,
+        occurred_at: row.try_get(5).map_err(map)?,
+        recorded_at: row.try_get(6).map_err(map)?,
+        source: row.try_get(7).map_err(map)?,
+        payload: row.try_get(8).map_err(map)?,
     }
     .decode()
+}
+
+/// Decodes rows as they arrive.
+async fn fetch_events(
+    query: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
+    pool: &PgPool,
+    capacity: usize,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let mut rows = query.fetch(pool);
+    // Pages are often full: reserve for one, but not absurdly much for a huge limit.
+    let mut events = Vec::with_capacity(capacity.min(100_000));
+    while let Some(row) = rows.try_next().await.map_err(map)? {
+        events.push(decode(&row)?);
+    }
+    Ok(events)
 }
 
 /// An event store in PostgreSQL.
@@ -384,17 +378,11 @@ impl EventStore for PgEventStore {
         after: Position,
         limit_to: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        sqlx::query_as::<_, Row>(&format!(
-            "{SELECT_EVENTS} WHERE position > $1 ORDER BY position LIMIT $2"
-        ))
-        .bind(to_i64(after.0))
-        .bind(limit(limit_to))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map)?
-        .into_iter()
-        .map(decode)
-        .collect()
+        let sql = format!("{SELECT_EVENTS} WHERE position > $1 ORDER BY position LIMIT $2");
+        let query = sqlx::query(&sql)
+            .bind(to_i64(after.0))
+            .bind(limit(limit_to));
+        fetch_events(query, &self.pool, limit_to).await
     }
 
     async fn read_stream(
@@ -403,18 +391,14 @@ impl EventStore for PgEventStore {
         after_version: u64,
         limit_to: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        sqlx::query_as::<_, Row>(&format!(
+        let sql = format!(
             "{SELECT_EVENTS} WHERE customer_id = $1 AND version > $2 ORDER BY version LIMIT $3"
-        ))
-        .bind(customer_id.as_str())
-        .bind(to_i64(after_version))
-        .bind(limit(limit_to))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map)?
-        .into_iter()
-        .map(decode)
-        .collect()
+        );
+        let query = sqlx::query(&sql)
+            .bind(customer_id.as_str())
+            .bind(to_i64(after_version))
+            .bind(limit(limit_to));
+        fetch_events(query, &self.pool, limit_to).await
     }
 
     async fn head(&self) -> Result<Position, StoreError> {

@@ -5,26 +5,27 @@ use patron_domain::{CustomerId, Event, EventBody};
 use patron_store::{Position, RecordedEvent, StoreError};
 use uuid::Uuid;
 
-/// The columns of one `events` row, as read.
-pub(crate) struct EventRow {
+/// The columns of one `events` row, as read (text borrowed from the row).
+pub(crate) struct EventRow<'a> {
     pub(crate) position: i64,
     pub(crate) event_id: Uuid,
-    pub(crate) customer_id: String,
+    pub(crate) customer_id: &'a str,
     pub(crate) version: i64,
-    pub(crate) event_type: String,
+    pub(crate) event_type: &'a str,
     pub(crate) occurred_at: DateTime<Utc>,
     pub(crate) recorded_at: DateTime<Utc>,
-    pub(crate) source: String,
-    pub(crate) payload: serde_json::Value,
+    pub(crate) source: &'a str,
+    /// The body as JSON text, parsed straight into the body of its type.
+    pub(crate) payload: &'a str,
 }
 
-impl EventRow {
+impl EventRow<'_> {
     pub(crate) fn decode(self) -> Result<RecordedEvent, StoreError> {
         let position = Position(u64::try_from(self.position).unwrap_or(0));
         let corrupt = |reason: String| StoreError::Corrupt { position, reason };
-        let customer_id = CustomerId::parse(&self.customer_id)
-            .map_err(|e| corrupt(format!("customer_id {e}")))?;
-        let body = EventBody::from_payload(&self.event_type, self.payload)
+        let customer_id =
+            CustomerId::parse(self.customer_id).map_err(|e| corrupt(format!("customer_id {e}")))?;
+        let body = EventBody::from_payload_str(self.event_type, self.payload)
             .map_err(|e| corrupt(format!("{} payload: {e}", self.event_type)))?;
         Ok(RecordedEvent {
             position,
@@ -34,7 +35,7 @@ impl EventRow {
                 event_id: self.event_id,
                 customer_id,
                 occurred_at: self.occurred_at,
-                source: self.source,
+                source: self.source.to_owned(),
                 body,
             },
         })

@@ -63,13 +63,13 @@ fn decode(row: Row) -> Result<RecordedEvent, StoreError> {
     EventRow {
         position,
         event_id: Uuid::parse_str(&event_id).map_err(|e| corrupt(format!("event_id: {e}")))?,
-        customer_id,
+        customer_id: &customer_id,
         version,
-        event_type,
+        event_type: &event_type,
         occurred_at,
         recorded_at,
-        source,
-        payload: serde_json::from_str(&payload).map_err(|e| corrupt(format!("payload: {e}")))?,
+        source: &source,
+        payload: &payload,
     }
     .decode()
 }

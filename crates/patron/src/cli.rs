@@ -413,7 +413,7 @@ pub(crate) struct RebuildArgs {
     pub(crate) rules: RulesArgs,
 
     /// Events per read.
-    #[arg(long, env = "PATRON_REBUILD_PAGE_SIZE", default_value_t = 10_000,
+    #[arg(long, env = "PATRON_REBUILD_PAGE_SIZE", default_value_t = 50_000,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub(crate) page_size: u32,
 }

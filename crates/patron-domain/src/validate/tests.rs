@@ -231,6 +231,12 @@ fn every_known_body_validates() {
             back, event.body,
             "{event_type} round-trips through its stored form"
         );
+        let text = EventBody::from_payload_str(event_type, &event.body.to_payload_string());
+        assert_eq!(
+            text.unwrap(),
+            event.body,
+            "{event_type} round-trips through its stored text"
+        );
     }
 }
 

@@ -81,77 +81,81 @@ async fn lock(
     Ok((active, status))
 }
 
-/// Writes a generation being built with `COPY`: customers written by an earlier flush of the same
-/// rebuild are deleted first (a probe each), every stage-history row is new.
+/// Writes a generation being built with binary `COPY`: customers written by an earlier flush of
+/// the same rebuild are deleted first (a probe each; none when the generation is still empty, at
+/// position zero), every stage-history row is new.
 async fn bulk_write(
     tx: &mut Tx,
     generation: GenerationId,
+    expected: Position,
     changes: &Changes,
 ) -> Result<(), ReadModelError> {
     if !changes.customers.is_empty() {
-        let ids: Vec<&str> = changes
-            .customers
-            .iter()
-            .map(|(id, _)| id.as_str())
-            .collect();
-        sqlx::query("DELETE FROM customers WHERE generation = $1 AND customer_id = ANY($2)")
-            .bind(generation)
-            .bind(ids)
-            .execute(&mut **tx)
-            .await
-            .map_err(db)?;
+        if expected != Position::ZERO {
+            let ids: Vec<&str> = changes
+                .customers
+                .iter()
+                .map(|(id, _)| id.as_str())
+                .collect();
+            sqlx::query("DELETE FROM customers WHERE generation = $1 AND customer_id = ANY($2)")
+                .bind(generation)
+                .bind(ids)
+                .execute(&mut **tx)
+                .await
+                .map_err(db)?;
+        }
         let mut rows = CopyRows::new();
         for (id, view) in &changes.customers {
             let r = CustomerRow::new(id, view)?;
-            let rfm = |i: usize| r.rfm.map(|s| i64::from(s[i]));
-            rows.int(Some(generation))
+            let rfm = |i: usize| r.rfm.map(|s| s[i]);
+            rows.row(19)
+                .int8(Some(generation))
                 .text(Some(&r.customer_id))
                 .text(r.stage)
                 .time(r.stage_since)
-                .int(Some(r.orders))
-                .int(Some(r.refunds))
-                .int(Some(r.gross_revenue_minor))
-                .int(Some(r.refunded_minor))
-                .int(Some(r.net_revenue_minor))
-                .int(r.average_order_minor)
+                .int8(Some(r.orders))
+                .int8(Some(r.refunds))
+                .int8(Some(r.gross_revenue_minor))
+                .int8(Some(r.refunded_minor))
+                .int8(Some(r.net_revenue_minor))
+                .int8(r.average_order_minor)
                 .time(r.first_purchase_at)
                 .time(r.last_purchase_at)
                 .time(r.last_event_at)
-                .int(rfm(0))
-                .int(rfm(1))
-                .int(rfm(2))
+                .int2(rfm(0))
+                .int2(rfm(1))
+                .int2(rfm(2))
                 .text(r.segment)
                 .text(r.tier)
-                .text(Some(&r.state))
-                .end_row();
+                .text(Some(&r.state));
         }
         copy(
             tx,
             "COPY customers (generation, customer_id, stage, stage_since, orders, refunds, \
                 gross_revenue_minor, refunded_minor, net_revenue_minor, average_order_minor, \
                 first_purchase_at, last_purchase_at, last_event_at, rfm_r, rfm_f, rfm_m, \
-                rfm_segment, tier, state) FROM STDIN",
+                rfm_segment, tier, state) FROM STDIN (FORMAT binary)",
             rows,
         )
         .await?;
     }
     let mut rows = CopyRows::new();
     for e in &changes.outbox {
-        rows.int(Some(generation))
+        rows.row(9)
+            .int8(Some(generation))
             .text(Some(e.customer_id.as_str()))
-            .int(Some(i64::from(seq(e))))
+            .int4(seq(e))
             .text(e.transition.from.map(|s| s.as_str()))
             .text(Some(e.transition.to.as_str()))
             .time(Some(e.transition.at))
             .text(Some(&e.transition.rule))
-            .text(Some(&facts_json(e)))
-            .int(Some(to_i64(e.position.0)))
-            .end_row();
+            .jsonb(&facts_json(e))
+            .int8(Some(to_i64(e.position.0)));
     }
     copy(
         tx,
         "COPY stage_history (generation, customer_id, seq, from_stage, to_stage, entered_at, \
-            rule, facts, position) FROM STDIN",
+            rule, facts, position) FROM STDIN (FORMAT binary)",
         rows,
     )
     .await?;
@@ -478,7 +482,7 @@ impl ReadModelStore for PgReadModels {
         let mut tx = self.pool.begin().await.map_err(db)?;
         let (active, status) = lock(&mut tx, generation, expected).await?;
         if status == BUILDING {
-            bulk_write(&mut tx, generation, changes).await?;
+            bulk_write(&mut tx, generation, expected, changes).await?;
         } else {
             write(&mut tx, generation, changes).await?;
         }
@@ -502,7 +506,7 @@ impl ReadModelStore for PgReadModels {
         let mut tx = self.pool.begin().await.map_err(db)?;
         let (active, status) = lock(&mut tx, generation, expected).await?;
         if status == BUILDING {
-            bulk_write(&mut tx, generation, changes).await?;
+            bulk_write(&mut tx, generation, expected, changes).await?;
         } else {
             write(&mut tx, generation, changes).await?;
         }

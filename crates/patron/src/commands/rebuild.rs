@@ -13,7 +13,7 @@ pub(crate) async fn run(database: &DatabaseArgs, args: RebuildArgs) -> anyhow::R
     let store = open_store(database).await?;
     let models = store.read_models();
     let options = RebuildOptions {
-        page: usize::try_from(args.page_size).unwrap_or(10_000),
+        page: usize::try_from(args.page_size).unwrap_or(50_000),
         ..RebuildOptions::default()
     };
     let bar = std::io::stderr().is_terminal().then(|| {
