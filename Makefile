@@ -151,10 +151,29 @@ CRASH_KILLS ?= 24
 ABUSE_ROUNDS ?= 12
 
 .PHONY: reliability
-reliability: postgres ## Reliability suite at full size (release build): SIGKILL crash test over ingest, projector and relay (CRASH_EVENTS=200000, CRASH_KILLS=24; also the concurrency and outage variants) and API abuse (ABUSE_ROUNDS=12 rounds of 2,000 watch streams), figures printed
+reliability: postgres ## Reliability suite at full size (release build): SIGKILL crash test over ingest, projector and relay (CRASH_EVENTS=200000, CRASH_KILLS=24; also the concurrency and outage variants) API abuse (ABUSE_ROUNDS=12 rounds of 2,000 watch streams) and every fuzz target (FUZZ_SECONDS each), figures printed
 	PATRON_CRASH_EVENTS=$(CRASH_EVENTS) PATRON_CRASH_KILLS=$(CRASH_KILLS) \
 		$(CARGO) test --release -p patron-e2e --test crash -- --nocapture --test-threads=1
 	PATRON_ABUSE_ROUNDS=$(ABUSE_ROUNDS) $(CARGO) test --release -p patron-e2e --test abuse -- --nocapture
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_SECONDS)
+
+# Fuzzing: cargo-fuzz (libFuzzer), installed once into TOOLS_DIR; the stable toolchain runs it with
+# RUSTC_BOOTSTRAP=1. Seeds are checked in under fuzz/seeds; the corpus grows in fuzz/corpus.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := decode_json decode_cloudevents decode_binary_mode decode_protobuf rules_toml
+
+.PHONY: fuzz
+fuzz: ## Fuzz every decoder (JSON, CloudEvents structured and binary mode, protobuf) and the rules file for FUZZ_SECONDS each (60); installs cargo-fuzz once
+	@test -x $(TOOLS_DIR)/bin/cargo-fuzz || $(CARGO) install cargo-fuzz --locked --root $(TOOLS_DIR)
+	@set -e; cd fuzz; for target in $(FUZZ_TARGETS); do \
+		case $$target in rules_toml) seeds=seeds/rules;; decode_protobuf) seeds=;; *) seeds=seeds/json;; esac; \
+		mkdir -p corpus/$$target; \
+		echo "==> fuzzing $$target for $(FUZZ_SECONDS) s"; \
+		if PATH="$(TOOLS_DIR)/bin:$$PATH" RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$target corpus/$$target $$seeds -- \
+			-max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -print_final_stats=1 >fuzz-$$target.log 2>&1; then \
+			grep -E "stat::(number_of_executed_units|new_units_added)" fuzz-$$target.log; \
+		else tail -40 fuzz-$$target.log; echo "fuzz $$target failed (crash inputs in fuzz/artifacts/$$target)"; exit 1; fi; \
+	done
 
 .PHONY: ci
 ci: lint test ## What CI runs

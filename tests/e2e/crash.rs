@@ -226,6 +226,33 @@ impl Fleet {
     }
 }
 
+/// Produces `records` while ingest consumes them, keeping at most `BACKLOG` records unconsumed:
+/// the mock cluster keeps only 5 MB per partition and drops older records beyond that, as a
+/// broker's retention would. Consumed = the offsets ingest stored with its events.
+async fn produce_paced(bootstrap: String, url: String, records: Vec<TestRecord>) {
+    const CHUNK: usize = 2_000;
+    const BACKLOG: i64 = 20_000;
+    let mut db = PgConnection::connect(&url).await.unwrap();
+    let mut produced = 0i64;
+    for chunk in records.chunks(CHUNK) {
+        loop {
+            let consumed = scalar(
+                &mut db,
+                &format!(
+                    "SELECT CAST(sum(next_offset) AS BIGINT) FROM source_offsets WHERE topic = '{INPUT}'"
+                ),
+            )
+            .await;
+            if produced - consumed <= BACKLOG {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        produce(&bootstrap, INPUT, chunk).await;
+        produced += chunk.len() as i64;
+    }
+}
+
 /// A TCP proxy in front of PostgreSQL that can play an outage: every connection through it is
 /// cut and new ones are refused until it is restored. The services reach the database through
 /// it; the test's own checks connect directly.
@@ -284,11 +311,15 @@ impl DatabaseProxy {
 async fn crash_test(bootstrap: &str, events: u64, kills: usize, fleet: Fleet, outages: usize) {
     let started = Instant::now();
     let (records, valid) = traffic(events);
-    produce(bootstrap, INPUT, &records).await;
     let db_guard = PgDatabase::create().await;
     let direct = db_guard.url.clone();
     patron(&direct, &["migrate"]).success();
     let mut db = PgConnection::connect(&direct).await.unwrap();
+    let producer = tokio::spawn(produce_paced(
+        bootstrap.to_owned(),
+        direct.clone(),
+        records.clone(),
+    ));
     let upstream = direct
         .rsplit_once('@')
         .and_then(|(_, rest)| rest.split_once('/'))
@@ -375,12 +406,23 @@ async fn crash_test(bootstrap: &str, events: u64, kills: usize, fleet: Fleet, ou
         proxy.restore();
     }
 
+    producer.await.unwrap();
+
     // Let the survivors finish: everything ingested, projected and relayed.
     let deadline = Instant::now() + Duration::from_secs(600);
     let done = loop {
         let [stored, head, checkpoint, outbox, relayed] = progress(&mut db).await;
         if stored == valid.len() as i64 && checkpoint == head && relayed == outbox {
             break [stored, head, checkpoint, outbox, relayed];
+        }
+        for service in &mut services {
+            if let Some(status) = service.child.try_wait().unwrap() {
+                panic!(
+                    "patron {} exited on its own ({status}):\n{}",
+                    service.kind.name(),
+                    std::fs::read_to_string(&service.log).unwrap_or_default()
+                );
+            }
         }
         assert!(
             Instant::now() < deadline,
