@@ -151,6 +151,16 @@ fn body(body: &EventBody) -> (Body, Option<&Map<String, Value>>) {
             }),
             None,
         ),
+        EventBody::ModelFitted(_) => (
+            Body::Other(pb::OtherEvent {
+                r#type: "model_fitted".into(),
+                data: match body.to_payload() {
+                    Value::Object(map) => Some(to_struct(&map)),
+                    _ => None,
+                },
+            }),
+            None,
+        ),
         EventBody::Unknown(u) => (
             Body::Other(pb::OtherEvent {
                 r#type: u.event_type.clone(),

@@ -12,7 +12,7 @@ mod validate;
 pub use event::{
     Acquired, ConsentChanged, CustomerId, ErasureRequested, Event, EventBody, EventType, Feedback,
     IdentitiesLinked, Identity, IdentityKind, Interaction, InteractionKind, LineItem,
-    ProfileUpdated, Purchase, Refund, Tick, UnknownBody,
+    ModelFitted, ProfileUpdated, Purchase, Refund, Tick, UnknownBody,
 };
 pub use money::{Currency, MAX_ABS_MINOR_UNITS, Money, MoneyError};
 pub use validate::{ErrorClass, RawEvent, RawTime, ValidationError, ValidationPolicy, validate};
