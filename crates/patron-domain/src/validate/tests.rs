@@ -343,14 +343,23 @@ fn producers_cannot_send_ticks_or_use_reserved_streams() {
 
 #[test]
 fn producers_cannot_send_model_events() {
-    let data = json!({"version": 1, "time_unit": "weeks", "r": "1", "alpha": "1", "a": "1", "b": "1"});
+    let data =
+        json!({"version": 1, "time_unit": "weeks", "r": "1", "alpha": "1", "a": "1", "b": "1"});
     let err = rejected(raw("model_fitted", data), ErrorClass::InvalidField, "type");
-    assert!(err.message.contains("fitter"), "says who writes them: {err}");
+    assert!(
+        err.message.contains("fitter"),
+        "says who writes them: {err}"
+    );
 }
 
 #[test]
 fn a_model_event_round_trips_its_parameters_exactly() {
-    let (r, alpha, a, b) = (0.2425945_f64, 4.413_f64 / 3.0, 0.1_f64 + 0.2, 2.0_f64.sqrt());
+    let (r, alpha, a, b) = (
+        0.2425945_f64,
+        4.413_f64 / 3.0,
+        0.1_f64 + 0.2,
+        2.0_f64.sqrt(),
+    );
     let body = EventBody::ModelFitted(crate::ModelFitted {
         version: 3,
         time_unit: "weeks".into(),
@@ -373,7 +382,10 @@ fn a_model_event_round_trips_its_parameters_exactly() {
         b: "-1".into(),
         ..model
     };
-    assert!(bad.parameters().is_none(), "a negative parameter is refused");
+    assert!(
+        bad.parameters().is_none(),
+        "a negative parameter is refused"
+    );
     assert!(CustomerId::clv().is_reserved());
 }
 
