@@ -111,7 +111,11 @@ impl LiveProjection {
                 created
             }
         };
-        if generation.rules.trim() != config.rules_text.trim() {
+        // The same text, or text that reads as the same rules: a generation recorded before a
+        // rule was added (its key missing, so at its default) needs no rebuild.
+        let same_rules = generation.rules.trim() == config.rules_text.trim()
+            || Rules::from_toml_str(&generation.rules).is_ok_and(|stored| stored == config.rules);
+        if !same_rules {
             return Err(ReadModelError::RulesChanged {
                 generation: generation.id,
             });
