@@ -199,6 +199,10 @@ impl Projection {
     /// advanced, in deadline order (ties by customer id): normally other customers; the event's
     /// own customer only when the event came late and left it with a deadline already passed.
     ///
+    /// A `model_fitted` event in the `$clv` stream makes its model the one in force and
+    /// recomputes every customer's probability-alive schedule; a purchase or refund recomputes
+    /// its customer's (see [`crate::p_alive`]).
+    ///
     /// Scores (RFM, segment, tier) are recomputed when the watermark enters a new UTC day. Only
     /// the last such crossing in a page is scored: earlier scores would be overwritten before
     /// anything read them, and the state at the last crossing is the same whatever the paging,
