@@ -37,6 +37,7 @@ impl AdminApi {
             }
             Err(FitError::Config(why)) => Err(ApiError::Internal(why)),
             Err(FitError::Store(error)) => Err(error.into()),
+            Err(error @ FitError::Log { .. }) => Err(ApiError::Internal(error.to_string())),
         }
     }
 

@@ -133,7 +133,8 @@ pub async fn serve(
         .map_err(|error| ApiError::Serve(format!("bind {}: {error}", config.listen)))?;
     if config.fitter.is_none() {
         let fitter = Fitter::new(store.read_models(), store.clv_store(), config.fit)
-            .map_err(|error| ApiError::Serve(error.to_string()))?;
+            .map_err(|error| ApiError::Serve(error.to_string()))?
+            .with_log(store.clone().into_dyn());
         config.fitter = Some(Arc::new(fitter));
     }
     serve_on(

@@ -5,8 +5,10 @@
 //! `extra`, as the decoder expects them. Limits of the wire format: `google.protobuf.Struct`
 //! numbers are doubles, so integers in extra fields, traits and unknown bodies come back as
 //! floating-point JSON numbers (and lose precision beyond 2^53); an unknown body that is not a
-//! JSON object is sent as an empty `data`. A projector `tick` (never accepted from producers)
-//! is encoded as `OtherEvent { type: "tick" }`.
+//! JSON object is sent as an empty `data`. A projector `tick` and a fitter `model_fitted` (never
+//! accepted from producers) are encoded as `OtherEvent { type: "tick" }` and
+//! `OtherEvent { type: "model_fitted", data }` (`data` holds the stored fields; the parameters are
+//! strings, so they travel exactly).
 
 use patron_domain::{Event, EventBody, IdentityKind, InteractionKind, Money};
 use patron_proto::events::v1 as pb;
@@ -148,6 +150,16 @@ fn body(body: &EventBody) -> (Body, Option<&Map<String, Value>>) {
             Body::Other(pb::OtherEvent {
                 r#type: "tick".into(),
                 data: None,
+            }),
+            None,
+        ),
+        EventBody::ModelFitted(_) => (
+            Body::Other(pb::OtherEvent {
+                r#type: "model_fitted".into(),
+                data: match body.to_payload() {
+                    Value::Object(map) => Some(to_struct(&map)),
+                    _ => None,
+                },
             }),
             None,
         ),

@@ -54,6 +54,11 @@ impl CustomerId {
         Self("$clock".to_owned())
     }
 
+    /// The stream of [`ModelFitted`] events.
+    pub fn clv() -> Self {
+        Self("$clv".to_owned())
+    }
+
     /// Whether this is one of Patron's own streams rather than a customer.
     pub fn is_reserved(&self) -> bool {
         self.0.starts_with(Self::RESERVED_PREFIX)
@@ -112,13 +117,16 @@ pub enum EventType {
     /// Event time moved on with no customer event: written by the projector (never accepted
     /// from outside) so that time-driven lifecycle changes replay exactly.
     Tick,
+    /// A predictive (BG/NBD) model was fitted and accepted: written by Patron's fitter (never
+    /// accepted from outside) so that lifecycle rules using it replay exactly.
+    ModelFitted,
     /// A type this version does not know: kept, not projected.
     Unknown(String),
 }
 
 impl EventType {
     /// Every type this version understands.
-    pub const KNOWN: [EventType; 10] = [
+    pub const KNOWN: [EventType; 11] = [
         EventType::Purchase,
         EventType::Refund,
         EventType::Interaction,
@@ -129,6 +137,7 @@ impl EventType {
         EventType::ErasureRequested,
         EventType::IdentitiesLinked,
         EventType::Tick,
+        EventType::ModelFitted,
     ];
 
     /// The stable name, e.g. `purchase` or `profile_updated`.
@@ -144,6 +153,7 @@ impl EventType {
             EventType::ErasureRequested => "erasure_requested",
             EventType::IdentitiesLinked => "identities_linked",
             EventType::Tick => "tick",
+            EventType::ModelFitted => "model_fitted",
             EventType::Unknown(name) => name,
         }
     }
@@ -186,6 +196,8 @@ pub enum EventBody {
     IdentitiesLinked(IdentitiesLinked),
     /// See [`Tick`].
     Tick(Tick),
+    /// See [`ModelFitted`].
+    ModelFitted(ModelFitted),
     /// See [`UnknownBody`].
     Unknown(UnknownBody),
 }
@@ -204,6 +216,7 @@ impl EventBody {
             EventBody::ErasureRequested(_) => EventType::ErasureRequested,
             EventBody::IdentitiesLinked(_) => EventType::IdentitiesLinked,
             EventBody::Tick(_) => EventType::Tick,
+            EventBody::ModelFitted(_) => EventType::ModelFitted,
             EventBody::Unknown(body) => EventType::Unknown(body.event_type.clone()),
         }
     }
@@ -239,6 +252,7 @@ impl EventBody {
             EventBody::ErasureRequested(b) => f(b),
             EventBody::IdentitiesLinked(b) => f(b),
             EventBody::Tick(b) => f(b),
+            EventBody::ModelFitted(b) => f(b),
             EventBody::Unknown(b) => f(&b.data),
         }
     }
@@ -258,6 +272,7 @@ impl EventBody {
             EventType::ErasureRequested => EventBody::ErasureRequested(from_str(payload)?),
             EventType::IdentitiesLinked => EventBody::IdentitiesLinked(from_str(payload)?),
             EventType::Tick => EventBody::Tick(from_str(payload)?),
+            EventType::ModelFitted => EventBody::ModelFitted(from_str(payload)?),
             EventType::Unknown(name) => EventBody::Unknown(UnknownBody {
                 event_type: name,
                 data: from_str(payload)?,
@@ -279,6 +294,7 @@ impl EventBody {
             EventType::ErasureRequested => EventBody::ErasureRequested(from_value(payload)?),
             EventType::IdentitiesLinked => EventBody::IdentitiesLinked(from_value(payload)?),
             EventType::Tick => EventBody::Tick(from_value(payload)?),
+            EventType::ModelFitted => EventBody::ModelFitted(from_value(payload)?),
             EventType::Unknown(name) => EventBody::Unknown(UnknownBody {
                 event_type: name,
                 data: payload,
@@ -443,6 +459,48 @@ pub struct Acquired {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tick {}
+
+/// A BG/NBD model was fitted and accepted as `version`: the parameters the lifecycle rules use
+/// for probability-alive thresholds from this event's position on.
+///
+/// Patron's fitter appends one to the [`CustomerId::clv`] stream after storing the version, with
+/// `occurred_at` = the evaluation time of the fit (the watermark of the read models it was fitted
+/// on). The parameters are in `time_unit` (`weeks`) and written as decimal strings: the shortest
+/// text that parses back to exactly the fitted `f64` (Rust's `Display`), so a replay computes
+/// exactly the probabilities live processing did, whatever the store does to JSON numbers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFitted {
+    /// The model version (1, 2, … as stored in `clv_models`).
+    pub version: i64,
+    /// The unit of the parameters' time scale: `weeks`.
+    pub time_unit: String,
+    /// BG/NBD `r`.
+    pub r: String,
+    /// BG/NBD `alpha`, in `time_unit`.
+    pub alpha: String,
+    /// BG/NBD `a`.
+    pub a: String,
+    /// BG/NBD `b`.
+    pub b: String,
+}
+
+impl ModelFitted {
+    /// The parameters as written, `(r, alpha, a, b)`, if all four are finite and positive numbers.
+    pub fn parameters(&self) -> Option<(f64, f64, f64, f64)> {
+        let parse = |text: &str| {
+            text.parse::<f64>()
+                .ok()
+                .filter(|value| value.is_finite() && *value > 0.0)
+        };
+        Some((
+            parse(&self.r)?,
+            parse(&self.alpha)?,
+            parse(&self.a)?,
+            parse(&self.b)?,
+        ))
+    }
+}
 
 /// Consent for one purpose was granted or withdrawn.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

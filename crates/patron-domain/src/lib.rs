@@ -11,7 +11,7 @@ mod validate;
 
 pub use event::{
     Acquired, ConsentChanged, CustomerId, ErasureRequested, Event, EventBody, EventType, Feedback,
-    IdentitiesLinked, Identity, IdentityKind, Interaction, InteractionKind, LineItem,
+    IdentitiesLinked, Identity, IdentityKind, Interaction, InteractionKind, LineItem, ModelFitted,
     ProfileUpdated, Purchase, Refund, Tick, UnknownBody,
 };
 pub use money::{Currency, MAX_ABS_MINOR_UNITS, Money, MoneyError};

@@ -181,6 +181,12 @@ pub fn validate(raw: RawEvent, policy: &ValidationPolicy) -> Result<Event, Valid
             "tick events are written by Patron's projector, never accepted from producers",
         ));
     }
+    if event_type == EventType::ModelFitted {
+        return Err(ValidationError::invalid(
+            "type",
+            "model_fitted events are written by Patron's fitter, never accepted from producers",
+        ));
+    }
     if let Some(path) = find_nul("data", &raw.data) {
         // Neither PostgreSQL text nor jsonb can hold U+0000; refuse it here, not at the store.
         return Err(ValidationError::invalid(
@@ -582,6 +588,13 @@ fn parse_body(event_type: EventType, data: Value) -> Result<EventBody, Validatio
         }
         // Refused by `validate` before the body is parsed; an empty tick is all a tick can be.
         EventType::Tick => EventBody::Tick(crate::event::Tick {}),
+        // Refused by `validate` before the body is parsed.
+        EventType::ModelFitted => {
+            return Err(ValidationError::invalid(
+                "type",
+                "model_fitted events are written by Patron's fitter, never accepted from producers",
+            ));
+        }
         // Handled above, before the body had to be an object; kept here for exhaustiveness.
         EventType::Unknown(name) => EventBody::Unknown(UnknownBody {
             event_type: name,

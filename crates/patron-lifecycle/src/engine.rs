@@ -29,6 +29,10 @@ enum Due {
     HoneymoonEnd,
     /// The reactivation window ends.
     ReactivationEnd,
+    /// Probability alive falls below the at-risk threshold.
+    PAliveAtRisk,
+    /// Probability alive falls below the churn threshold.
+    PAliveChurn,
 }
 
 /// More time-driven steps than any state can take in a row (the longest chain is
@@ -91,16 +95,31 @@ pub fn next_deadline(state: &CustomerLifecycle, rules: &Rules) -> Option<DateTim
     next_due(state, rules).map(|(deadline, _)| deadline)
 }
 
-/// The earliest pending time-driven rule; at equal deadlines inactivity wins.
+/// The earliest pending time-driven rule; at equal deadlines inactivity (or probability alive)
+/// wins. While a probability-alive schedule is set, its crossings replace the inactivity rules.
 fn next_due(state: &CustomerLifecycle, rules: &Rules) -> Option<(DateTime<Utc>, Due)> {
-    let at_risk = || inactivity_deadline(state, rules.at_risk_gap_multiple_percent, rules);
-    let at_risk = || at_risk().map(|deadline| (deadline, Due::AtRisk));
+    let schedule = state.p_alive.as_ref();
+    let at_risk = || match schedule {
+        Some(schedule) => schedule
+            .at_risk
+            .as_ref()
+            .map(|crossing| (crossing.at, Due::PAliveAtRisk)),
+        None => inactivity_deadline(state, rules.at_risk_gap_multiple_percent, rules)
+            .map(|deadline| (deadline, Due::AtRisk)),
+    };
+    let churn = || match schedule {
+        Some(schedule) => schedule
+            .churn
+            .as_ref()
+            .map(|crossing| (crossing.at, Due::PAliveChurn)),
+        None => inactivity_deadline(state, rules.churn_gap_multiple_percent, rules)
+            .map(|deadline| (deadline, Due::Churn)),
+    };
     let repeat = state.has_orders(rules.active_min_orders);
     match state.stage? {
         Stage::Prospect | Stage::Churned => None,
         Stage::Active | Stage::Loyal => at_risk(),
-        Stage::AtRisk => inactivity_deadline(state, rules.churn_gap_multiple_percent, rules)
-            .map(|deadline| (deadline, Due::Churn)),
+        Stage::AtRisk => churn(),
         Stage::New => {
             let end = honeymoon_end(state, rules).filter(|_| repeat);
             earliest(at_risk(), end.map(|deadline| (deadline, Due::HoneymoonEnd)))
@@ -166,6 +185,14 @@ fn fire(
         Due::ReactivationEnd => {
             fact(&mut facts, "reactivated_days", rules.reactivated_days);
             (settled(state, rules, &mut facts), rule::REACTIVATION_END)
+        }
+        Due::PAliveAtRisk => {
+            p_alive_facts(state, rules.p_alive_at_risk_percent, false, &mut facts);
+            (Stage::AtRisk, rule::P_ALIVE_AT_RISK)
+        }
+        Due::PAliveChurn => {
+            p_alive_facts(state, rules.p_alive_churn_percent, true, &mut facts);
+            (Stage::Churned, rule::P_ALIVE_CHURN)
         }
     };
     if at > deadline {
@@ -295,6 +322,31 @@ fn inactivity_facts(
     fact(facts, "gap_source", gap.source);
     fact(facts, "gaps", gap.gaps);
     fact(facts, "multiple_percent", percent);
+}
+
+/// Records the numbers behind a probability-alive rule: the probability at the crossing, the
+/// threshold (a fraction) and the model version.
+fn p_alive_facts(
+    state: &CustomerLifecycle,
+    percent: i64,
+    churn: bool,
+    facts: &mut BTreeMap<String, String>,
+) {
+    if let Some(schedule) = &state.p_alive {
+        let crossing = if churn {
+            &schedule.churn
+        } else {
+            &schedule.at_risk
+        };
+        if let Some(crossing) = crossing {
+            fact(facts, "p_alive", &crossing.p_alive);
+        }
+        fact(facts, "model_version", schedule.model_version);
+    }
+    fact(facts, "threshold", format!("0.{percent:02}"));
+    if let Some(last) = state.last_purchase_at {
+        fact(facts, "last_purchase_at", rfc3339(last));
+    }
 }
 
 /// `t` plus `seconds`, or `None` past the end of representable time (a deadline never reached).

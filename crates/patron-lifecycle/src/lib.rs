@@ -16,7 +16,7 @@ mod state;
 pub use engine::{advance, apply, next_deadline};
 pub use rules::{Rules, RulesError};
 pub use stage::{Stage, UnknownStage};
-pub use state::{CustomerLifecycle, MAX_GAPS, Transition};
+pub use state::{CustomerLifecycle, MAX_GAPS, PAliveCrossing, PAliveSchedule, Transition};
 
 #[cfg(test)]
 mod tests;

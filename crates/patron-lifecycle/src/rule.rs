@@ -23,3 +23,7 @@ pub const WIN_BACK: &str = "win_back";
 pub const REACTIVATION_REPEAT: &str = "reactivation_repeat";
 /// The reactivation window ended: `reactivated` → `active` (or `loyal`).
 pub const REACTIVATION_END: &str = "reactivation_end";
+/// A fitted model's probability alive fell below the at-risk threshold: → `at_risk`.
+pub const P_ALIVE_AT_RISK: &str = "p_alive_at_risk";
+/// A fitted model's probability alive fell below the churn threshold: `at_risk` → `churned`.
+pub const P_ALIVE_CHURN: &str = "p_alive_churn";

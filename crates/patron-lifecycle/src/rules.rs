@@ -38,6 +38,14 @@ pub struct Rules {
     pub churn_gap_multiple_percent: i64,
     /// Length of the `reactivated` window before the customer counts as `active` (default 30 days).
     pub reactivated_days: i64,
+    /// Whether a fitted BG/NBD model's probability alive decides `at_risk` and `churned` for
+    /// repeat buyers (default `true`; only once a model event is in the log).
+    pub p_alive: bool,
+    /// Probability alive, in percent, below which a repeat buyer is `at_risk` (default 50).
+    pub p_alive_at_risk_percent: i64,
+    /// Probability alive, in percent, below which a repeat buyer is `churned` (default 10; must
+    /// be smaller).
+    pub p_alive_churn_percent: i64,
 }
 
 impl Default for Rules {
@@ -53,6 +61,9 @@ impl Default for Rules {
             at_risk_gap_multiple_percent: 200,
             churn_gap_multiple_percent: 400,
             reactivated_days: 30,
+            p_alive: true,
+            p_alive_at_risk_percent: 50,
+            p_alive_churn_percent: 10,
         }
     }
 }
@@ -156,6 +167,22 @@ impl Rules {
             1,
             MAX_PERCENT,
         )?;
+        check_range(
+            "p_alive_at_risk_percent",
+            self.p_alive_at_risk_percent,
+            1,
+            99,
+        )?;
+        check_range("p_alive_churn_percent", self.p_alive_churn_percent, 1, 99)?;
+        if self.p_alive_churn_percent >= self.p_alive_at_risk_percent {
+            return Err(invalid(
+                "p_alive_churn_percent",
+                format!(
+                    "must be less than p_alive_at_risk_percent ({}), got {}",
+                    self.p_alive_at_risk_percent, self.p_alive_churn_percent
+                ),
+            ));
+        }
         if self.churn_gap_multiple_percent <= self.at_risk_gap_multiple_percent {
             return Err(invalid(
                 "churn_gap_multiple_percent",
@@ -207,6 +234,15 @@ churn_gap_multiple_percent = 400
 # A purchase after churn makes the customer `reactivated`; the next purchase, or the end of this
 # window, makes it `active` (or `loyal`) again.
 reactivated_days = 30
+
+# Once a BG/NBD model has been fitted (`patron fit`, or the schedule in `patron serve`, which
+# write a `model_fitted` event to the log), a repeat buyer's probability alive replaces the two
+# inactivity multiples above: `at_risk` when it falls below `p_alive_at_risk_percent`, `churned`
+# below `p_alive_churn_percent` (must be smaller). Customers without a repeat purchase day, and
+# every customer before the first model (or with `p_alive = false`), follow the inactivity rules.
+p_alive = true
+p_alive_at_risk_percent = 50
+p_alive_churn_percent = 10
 "#;
 
 impl Rules {

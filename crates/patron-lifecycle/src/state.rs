@@ -48,10 +48,38 @@ pub struct CustomerLifecycle {
     pub recent_purchases: Vec<DateTime<Utc>>,
     /// The latest `occurred_at` of any event applied.
     pub last_event_at: Option<DateTime<Utc>>,
+    /// When a fitted model's probability alive falls below the thresholds, computed by the
+    /// projector from the customer's purchases and the latest model; `Some` only while the
+    /// probability-alive rules govern this customer (they replace the inactivity rules then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_alive: Option<PAliveSchedule>,
     /// Every stage change, oldest first. (Omitted from the serialised form when empty, so a
     /// store may keep the history elsewhere and put it back on load.)
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Transition>,
+}
+
+/// When a customer's probability alive (under one fitted model, for its current purchases)
+/// falls below each threshold. Probability alive only falls while no purchase comes, so each
+/// crossing is a deadline like an inactivity one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PAliveSchedule {
+    /// The model version the probabilities come from.
+    pub model_version: i64,
+    /// Falling below `p_alive_at_risk_percent`; `None` if it never does (within 100 years).
+    pub at_risk: Option<PAliveCrossing>,
+    /// Falling below `p_alive_churn_percent`; `None` if it never does (within 100 years).
+    pub churn: Option<PAliveCrossing>,
+}
+
+/// The first instant a customer's probability alive is below a threshold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PAliveCrossing {
+    /// When: a UTC midnight (ages are whole days), or the model's (or purchase's) own time if
+    /// the probability was already below then.
+    pub at: DateTime<Utc>,
+    /// The probability alive at `at`, as text (four decimals), for the transition's facts.
+    pub p_alive: String,
 }
 
 /// A customer's usual gap between purchases, and where it came from.

@@ -20,7 +20,8 @@ use chrono::{DateTime, Utc};
 use patron_clv::{
     BgNbdParams, GammaGammaParams, Horizon, Observation, PurchaseSummary, TimeUnit, to_minor_units,
 };
-use patron_domain::CustomerId;
+use patron_domain::{CustomerId, Event, EventBody, ModelFitted};
+use patron_store::{AppendBatch, EventStore, ExpectedVersion, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::port::{GenerationId, ReadModelError, ReadModelStore};
@@ -214,6 +215,56 @@ pub enum FitError {
     /// Reading or writing the read models failed.
     #[error(transparent)]
     Store(#[from] ReadModelError),
+    /// The fit was accepted and stored as `version`, but its `model_fitted` event could not be
+    /// appended to the log: the lifecycle rules keep following the previous model until a later
+    /// fit's event is appended.
+    #[error(
+        "model version {version} was stored, but its model_fitted event could not be appended to the log: {source}"
+    )]
+    Log {
+        /// The stored version.
+        version: i64,
+        /// Why the append failed.
+        source: StoreError,
+    },
+}
+
+/// The `model_fitted` event that announces an accepted fit to the projection (see
+/// [`crate::p_alive`]): in the reserved `$clv` stream, at the fit's evaluation time, with the
+/// BG/NBD parameters as shortest round-trip decimal strings.
+pub fn model_event(fitted: &ModelVersion) -> Event {
+    let params = &fitted.model.bgnbd;
+    Event {
+        event_id: uuid::Uuid::now_v7(),
+        customer_id: CustomerId::clv(),
+        occurred_at: fitted.model.evaluated_at,
+        source: "patron-fit".into(),
+        body: EventBody::ModelFitted(ModelFitted {
+            version: fitted.version,
+            time_unit: "weeks".into(),
+            r: params.r.to_string(),
+            alpha: params.alpha.to_string(),
+            a: params.a.to_string(),
+            b: params.b.to_string(),
+        }),
+    }
+}
+
+/// Appends [`model_event`] of `fitted` to the log.
+pub async fn append_model_event(
+    log: &dyn EventStore,
+    fitted: &ModelVersion,
+) -> Result<(), FitError> {
+    let batch = AppendBatch::single(
+        CustomerId::clv(),
+        ExpectedVersion::Any,
+        vec![model_event(fitted)],
+    );
+    log.append(&batch).await.map_err(|source| FitError::Log {
+        version: fitted.version,
+        source,
+    })?;
+    Ok(())
 }
 
 fn kept_message(kept: Option<i64>) -> String {
@@ -319,6 +370,7 @@ async fn reject(
 pub struct Fitter {
     models: Arc<dyn ReadModelStore>,
     store: Arc<dyn ClvStore>,
+    log: Option<Arc<dyn EventStore>>,
     config: FitConfig,
     running: tokio::sync::Mutex<()>,
 }
@@ -342,9 +394,18 @@ impl Fitter {
         Ok(Self {
             models,
             store,
+            log: None,
             config,
             running: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Appends a `model_fitted` event to `log` after every accepted fit, so that the
+    /// probability-alive lifecycle rules follow the new model (see [`crate::p_alive`]).
+    #[must_use]
+    pub fn with_log(mut self, log: Arc<dyn EventStore>) -> Self {
+        self.log = Some(log);
+        self
     }
 
     /// The configuration fits use.
@@ -356,13 +417,22 @@ impl Fitter {
     pub async fn fit(&self, now: DateTime<Utc>) -> Result<ModelVersion, FitError> {
         let _one_at_a_time = self.running.lock().await;
         let started = std::time::Instant::now();
-        let outcome =
+        let mut outcome =
             fit_and_store(self.models.as_ref(), self.store.as_ref(), &self.config, now).await;
+        if let (Ok(fitted), Some(log)) = (&outcome, &self.log)
+            && let Err(error) = append_model_event(log.as_ref(), fitted).await
+        {
+            outcome = Err(error);
+        }
         metrics::histogram!("patron_clv_fit_seconds").record(started.elapsed().as_secs_f64());
         match &outcome {
             Ok(fitted) => {
                 metrics::gauge!("patron_clv_model_version").set(fitted.version as f64);
                 metrics::counter!("patron_clv_fits_total", "outcome" => "accepted").increment(1);
+            }
+            Err(FitError::Log { version, .. }) => {
+                metrics::gauge!("patron_clv_model_version").set(*version as f64);
+                metrics::counter!("patron_clv_fits_total", "outcome" => "not_logged").increment(1);
             }
             Err(_) => {
                 metrics::counter!("patron_clv_fits_total", "outcome" => "rejected").increment(1);

@@ -13,6 +13,7 @@
 
 pub mod clv;
 pub mod kpi;
+pub mod p_alive;
 mod port;
 mod projection;
 mod purchases;
@@ -27,7 +28,7 @@ pub use projection::{Changes, CustomerView, OutboxEntry, Projection};
 pub use purchases::Purchases;
 pub use rebuild::{RebuildOptions, RebuildProgress, RebuildReport, rebuild};
 pub use relay::{LifecyclePublisher, PublishError, RelayConfig, RelayError, relay_once, run_relay};
-pub use runner::{Clock, LiveProjection, ProjectorConfig, Step, SystemClock, run};
+pub use runner::{Clock, LiveProjection, ProjectorConfig, Step, SystemClock, restore_model, run};
 pub use scores::Scores;
 
 use patron_domain::Currency;

@@ -4,13 +4,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use patron_domain::{Currency, CustomerId, EventBody};
-use patron_lifecycle::{CustomerLifecycle, Rules, Transition};
+use patron_domain::{Currency, CustomerId, EventBody, ModelFitted};
+use patron_lifecycle::{CustomerLifecycle, PAliveSchedule, Rules, Transition};
 use patron_store::{Position, RecordedEvent};
 use patron_value::{CustomerValue, DEFAULT_A_SHARE_PERCENT, DEFAULT_B_SHARE_PERCENT};
 use serde::{Deserialize, Serialize};
 
 use crate::kpi::{self, CustomerKpi, KpiKey};
+use crate::p_alive::{self, FittedModel};
 use crate::purchases::{self, Purchases};
 use crate::scores::{Scores, midnight};
 
@@ -96,6 +97,8 @@ pub struct Projection {
     /// Event-driven KPI counters added since the last take.
     kpis: BTreeMap<KpiKey, i64>,
     scored_at: Option<DateTime<Utc>>,
+    /// The latest valid model event applied (probability-alive rules), see [`crate::p_alive`].
+    model: Option<FittedModel>,
     outbox: Vec<OutboxEntry>,
 }
 
@@ -148,6 +151,27 @@ impl Projection {
         self.checkpoint
     }
 
+    /// The fitted model the probability-alive rules follow: the latest valid `model_fitted`
+    /// event applied; `None` before the first.
+    pub fn model(&self) -> Option<&FittedModel> {
+        self.model.as_ref()
+    }
+
+    /// Puts back the model in force when resuming from persisted views: the latest valid
+    /// `model_fitted` event at or before the checkpoint (customers' schedules are part of their
+    /// views and are not recomputed). Events after the checkpoint are ignored: they will be
+    /// applied.
+    pub fn restore_model(&mut self, event: &RecordedEvent) {
+        if event.position > self.checkpoint {
+            return;
+        }
+        if let EventBody::ModelFitted(fitted) = &event.event.body
+            && let Some(model) = FittedModel::from_event(fitted)
+        {
+            self.model = Some(model);
+        }
+    }
+
     /// The earliest pending time-driven deadline and its customer, if any.
     pub fn next_deadline(&self) -> Option<&(DateTime<Utc>, CustomerId)> {
         self.deadlines.first()
@@ -175,6 +199,10 @@ impl Projection {
     /// the watermark rises to the event's time and every customer whose deadline it passed is
     /// advanced, in deadline order (ties by customer id): normally other customers; the event's
     /// own customer only when the event came late and left it with a deadline already passed.
+    ///
+    /// A `model_fitted` event in the `$clv` stream makes its model the one in force and
+    /// recomputes every customer's probability-alive schedule; a purchase or refund recomputes
+    /// its customer's (see [`crate::p_alive`]).
     ///
     /// Scores (RFM, segment, tier) are recomputed when the watermark enters a new UTC day. Only
     /// the last such crossing in a page is scored: earlier scores would be overwritten before
@@ -206,12 +234,28 @@ impl Projection {
                 let fired = patron_lifecycle::apply(&mut view.lifecycle, &event.event, rules);
                 patron_value::apply(&mut view.value, &event.event, currency);
                 purchases::apply(&mut view.purchases, &event.event, currency);
+                if let Some(model) = &self.model
+                    && matches!(
+                        event.event.body,
+                        EventBody::Purchase(_) | EventBody::Refund(_)
+                    )
+                {
+                    let from = self
+                        .watermark
+                        .map_or(event.event.occurred_at, |w| w.max(event.event.occurred_at));
+                    view.lifecycle.p_alive =
+                        p_alive::schedule(&view.purchases.summary, model, from, rules);
+                }
                 kpi::apply_state(&mut view.kpi, &event.event, currency);
                 kpi::event_counters(&event.event, view.lifecycle.stage, currency, &mut self.kpis);
                 let history = view.lifecycle.history.len();
                 let next = patron_lifecycle::next_deadline(&view.lifecycle, rules);
                 self.record_at(customer_id, history, fired);
                 self.set_deadline(customer_id, next);
+            } else if let EventBody::ModelFitted(fitted) = &event.event.body
+                && *customer_id == CustomerId::clv()
+            {
+                self.apply_model(fitted, event.event.occurred_at, rules);
             }
             self.raise_watermark(event.event.occurred_at, rules);
             if Some(index) == last_crossing
@@ -221,6 +265,33 @@ impl Projection {
             }
         }
         applied
+    }
+
+    /// Makes a fitted model the one in force (an invalid one is ignored) and recomputes every
+    /// customer's probability-alive schedule from the watermark the event brings; customers
+    /// whose schedule changes become dirty. Crossings already passed fire when the watermark is
+    /// raised next (at once: the caller raises it to the event's time).
+    fn apply_model(&mut self, fitted: &ModelFitted, occurred_at: DateTime<Utc>, rules: &Rules) {
+        let Some(model) = FittedModel::from_event(fitted) else {
+            return;
+        };
+        self.model = Some(model);
+        let from = self.watermark.map_or(occurred_at, |w| w.max(occurred_at));
+        let changed: Vec<(CustomerId, Option<PAliveSchedule>)> = self
+            .customers
+            .iter()
+            .filter_map(|(id, view)| {
+                let schedule = p_alive::schedule(&view.purchases.summary, &model, from, rules);
+                (schedule != view.lifecycle.p_alive).then(|| (id.clone(), schedule))
+            })
+            .collect();
+        for (id, schedule) in changed {
+            self.touch(&id);
+            if let Some(view) = self.customers.get_mut(&id) {
+                view.lifecycle.p_alive = schedule;
+            }
+            self.reindex(&id, rules);
+        }
     }
 
     /// The index of the last new event in `events` that moves the watermark into a later UTC

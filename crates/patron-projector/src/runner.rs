@@ -111,19 +111,24 @@ impl LiveProjection {
                 created
             }
         };
-        if generation.rules.trim() != config.rules_text.trim() {
+        // The same text, or text that reads as the same rules: a generation recorded before a
+        // rule was added (its key missing, so at its default) needs no rebuild.
+        let same_rules = generation.rules.trim() == config.rules_text.trim()
+            || Rules::from_toml_str(&generation.rules).is_ok_and(|stored| stored == config.rules);
+        if !same_rules {
             return Err(ReadModelError::RulesChanged {
                 generation: generation.id,
             });
         }
         let snapshot = models.load(generation.id).await?;
-        let projection = Projection::restore(
+        let mut projection = Projection::restore(
             snapshot.customers,
             generation.watermark,
             generation.checkpoint,
             generation.scored_at,
             &config.rules,
         );
+        restore_model(&mut projection, store.as_ref()).await?;
         Ok(Self {
             store,
             models,
@@ -215,6 +220,28 @@ impl LiveProjection {
         let batch = AppendBatch::single(CustomerId::clock(), ExpectedVersion::Any, vec![tick]);
         self.store.append(&batch).await?;
         Ok(true)
+    }
+}
+
+/// Puts back the model in force from the `$clv` stream: the latest valid model event at or
+/// before the projection's checkpoint (the log is the only source of the model, so a resumed
+/// projection follows the same one a rebuild would).
+pub async fn restore_model(
+    projection: &mut Projection,
+    store: &dyn EventStore,
+) -> Result<(), ReadModelError> {
+    const PAGE: usize = 256;
+    let stream = CustomerId::clv();
+    let mut after = 0;
+    loop {
+        let page = store.read_stream(&stream, after, PAGE).await?;
+        for event in &page {
+            projection.restore_model(event);
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE && last.version > after => after = last.version,
+            _ => return Ok(()),
+        }
     }
 }
 

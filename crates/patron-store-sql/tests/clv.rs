@@ -259,3 +259,167 @@ async fn postgres_fits_store_versions_and_a_rejected_fit_keeps_the_previous_one(
     fits_store_versions_and_a_rejected_fit_keeps_the_previous_one(SqlEventStore::Postgres(store))
         .await;
 }
+
+async fn catch_up(live: &mut LiveProjection) {
+    loop {
+        if live.step().await.expect("projector step").caught_up {
+            return;
+        }
+    }
+}
+
+/// `patron fit` appends a `model_fitted` event: the projector follows it (repeat buyers whose
+/// probability alive is below the thresholds go at risk / churned, as the stored predictions
+/// say), a restarted projector finds the model again in the log, and a rebuild reproduces the
+/// same read models.
+async fn a_fit_moves_customers_through_the_log_and_a_rebuild_reproduces_it(sql: SqlEventStore) {
+    use patron_domain::{CustomerId, EventBody};
+    use patron_lifecycle::Stage;
+    use patron_projector::clv::Fitter;
+
+    let store: Arc<dyn EventStore> = sql.clone().into_dyn();
+    let models: Arc<dyn ReadModelStore> = sql.read_models();
+    append(store.as_ref(), &history()).await;
+    let mut live = LiveProjection::open(store.clone(), models.clone(), config())
+        .await
+        .unwrap();
+    catch_up(&mut live).await;
+    let before: usize = live
+        .projection()
+        .customers()
+        .values()
+        .flat_map(|view| &view.lifecycle.history)
+        .filter(|t| t.rule.starts_with("p_alive"))
+        .count();
+    assert_eq!(before, 0, "no model event yet: inactivity rules only");
+
+    let fitter = Fitter::new(models.clone(), sql.clv_store(), FitConfig::default())
+        .unwrap()
+        .with_log(store.clone());
+    let fitted = fitter
+        .fit(Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap())
+        .await
+        .expect("the population fits");
+
+    // The event, read back from the store, carries the exact parameters.
+    let stream = store.read_stream(&CustomerId::clv(), 0, 10).await.unwrap();
+    assert_eq!(stream.len(), 1);
+    assert_eq!(stream[0].event.occurred_at, fitted.model.evaluated_at);
+    let EventBody::ModelFitted(event) = &stream[0].event.body else {
+        panic!("not a model event: {:?}", stream[0].event);
+    };
+    assert_eq!(event.version, fitted.version);
+    let (r, alpha, a, b) = event.parameters().unwrap();
+    let p = fitted.model.bgnbd;
+    assert_eq!(
+        [r, alpha, a, b].map(f64::to_bits),
+        [p.r, p.alpha, p.a, p.b].map(f64::to_bits)
+    );
+
+    catch_up(&mut live).await;
+    let model = live
+        .projection()
+        .model()
+        .copied()
+        .expect("the model is in force");
+    assert_eq!(
+        (model.version, model.params),
+        (fitted.version, fitted.model.bgnbd)
+    );
+
+    // Stages agree with the stored predictions (same model, same evaluation day).
+    let rows = predictions(&sql, fitted.model.generation).await;
+    assert!(!rows.is_empty());
+    let (mut at_risk, mut churned) = (0, 0);
+    for (id, _, p_alive, _, _) in &rows {
+        let view = live
+            .projection()
+            .customer(&CustomerId::parse(id).unwrap())
+            .unwrap();
+        if view.purchases.summary.frequency() == 0 {
+            assert!(view.lifecycle.p_alive.is_none(), "{id}: no repeat purchase");
+            continue;
+        }
+        let schedule = view.lifecycle.p_alive.as_ref().expect("a repeat buyer");
+        assert_eq!(schedule.model_version, fitted.version);
+        let stage = view.lifecycle.stage.unwrap();
+        if *p_alive < 0.1 {
+            assert_eq!(stage, Stage::Churned, "{id}: p_alive {p_alive}");
+            churned += 1;
+        } else if *p_alive < 0.5 {
+            assert!(
+                matches!(stage, Stage::AtRisk | Stage::Churned),
+                "{id}: p_alive {p_alive}, {stage:?}"
+            );
+            at_risk += 1;
+        }
+    }
+    assert!(
+        at_risk > 0 && churned > 0,
+        "{at_risk} at risk, {churned} churned"
+    );
+
+    // A quiet year later (a tick), buyers still active at the fit fall below the thresholds:
+    // the model's rules move them, not inactivity.
+    let tick = Event {
+        event_id: uuid::Uuid::now_v7(),
+        customer_id: CustomerId::clock(),
+        occurred_at: fitted.model.evaluated_at + TimeDelta::days(365),
+        source: "test".into(),
+        body: EventBody::Tick(patron_domain::Tick {}),
+    };
+    append(store.as_ref(), &[tick]).await;
+    catch_up(&mut live).await;
+    let moved = live
+        .projection()
+        .customers()
+        .values()
+        .flat_map(|view| &view.lifecycle.history)
+        .filter(|t| t.rule.starts_with("p_alive"))
+        .inspect(|t| assert_eq!(t.facts["model_version"], fitted.version.to_string()))
+        .count();
+    assert!(moved > 0, "the model moved customers");
+
+    // A restart finds the model in the log; a rebuild reproduces the read models.
+    let reopened = LiveProjection::open(store.clone(), models.clone(), config())
+        .await
+        .unwrap();
+    assert_eq!(reopened.projection().model(), Some(&model));
+    let live_views = reopened.projection().customers().clone();
+    let report = rebuild(
+        store.clone(),
+        models.clone(),
+        &config(),
+        RebuildOptions {
+            page: 97,
+            flush_every: 500,
+        },
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
+    assert_ne!(report.generation, fitted.model.generation);
+    let rebuilt = LiveProjection::open(store, models, config()).await.unwrap();
+    assert_eq!(rebuilt.generation().id, report.generation);
+    assert_eq!(rebuilt.projection().model(), Some(&model));
+    assert!(
+        rebuilt.projection().customers() == &live_views,
+        "rebuilt views and stage histories equal the live ones"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_a_fit_moves_customers_through_the_log_and_a_rebuild_reproduces_it() {
+    let (store, _guard) = fresh_sqlite().await;
+    a_fit_moves_customers_through_the_log_and_a_rebuild_reproduces_it(SqlEventStore::Sqlite(store))
+        .await;
+}
+
+#[tokio::test]
+async fn postgres_a_fit_moves_customers_through_the_log_and_a_rebuild_reproduces_it() {
+    let store = fresh_postgres().await;
+    a_fit_moves_customers_through_the_log_and_a_rebuild_reproduces_it(SqlEventStore::Postgres(
+        store,
+    ))
+    .await;
+}

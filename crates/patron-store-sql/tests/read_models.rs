@@ -256,6 +256,19 @@ async fn changed_rules_are_refused(db: Db) {
         .err()
         .expect("changed rules are refused");
     assert!(error.to_string().contains("patron rebuild"), "{error}");
+
+    // Text that reads as the same rules is no change: e.g. a generation recorded before the
+    // probability-alive keys existed (they take their defaults), or a reformatted file.
+    let older_text: String = Rules::example_toml()
+        .lines()
+        .filter(|line| !line.starts_with("p_alive"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert_ne!(older_text.trim(), Rules::example_toml().trim());
+    let older = ProjectorConfig::new(Rules::default(), older_text);
+    LiveProjection::open(db.store(), db.models(), older)
+        .await
+        .expect("the same rules, written without the newer keys");
 }
 
 /// A tick appended when the log is quiet moves silent customers on, and a rebuild sees it too.

@@ -348,6 +348,54 @@ fn producers_cannot_send_ticks_or_use_reserved_streams() {
 }
 
 #[test]
+fn producers_cannot_send_model_events() {
+    let data =
+        json!({"version": 1, "time_unit": "weeks", "r": "1", "alpha": "1", "a": "1", "b": "1"});
+    let err = rejected(raw("model_fitted", data), ErrorClass::InvalidField, "type");
+    assert!(
+        err.message.contains("fitter"),
+        "says who writes them: {err}"
+    );
+}
+
+#[test]
+fn a_model_event_round_trips_its_parameters_exactly() {
+    let (r, alpha, a, b) = (
+        0.2425945_f64,
+        4.413_f64 / 3.0,
+        0.1_f64 + 0.2,
+        2.0_f64.sqrt(),
+    );
+    let body = EventBody::ModelFitted(crate::ModelFitted {
+        version: 3,
+        time_unit: "weeks".into(),
+        r: r.to_string(),
+        alpha: alpha.to_string(),
+        a: a.to_string(),
+        b: b.to_string(),
+    });
+    let back = EventBody::from_payload("model_fitted", body.to_payload()).unwrap();
+    assert_eq!(back, body);
+    let EventBody::ModelFitted(model) = back else {
+        panic!("not a model event: {back:?}");
+    };
+    let (r2, alpha2, a2, b2) = model.parameters().expect("valid parameters");
+    assert_eq!(
+        [r2.to_bits(), alpha2.to_bits(), a2.to_bits(), b2.to_bits()],
+        [r.to_bits(), alpha.to_bits(), a.to_bits(), b.to_bits()]
+    );
+    let bad = crate::ModelFitted {
+        b: "-1".into(),
+        ..model
+    };
+    assert!(
+        bad.parameters().is_none(),
+        "a negative parameter is refused"
+    );
+    assert!(CustomerId::clv().is_reserved());
+}
+
+#[test]
 fn a_tick_round_trips_through_its_stored_form() {
     let body = EventBody::Tick(crate::Tick {});
     assert_eq!(body.to_payload_string(), "{}");

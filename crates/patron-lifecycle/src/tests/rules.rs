@@ -39,6 +39,9 @@ fn invalid_values_are_refused_naming_the_field() {
         ("default_gap_days = 0", "default_gap_days"),
         ("min_gap_days = -1", "min_gap_days"),
         ("reactivated_days = 0", "reactivated_days"),
+        ("p_alive_at_risk_percent = 100", "p_alive_at_risk_percent"),
+        ("p_alive_churn_percent = 0", "p_alive_churn_percent"),
+        ("p_alive_churn_percent = 50", "p_alive_churn_percent"),
         ("active_min_orders = 1", "active_min_orders"),
         ("loyal_min_orders = 1", "loyal_min_orders"),
         (

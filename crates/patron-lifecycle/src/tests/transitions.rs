@@ -437,3 +437,82 @@ fn inactivity_wins_over_a_honeymoon_end_at_the_same_instant() {
     );
     assert_fact(&fired[0], "inactive_days", "20");
 }
+
+/// A probability-alive schedule of model `version` crossing the at-risk threshold on day
+/// `at_risk` and the churn threshold on day `churn`.
+fn schedule(version: i64, at_risk: i64, churn: i64) -> crate::PAliveSchedule {
+    crate::PAliveSchedule {
+        model_version: version,
+        at_risk: Some(crate::PAliveCrossing {
+            at: day(at_risk),
+            p_alive: "0.4998".into(),
+        }),
+        churn: Some(crate::PAliveCrossing {
+            at: day(churn),
+            p_alive: "0.0999".into(),
+        }),
+    }
+}
+
+#[test]
+fn a_probability_alive_schedule_replaces_the_inactivity_rules() {
+    let rules = Rules::default();
+    let mut state = every_twenty_days();
+    // Inactivity alone would make this customer at risk on day 100 (see above).
+    state.p_alive = Some(schedule(7, 130, 300));
+    assert_eq!(next_deadline(&state, &rules), Some(day(130)));
+    assert!(advance(&mut state, day(129), &rules).is_empty());
+    let fired = advance(&mut state, day(400), &rules);
+    assert_eq!(fired.len(), 2, "{fired:?}");
+    assert_moved(
+        &fired[0],
+        Stage::Active,
+        Stage::AtRisk,
+        day(130),
+        rule::P_ALIVE_AT_RISK,
+    );
+    assert_fact(&fired[0], "p_alive", "0.4998");
+    assert_fact(&fired[0], "threshold", "0.50");
+    assert_fact(&fired[0], "model_version", "7");
+    assert_moved(
+        &fired[1],
+        Stage::AtRisk,
+        Stage::Churned,
+        day(300),
+        rule::P_ALIVE_CHURN,
+    );
+    assert_fact(&fired[1], "p_alive", "0.0999");
+    assert_fact(&fired[1], "threshold", "0.10");
+    // A purchase after churn wins the customer back, as with the inactivity rules.
+    let fired = buy(&mut state, &[410], 5_000);
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert_moved(
+        &fired[0],
+        Stage::Churned,
+        Stage::Reactivated,
+        at(410, 10),
+        rule::WIN_BACK,
+    );
+}
+
+#[test]
+fn without_a_schedule_the_inactivity_rules_apply_unchanged() {
+    let rules = Rules::default();
+    let mut with_none = every_twenty_days();
+    with_none.p_alive = None;
+    let fired = advance(&mut with_none, day(200), &rules);
+    let rules_fired: Vec<&str> = fired.iter().map(|t| t.rule.as_str()).collect();
+    assert_eq!(
+        rules_fired,
+        [rule::INACTIVITY_AT_RISK, rule::INACTIVITY_CHURN]
+    );
+    // A schedule that never crosses keeps the customer active.
+    let mut never = every_twenty_days();
+    never.p_alive = Some(crate::PAliveSchedule {
+        model_version: 1,
+        at_risk: None,
+        churn: None,
+    });
+    assert!(advance(&mut never, day(10_000), &rules).is_empty());
+    assert_eq!(never.stage, Some(Stage::Active));
+}

@@ -63,6 +63,7 @@ fn stored(view: &CustomerView) -> CustomerView {
             last_purchase_at: l.last_purchase_at,
             recent_purchases: l.recent_purchases.clone(),
             last_event_at: l.last_event_at,
+            p_alive: l.p_alive.clone(),
             history: Vec::new(),
         },
         value: view.value.clone(),

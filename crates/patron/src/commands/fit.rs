@@ -11,7 +11,8 @@ use crate::commands::open_store;
 
 pub(crate) async fn run(database: &DatabaseArgs, args: FitArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(database).await?;
-    let fitter = Fitter::new(store.read_models(), store.clv_store(), args.clv.config())?;
+    let fitter = Fitter::new(store.read_models(), store.clv_store(), args.clv.config())?
+        .with_log(store.clone().into_dyn());
     match fitter.fit(chrono::Utc::now()).await {
         Ok(fitted) => {
             tracing::info!(

@@ -29,11 +29,10 @@ pub(crate) async fn run(database: &DatabaseArgs, args: ServeArgs) -> anyhow::Res
     let publisher = KafkaLifecyclePublisher::new(&kafka, &args.lifecycle_topic)
         .context("cannot create the lifecycle producer")?;
     let mut api = args.api.config()?;
-    let fitter = Arc::new(Fitter::new(
-        models.clone(),
-        sql.clv_store(),
-        args.api.clv.config(),
-    )?);
+    let fitter = Arc::new(
+        Fitter::new(models.clone(), sql.clv_store(), args.api.clv.config())?
+            .with_log(store.clone()),
+    );
     api.fitter = Some(fitter.clone());
 
     let (stop_tx, stop) = watch::channel(false);
