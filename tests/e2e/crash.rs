@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
 use patron_domain::{Event, ValidationPolicy};
-use patron_e2e::{PgDatabase, patron, patron_bin};
+use patron_e2e::{Lcg, PgDatabase, patron, patron_bin};
 use patron_kafka::testing::{MockKafka, TestRecord, high_watermarks, produce, read_topic};
 use patron_proto::lifecycle::v1::LifecycleChanged;
 use patron_store::{EventStore, Position};
@@ -135,19 +135,6 @@ fn spawn(kind: Kind, url: &str, bootstrap: &str, logs: &Path, run: usize) -> Ser
         .spawn()
         .unwrap_or_else(|e| panic!("start patron {}: {e}", kind.name()));
     Service { kind, child, log }
-}
-
-/// A small deterministic generator, seeded per run and printed, so a failure can be replayed.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, bound: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % bound
-    }
 }
 
 async fn scalar(db: &mut PgConnection, sql: &str) -> i64 {
@@ -614,12 +601,18 @@ async fn crash_test(bootstrap: &str, events: u64, kills: usize, fleet: Fleet, ou
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crashes_lose_nothing_duplicate_nothing_and_skip_nothing() {
+/// A mock cluster with the input, dead-letter and lifecycle topics.
+fn cluster() -> MockKafka {
     let kafka = MockKafka::start_for_test(1);
     kafka.create_topic(INPUT, PARTITIONS).unwrap();
     kafka.create_topic(&format!("{INPUT}.dlq"), 1).unwrap();
     kafka.create_topic(LIFECYCLE, PARTITIONS).unwrap();
+    kafka
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_lose_nothing_duplicate_nothing_and_skip_nothing() {
+    let kafka = cluster();
     let events = env_or("PATRON_CRASH_EVENTS", 20_000);
     let kills = env_or("PATRON_CRASH_KILLS", 8) as usize;
     crash_test(&kafka.bootstrap(), events, kills, Fleet::ONE_EACH, 0).await;
@@ -631,10 +624,7 @@ async fn crashes_lose_nothing_duplicate_nothing_and_skip_nothing() {
 /// `crates/patron-store-sql/tests/read_models.rs`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_services_lose_nothing_duplicate_nothing_and_skip_nothing() {
-    let kafka = MockKafka::start_for_test(1);
-    kafka.create_topic(INPUT, PARTITIONS).unwrap();
-    kafka.create_topic(&format!("{INPUT}.dlq"), 1).unwrap();
-    kafka.create_topic(LIFECYCLE, PARTITIONS).unwrap();
+    let kafka = cluster();
     let events = env_or("PATRON_CRASH_EVENTS", 20_000);
     let kills = env_or("PATRON_CRASH_KILLS", 8) as usize;
     let fleet = Fleet {
@@ -649,10 +639,7 @@ async fn concurrent_services_lose_nothing_duplicate_nothing_and_skip_nothing() {
 /// for five seconds; ingest, projector and relay pause and resume by themselves, nothing lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_outages_pause_everything_and_lose_nothing() {
-    let kafka = MockKafka::start_for_test(1);
-    kafka.create_topic(INPUT, PARTITIONS).unwrap();
-    kafka.create_topic(&format!("{INPUT}.dlq"), 1).unwrap();
-    kafka.create_topic(LIFECYCLE, PARTITIONS).unwrap();
+    let kafka = cluster();
     let events = env_or("PATRON_CRASH_EVENTS", 20_000);
     crash_test(&kafka.bootstrap(), events, 0, Fleet::ONE_EACH, 2).await;
 }

@@ -20,7 +20,7 @@ use std::fs::File;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use patron_e2e::{PgDatabase, patron, patron_bin};
+use patron_e2e::{Lcg, PgDatabase, patron, patron_bin};
 use patron_kafka::testing::{MockKafka, TestRecord, create_topic, high_watermarks, produce_with};
 use sqlx::{Connection, PgConnection};
 
@@ -96,18 +96,6 @@ fn spawn_ingest(url: &str, bootstrap: &str, topic: &str, log: &std::path::Path) 
         .spawn()
         .map(Ingest)
         .expect("start patron ingest")
-}
-
-/// A small deterministic generator, seeded per run and printed, so a failure can be replayed.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self, bound: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % bound
-    }
 }
 
 async fn wait_for(

@@ -144,3 +144,18 @@ impl Drop for PgDatabase {
 pub fn example_events() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/events.jsonl")
 }
+
+/// A small deterministic generator: tests seed it per run and print the seed, so a failure can be
+/// replayed.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// The next number below `bound`.
+    pub fn next(&mut self, bound: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % bound
+    }
+}
