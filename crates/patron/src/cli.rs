@@ -16,6 +16,8 @@ pub(crate) struct Cli {
     pub(crate) database: DatabaseArgs,
     #[command(flatten)]
     pub(crate) log: LogArgs,
+    #[command(flatten)]
+    pub(crate) privacy: PrivacyArgs,
     /// Serve Prometheus metrics (`/metrics`), liveness (`/livez`) and readiness (`/readyz`, false
     /// while the database or the Kafka brokers are unreachable) over HTTP on this address, e.g.
     /// `0.0.0.0:9464`.
@@ -53,6 +55,86 @@ pub(crate) struct DatabaseArgs {
     #[arg(long, env = "PATRON_DATABASE_CONNECT_TIMEOUT", default_value = "10s",
           value_parser = humantime::parse_duration, global = true)]
     pub(crate) database_connect_timeout: std::time::Duration,
+}
+
+/// The master key that protects personal data.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Personal data")]
+pub(crate) struct PrivacyArgs {
+    /// File holding the master key (32 bytes, standard base64), e.g. a mounted Kubernetes
+    /// secret. Personal data in the event store is encrypted under per-customer keys, which are
+    /// stored wrapped under this key. With an embedded `sqlite://` database and no key given,
+    /// `master.key` beside the database file is used, and created on first use.
+    #[arg(long, env = "PATRON_MASTER_KEY_FILE", global = true)]
+    pub(crate) master_key_file: Option<PathBuf>,
+
+    /// The master key itself (32 bytes, standard base64); prefer `--master-key-file`.
+    #[arg(
+        long,
+        env = "PATRON_MASTER_KEY",
+        global = true,
+        hide_env_values = true,
+        conflicts_with = "master_key_file"
+    )]
+    pub(crate) master_key: Option<String>,
+}
+
+// Wired into the event store by the personal-data encryption that builds on it.
+#[allow(dead_code)]
+impl PrivacyArgs {
+    /// The configured master key; for an embedded SQLite database without one, the key file
+    /// beside the database (created with a new random key when missing). `None` when no key is
+    /// configured for a server database.
+    pub(crate) fn resolve(
+        &self,
+        database_url: &str,
+    ) -> anyhow::Result<Option<patron_privacy::MasterKey>> {
+        use anyhow::Context as _;
+        if let Some(text) = &self.master_key {
+            return Ok(Some(
+                patron_privacy::MasterKey::from_base64(text).context("--master-key")?,
+            ));
+        }
+        if let Some(path) = &self.master_key_file {
+            return Ok(Some(patron_privacy::MasterKey::from_file(path)?));
+        }
+        let Some(db_path) = database_url.strip_prefix("sqlite://") else {
+            return Ok(None);
+        };
+        let db_path = db_path.split('?').next().unwrap_or(db_path);
+        if db_path.is_empty() || db_path.starts_with(':') {
+            // In-memory databases live as long as the process: so does their key.
+            return Ok(Some(patron_privacy::MasterKey::generate()?));
+        }
+        let key_path = std::path::Path::new(db_path).with_file_name("master.key");
+        if key_path.exists() {
+            return Ok(Some(patron_privacy::MasterKey::from_file(&key_path)?));
+        }
+        let key = patron_privacy::MasterKey::generate()?;
+        write_secret_file(&key_path, key.to_base64().as_bytes())
+            .with_context(|| format!("cannot create the master key file {}", key_path.display()))?;
+        tracing::info!(path = %key_path.display(), key_id = %key.id(), "created a new master key");
+        Ok(Some(key))
+    }
+}
+
+/// Creates `path` readable by its owner only, failing if it already exists.
+fn write_secret_file(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.write_all(b"\n")?;
+    file.sync_all()
 }
 
 /// Logging and tracing.
@@ -555,5 +637,45 @@ mod tests {
             }
         }
         check(&super::Cli::command(), "patron");
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn master_key_is_configured_or_kept_beside_an_embedded_database() {
+        let dir = std::env::temp_dir().join(format!("patron-cli-key-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let url = format!("sqlite://{}/patron.db", dir.display());
+        let none = super::PrivacyArgs {
+            master_key_file: None,
+            master_key: None,
+        };
+        let created = none.resolve(&url).unwrap().unwrap();
+        let again = none.resolve(&url).unwrap().unwrap();
+        assert_eq!(created.id(), again.id(), "the key file is reused");
+        assert!(dir.join("master.key").exists());
+        assert!(none.resolve("postgres://127.0.0.1/test").unwrap().is_none());
+
+        let given = super::PrivacyArgs {
+            master_key_file: None,
+            master_key: Some(created.to_base64().to_string()),
+        };
+        assert_eq!(
+            given.resolve("postgres://x/y").unwrap().unwrap().id(),
+            created.id()
+        );
+        let from_file = super::PrivacyArgs {
+            master_key_file: Some(dir.join("master.key")),
+            master_key: None,
+        };
+        assert_eq!(
+            from_file.resolve("postgres://x/y").unwrap().unwrap().id(),
+            created.id()
+        );
+        let bad = super::PrivacyArgs {
+            master_key_file: None,
+            master_key: Some("short".into()),
+        };
+        assert!(bad.resolve("postgres://x/y").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
