@@ -53,7 +53,7 @@ impl CustomerApi {
         let id = customer_id(&request.customer_id)?;
         let detail = self
             .models
-            .customer(id.as_str())
+            .customer_at_least(id.as_str(), request.min_position)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("customer {:?}", id.as_str())))?;
         convert::customer_detail(&detail)

@@ -10,6 +10,7 @@
 pub mod admin;
 mod as_of;
 pub mod auth;
+pub mod cache;
 mod convert;
 pub mod customers;
 mod error;
@@ -26,6 +27,7 @@ pub mod watch;
 
 pub use admin::AdminApi;
 pub use auth::BearerAuth;
+pub use cache::{CacheConfig, CachedReadModels};
 pub use customers::CustomerApi;
 pub use error::ApiError;
 pub use events::EventStoreApi;

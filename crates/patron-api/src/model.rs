@@ -67,6 +67,32 @@ pub struct Snapshot {
     pub currency: String,
     /// Event time the projection has reached, if any.
     pub watermark: Option<DateTime<Utc>>,
+    /// The log position the generation had applied when read.
+    pub checkpoint: u64,
+}
+
+/// Where the active generation's change feed is (see [`crate::cache`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeHead {
+    /// The active generation.
+    pub generation: i64,
+    /// Its checkpoint, as of `changes_head`.
+    pub checkpoint: u64,
+    /// Its watermark, as of `changes_head`.
+    pub watermark: Option<DateTime<Utc>>,
+    /// The id of the last change record committed.
+    pub changes_head: i64,
+    /// The CLV model version in force, if any.
+    pub model_version: Option<i64>,
+}
+
+/// One commit's change record: the customers it wrote, or `None` for "too many to list".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeRecord {
+    /// Gapless, in commit order.
+    pub id: i64,
+    /// The customers written.
+    pub customer_ids: Option<Vec<String>>,
 }
 
 /// A customer with its stage history, oldest first.

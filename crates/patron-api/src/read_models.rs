@@ -16,8 +16,9 @@ use patron_store::{EventStore, RecordedEvent};
 
 use crate::error::ApiError;
 use crate::model::{
-    CustomerDetail, CustomerPage, CustomerQuery, CustomerRow, Forecast, ForecastModel, HistoryRow,
-    KpiQuery, KpiRows, OutboxRow, PredictionRow, Snapshot, TierForecastRow,
+    ChangeHead, ChangeRecord, CustomerDetail, CustomerPage, CustomerQuery, CustomerRow, Forecast,
+    ForecastModel, HistoryRow, KpiQuery, KpiRows, OutboxRow, PredictionRow, Snapshot,
+    TierForecastRow,
 };
 
 /// Read access to the read models, as the API needs it.
@@ -25,6 +26,16 @@ use crate::model::{
 pub trait ReadModels: Send + Sync + 'static {
     /// One customer of the active generation with its history; `None` when unknown.
     async fn customer(&self, customer_id: &str) -> Result<Option<CustomerDetail>, ApiError>;
+    /// One customer as [`ReadModels::customer`], read at a checkpoint of at least
+    /// `min_position` (the caller has waited until the read models reached it).
+    async fn customer_at_least(
+        &self,
+        customer_id: &str,
+        min_position: u64,
+    ) -> Result<Option<CustomerDetail>, ApiError> {
+        let _ = min_position;
+        self.customer(customer_id).await
+    }
     /// Customers matching the query, by id.
     async fn customers(&self, query: &CustomerQuery) -> Result<CustomerPage, ApiError>;
     /// Succeeds when the database answers.
@@ -50,6 +61,16 @@ pub trait ReadModels: Send + Sync + 'static {
     /// The active generation's predictions summed by tier (empty without predictions).
     async fn forecast_by_tier(&self) -> Result<Forecast, ApiError> {
         Ok(Forecast::default())
+    }
+    /// Where the active generation's change feed is; `None` without an active generation (or
+    /// without a feed).
+    async fn change_head(&self) -> Result<Option<ChangeHead>, ApiError> {
+        Ok(None)
+    }
+    /// The change records with ids in `(after_id, up_to]`, by id (pruned ones are missing).
+    async fn changes(&self, after_id: i64, up_to: i64) -> Result<Vec<ChangeRecord>, ApiError> {
+        let _ = (after_id, up_to);
+        Ok(Vec::new())
     }
 }
 
@@ -97,8 +118,17 @@ macro_rules! on_pool {
 
 mod queries;
 
-const SNAPSHOT: &str = "SELECT a.generation, g.watermark, g.created_at FROM projection_active a \
-     JOIN projection_generations g ON g.generation = a.generation";
+const SNAPSHOT: &str = "SELECT a.generation, g.watermark, g.created_at, g.checkpoint \
+     FROM projection_active a JOIN projection_generations g ON g.generation = a.generation";
+
+/// The change feed's head, with the checkpoint and watermark as of it (one statement, so they
+/// agree) and the CLV model version in force.
+const CHANGE_HEAD: &str = "SELECT a.generation, g.checkpoint, g.watermark, a.changes_head, \
+     (SELECT max(version) FROM clv_models) AS model_version \
+     FROM projection_active a JOIN projection_generations g ON g.generation = a.generation";
+
+const CHANGES: &str = "SELECT id, customer_ids FROM customer_changes \
+     WHERE id > $1 AND id <= $2 ORDER BY id";
 
 const RULES: &str = "SELECT rules FROM projection_generations WHERE generation = $1";
 
@@ -111,7 +141,7 @@ const CUSTOMER_COLUMNS: &str = "customer_id, stage, stage_since, orders, refunds
 /// generation comes from a scalar subquery, so PostgreSQL plans both lookups as primary-key
 /// scans whatever its statistics say (joining `projection_active` instead let a fresh database's
 /// planner pick sequential scans of the history).
-const CUSTOMER_DETAIL: &str = "SELECT g.generation, g.watermark, g.created_at, \
+const CUSTOMER_DETAIL: &str = "SELECT g.generation, g.watermark, g.created_at, g.checkpoint, \
      c.customer_id, c.stage, c.stage_since, c.orders, c.refunds, c.gross_revenue_minor, \
      c.refunded_minor, c.net_revenue_minor, c.average_order_minor, c.first_purchase_at, \
      c.last_purchase_at, c.last_event_at, c.rfm_r, c.rfm_f, c.rfm_m, c.rfm_segment, c.tier, \
@@ -138,7 +168,7 @@ const FORECAST_BY_TIER: &str = "SELECT coalesce(c.tier, '') AS tier, p.model_ver
 const FORECAST_MODEL: &str =
     "SELECT version, horizon_days, evaluated_at FROM clv_models WHERE version = $1";
 
-type SnapshotRow = (i64, Option<DateTime<Utc>>, DateTime<Utc>);
+type SnapshotRow = (i64, Option<DateTime<Utc>>, DateTime<Utc>, i64);
 
 impl SqlReadModels {
     async fn snapshot(&self) -> Result<Option<Snapshot>, ApiError> {
@@ -152,7 +182,7 @@ impl SqlReadModels {
         let row: Option<SnapshotRow> = on_pool!(&self.store, |pool| {
             sqlx::query_as(SNAPSHOT).fetch_optional(pool).await?
         });
-        let Some((generation, watermark, created_at)) = row else {
+        let Some((generation, watermark, created_at, checkpoint)) = row else {
             return Ok(None);
         };
         let rules = self.rules_of(generation, created_at).await?;
@@ -160,6 +190,7 @@ impl SqlReadModels {
             generation,
             currency: rules.currency.clone(),
             watermark,
+            checkpoint: unsigned(checkpoint),
         };
         Ok(Some((snapshot, rules)))
     }
@@ -254,6 +285,7 @@ impl ReadModels for SqlReadModels {
                             row.try_get("generation")?,
                             row.try_get("watermark")?,
                             row.try_get("created_at")?,
+                            row.try_get("checkpoint")?,
                         );
                         let present: Option<String> = row.try_get("customer_id")?;
                         let customer = match present {
@@ -284,8 +316,12 @@ impl ReadModels for SqlReadModels {
             }
             decoded
         });
-        let Some(((generation, watermark, created_at), Some(customer), history, prediction)) =
-            decoded
+        let Some((
+            (generation, watermark, created_at, checkpoint),
+            Some(customer),
+            history,
+            prediction,
+        )) = decoded
         else {
             return Ok(None);
         };
@@ -294,6 +330,7 @@ impl ReadModels for SqlReadModels {
             generation,
             currency: rules.currency.clone(),
             watermark,
+            checkpoint: unsigned(checkpoint),
         };
         Ok(Some(CustomerDetail {
             snapshot,
@@ -372,6 +409,58 @@ impl ReadModels for SqlReadModels {
         self.stream_page(customer_id, after_version, limit).await
     }
 
+    async fn change_head(&self) -> Result<Option<ChangeHead>, ApiError> {
+        type Row = (i64, i64, Option<DateTime<Utc>>, i64, Option<i64>);
+        let row: Option<Row> = on_pool!(&self.store, |pool| {
+            sqlx::query_as(CHANGE_HEAD).fetch_optional(pool).await?
+        });
+        Ok(row.map(
+            |(generation, checkpoint, watermark, changes_head, model_version)| ChangeHead {
+                generation,
+                checkpoint: unsigned(checkpoint),
+                watermark,
+                changes_head,
+                model_version,
+            },
+        ))
+    }
+
+    async fn changes(&self, after_id: i64, up_to: i64) -> Result<Vec<ChangeRecord>, ApiError> {
+        match &self.store {
+            SqlEventStore::Postgres(store) => {
+                let rows: Vec<(i64, Option<Vec<String>>)> = sqlx::query_as(CHANGES)
+                    .bind(after_id)
+                    .bind(up_to)
+                    .fetch_all(store.pool())
+                    .await
+                    .map_err(ApiError::from)?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, customer_ids)| ChangeRecord { id, customer_ids })
+                    .collect())
+            }
+            SqlEventStore::Sqlite(store) => {
+                let rows: Vec<(i64, Option<String>)> = sqlx::query_as(CHANGES)
+                    .bind(after_id)
+                    .bind(up_to)
+                    .fetch_all(store.pool())
+                    .await
+                    .map_err(ApiError::from)?;
+                rows.into_iter()
+                    .map(|(id, ids)| {
+                        let customer_ids = ids
+                            .map(|text| serde_json::from_str::<Vec<String>>(&text))
+                            .transpose()
+                            .map_err(|e| {
+                                ApiError::Internal(format!("customer_changes {id}: {e}"))
+                            })?;
+                        Ok(ChangeRecord { id, customer_ids })
+                    })
+                    .collect()
+            }
+        }
+    }
+
     fn event_store(&self) -> Option<Arc<dyn EventStore>> {
         Some(self.store.clone().into_dyn())
     }
@@ -402,6 +491,11 @@ impl ReadModels for SqlReadModels {
             tiers,
         })
     }
+}
+
+/// A non-negative database integer (positions are checked `>= 0` by the schema).
+fn unsigned(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
 }
 
 #[cfg(test)]

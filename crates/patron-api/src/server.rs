@@ -20,6 +20,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::admin::AdminApi;
 use crate::auth::BearerAuth;
+use crate::cache::{CacheConfig, CachedReadModels};
 use crate::customers::CustomerApi;
 use crate::error::ApiError;
 use crate::events::EventStoreApi;
@@ -54,6 +55,8 @@ pub struct ApiConfig {
     /// The fitter behind AdminService (built by [`serve`] from `fit` when `None`; without one,
     /// its calls are UNIMPLEMENTED).
     pub fitter: Option<Arc<Fitter>>,
+    /// The `GetCustomer` cache (off with a capacity of 0, the default here).
+    pub cache: CacheConfig,
 }
 
 /// The server's certificate and key, and optionally the CA that client certificates must be
@@ -104,6 +107,7 @@ impl ApiConfig {
             tls: None,
             fit: FitConfig::default(),
             fitter: None,
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -118,6 +122,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("tls", &self.tls)
             .field("fit", &self.fit)
             .field("fitter", &self.fitter.is_some())
+            .field("cache", &self.cache)
             .finish()
     }
 }
@@ -179,7 +184,8 @@ pub async fn serve_on(
         .build_v1alpha()
         .map_err(|error| ApiError::Serve(format!("reflection: {error}")))?;
     let auth = BearerAuth::new(&config.tokens);
-    let customer_api = CustomerApi::new(models.clone()).with_watch_poll(config.watch_poll);
+    let customer_api = CustomerApi::new(CachedReadModels::wrap(models.clone(), config.cache))
+        .with_watch_poll(config.watch_poll);
     let customers = CustomerServiceServer::with_interceptor(customer_api, auth.clone());
     let kpis = KpiServiceServer::with_interceptor(KpiApi::new(models.clone()), auth.clone());
     let admin =

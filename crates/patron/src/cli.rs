@@ -351,6 +351,18 @@ pub(crate) struct ApiArgs {
     #[arg(long, env = "PATRON_API_TLS_CLIENT_CA", requires = "api_tls_cert")]
     pub(crate) api_tls_client_ca: Option<PathBuf>,
 
+    /// Keep up to this many customers cached for GetCustomer (0: no cache). Entries are dropped
+    /// exactly when the projector changes them (it records each commit's customers), so reads
+    /// stay as fresh as the refresh interval, and requests with `min_position` never see older
+    /// data than asked for.
+    #[arg(long, env = "PATRON_API_CACHE_CUSTOMERS", default_value_t = 50_000)]
+    pub(crate) api_cache_customers: usize,
+
+    /// How often the cache reads the projector's change records (e.g. `100ms`).
+    #[arg(long, env = "PATRON_API_CACHE_REFRESH", default_value = "100ms",
+          value_parser = humantime::parse_duration)]
+    pub(crate) api_cache_refresh: std::time::Duration,
+
     #[command(flatten)]
     pub(crate) clv: ClvArgs,
 }
@@ -365,6 +377,10 @@ impl ApiArgs {
         };
         let mut config = patron_api::ApiConfig::new(self.api_listen, self.api_tokens.clone());
         config.fit = self.clv.config();
+        config.cache = patron_api::CacheConfig {
+            capacity: self.api_cache_customers,
+            refresh: self.api_cache_refresh,
+        };
         if let (Some(certificate), Some(key)) = (&self.api_tls_cert, &self.api_tls_key) {
             config.tls = Some(patron_api::TlsConfig {
                 certificate: read(certificate, "certificate (--api-tls-cert)")?,

@@ -27,6 +27,13 @@ pub(crate) const ACTIVE: &str = "active";
 /// See [`BUILDING`].
 pub(crate) const RETIRED: &str = "retired";
 
+/// Change records (`customer_changes`) kept for API caches: a reader further behind than this
+/// many commits finds a hole and drops its whole cache.
+pub(crate) const CHANGES_KEPT: i64 = 1_000;
+/// A commit that wrote more customers than this records "everything changed" instead of the
+/// list (e.g. the daily re-scoring of every buyer).
+pub(crate) const CHANGES_LISTED: usize = 10_000;
+
 /// One `customers` row, flattened from a view.
 pub(crate) struct CustomerRow {
     pub(crate) customer_id: String,

@@ -14,8 +14,8 @@ use sqlx::{Postgres, Transaction};
 
 use super::copy::CopyRows;
 use super::{
-    ACTIVE, BUILDING, CustomerRow, HistoryRow, OutboxRow, RETIRED, attach_history, facts_json,
-    position, seq, view,
+    ACTIVE, BUILDING, CHANGES_KEPT, CHANGES_LISTED, CustomerRow, HistoryRow, OutboxRow, RETIRED,
+    attach_history, facts_json, position, seq, view,
 };
 use crate::error::map;
 use crate::row::{limit, to_i64};
@@ -380,6 +380,43 @@ async fn append_outbox<'a>(
     Ok(head)
 }
 
+/// Records which customers a commit of the active generation wrote (for API caches), and
+/// prunes the record that falls out of the kept window.
+async fn record_changes(
+    tx: &mut Tx,
+    generation: GenerationId,
+    changes: &Changes,
+) -> Result<(), ReadModelError> {
+    if changes.customers.is_empty() {
+        return Ok(());
+    }
+    let ids: Option<Vec<&str>> = (changes.customers.len() <= CHANGES_LISTED).then(|| {
+        changes
+            .customers
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .collect()
+    });
+    let (id,): (i64,) = sqlx::query_as(
+        "WITH head AS (UPDATE projection_active SET changes_head = changes_head + 1 \
+            WHERE singleton RETURNING changes_head) \
+         INSERT INTO customer_changes (id, generation, position, customer_ids) \
+         SELECT changes_head, $1, $2, $3 FROM head RETURNING id",
+    )
+    .bind(generation)
+    .bind(to_i64(changes.checkpoint.0))
+    .bind(ids)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(db)?;
+    sqlx::query("DELETE FROM customer_changes WHERE id = $1")
+        .bind(id - CHANGES_KEPT)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
 #[async_trait]
 impl ReadModelStore for PgReadModels {
     async fn active_generation(&self) -> Result<Option<Generation>, ReadModelError> {
@@ -489,6 +526,7 @@ impl ReadModelStore for PgReadModels {
         match active {
             Some((id, head)) if id == generation && status == ACTIVE => {
                 append_outbox(&mut tx, head, changes.outbox.iter()).await?;
+                record_changes(&mut tx, generation, changes).await?;
             }
             _ if status == ACTIVE => return Err(ReadModelError::Superseded(generation)),
             _ => {}

@@ -195,6 +195,7 @@ pub(crate) async fn run(database: &DatabaseArgs, args: DevArgs) -> anyhow::Resul
 
     let api = {
         let mut config = patron_api::ApiConfig::new(args.api_listen, vec![args.api_token.clone()]);
+        config.cache.capacity = 10_000;
         // FitModel on the admin service; demo traffic is usually rejected (see the README).
         config.fitter = patron_projector::clv::Fitter::new(
             api_store.read_models(),
