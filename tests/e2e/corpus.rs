@@ -130,10 +130,16 @@ fn load_corpus() -> Vec<CorpusRecord> {
                         }),
                 ),
             };
+            let names_its_id = matches!(
+                expect,
+                Expect::Stored
+                    | Expect::Duplicate
+                    | Expect::DeadLetter("duplicate_event_id_conflict")
+            );
             assert_eq!(
                 entry.event_id.is_some(),
-                matches!(expect, Expect::Stored | Expect::Duplicate),
-                "{}: stored and duplicate records name their event_id, others do not",
+                names_its_id,
+                "{}: stored, duplicate and conflicting records name their event_id, others do not",
                 entry.file
             );
             assert!(
@@ -214,6 +220,21 @@ fn the_manifest_covers_every_file_and_every_class() {
             expected.contains(class.as_str()),
             "no corpus record exercises the class {class}"
         );
+    }
+    // A duplicate or a conflict needs its original earlier in the manifest (the production order).
+    for (i, c) in corpus.iter().enumerate() {
+        if matches!(
+            c.expect,
+            Expect::Duplicate | Expect::DeadLetter("duplicate_event_id_conflict")
+        ) {
+            assert!(
+                corpus[..i]
+                    .iter()
+                    .any(|o| o.expect == Expect::Stored && o.entry.event_id == c.entry.event_id),
+                "{}: no stored record with its event_id comes before it",
+                c.entry.file
+            );
+        }
     }
     for what in [Expect::Stored, Expect::Duplicate] {
         assert!(
@@ -410,7 +431,7 @@ async fn corpus_through_ingest(url: &str) {
         .await
         .expect("open the store")
         .into_dyn();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     loop {
         let stored: Vec<i64> = store
             .source_offsets(GROUP)
