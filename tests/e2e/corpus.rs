@@ -94,7 +94,10 @@ const CLASSES: [ErrorClass; 10] = [
 ];
 
 fn unhex(text: &str) -> Vec<u8> {
-    assert!(text.len() % 2 == 0, "hex {text:?} has an odd length");
+    assert!(
+        text.len().is_multiple_of(2),
+        "hex {text:?} has an odd length"
+    );
     (0..text.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex digits"))
