@@ -166,7 +166,7 @@ FUZZ_TARGETS := decode_json decode_cloudevents decode_binary_mode decode_protobu
 fuzz: ## Fuzz every decoder (JSON, CloudEvents structured and binary mode, protobuf) and the rules file for FUZZ_SECONDS each (60); installs cargo-fuzz once
 	@test -x $(TOOLS_DIR)/bin/cargo-fuzz || $(CARGO) install cargo-fuzz --locked --root $(TOOLS_DIR)
 	@set -e; cd fuzz; for target in $(FUZZ_TARGETS); do \
-		case $$target in rules_toml) seeds=seeds/rules;; decode_protobuf) seeds=;; *) seeds=seeds/json;; esac; \
+		case $$target in rules_toml) seeds=seeds/rules;; decode_protobuf) seeds=seeds/protobuf;; *) seeds=seeds/json;; esac; \
 		mkdir -p corpus/$$target; \
 		echo "==> fuzzing $$target for $(FUZZ_SECONDS) s"; \
 		if PATH="$(TOOLS_DIR)/bin:$$PATH" RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$target corpus/$$target $$seeds -- \

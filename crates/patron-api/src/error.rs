@@ -84,6 +84,7 @@ impl From<patron_store::StoreError> for ApiError {
         match error {
             patron_store::StoreError::Unavailable(_) => Self::Unavailable(error.to_string()),
             patron_store::StoreError::Conflict { .. }
+            | patron_store::StoreError::DuplicateEventIds(_)
             | patron_store::StoreError::InvalidAppend(_)
             | patron_store::StoreError::Corrupt { .. }
             | patron_store::StoreError::Backend(_) => Self::Internal(error.to_string()),

@@ -5,10 +5,12 @@
 //! broker. Edges decode their wire formats into a [`RawEvent`] and call [`validate`] to obtain a
 //! typed [`Event`] or a precise [`ValidationError`].
 
+mod digest;
 mod event;
 mod money;
 mod validate;
 
+pub use digest::EventDigest;
 pub use event::{
     Acquired, ConsentChanged, CustomerId, ErasureRequested, Event, EventBody, EventType, Feedback,
     IdentitiesLinked, Identity, IdentityKind, Interaction, InteractionKind, LineItem, ModelFitted,

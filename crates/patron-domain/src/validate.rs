@@ -38,6 +38,9 @@ pub enum ErrorClass {
     UnknownCurrency,
     /// A timestamp is absurdly far in the past or the future.
     TimestampOutOfRange,
+    /// The event id is already stored (or repeated in the same batch) with different content:
+    /// not a redelivery but a second event reusing the id.
+    DuplicateEventIdConflict,
 }
 
 impl ErrorClass {
@@ -53,6 +56,7 @@ impl ErrorClass {
             ErrorClass::InvalidAmount => "invalid_amount",
             ErrorClass::UnknownCurrency => "unknown_currency",
             ErrorClass::TimestampOutOfRange => "timestamp_out_of_range",
+            ErrorClass::DuplicateEventIdConflict => "duplicate_event_id_conflict",
         }
     }
 }

@@ -6,6 +6,13 @@
 //! first delivers the dead letters, then appends events and offsets in one store transaction. A
 //! crash at any point therefore either loses the whole batch's effect (it is read again from the
 //! stored offsets) or none of it; nothing is lost and nothing is stored twice.
+//!
+//! An event whose id the store already holds with the same content is a redelivery and is
+//! acknowledged. One whose id is taken by *different* content (another payload digest) is refused
+//! by the store ([`StoreError::DuplicateEventIds`], nothing written): the commit takes those
+//! events out, delivers their records as dead letters (`duplicate_event_id_conflict`) and appends
+//! the rest with all the offsets, so the order "dead letters first, then offsets" holds for them
+//! too.
 
 mod dead_letter;
 mod prepare;
@@ -88,12 +95,18 @@ impl Ingestor {
     #[tracing::instrument(name = "ingest.commit", skip_all,
         fields(records = prepared.records, appended, duplicates))]
     pub async fn commit(&self, prepared: &mut PreparedBatch) -> Result<BatchReport, IngestError> {
-        if !prepared.dead_letters.is_empty() && !prepared.dead_letters_sent {
-            self.dead_letters.send(&prepared.dead_letters).await?;
-            prepared.dead_letters_sent = true;
-        }
-        let started = std::time::Instant::now();
-        let receipt = self.store.append(&prepared.batch).await?;
+        let (receipt, started) = loop {
+            self.deliver_dead_letters(prepared).await?;
+            let started = std::time::Instant::now();
+            match self.store.append(&prepared.batch).await {
+                Ok(receipt) => break (receipt, started),
+                // Each round takes at least one event out, so this ends.
+                Err(StoreError::DuplicateEventIds(conflicts)) => prepared
+                    .set_aside(&conflicts)
+                    .map_err(|reason| StoreError::Backend(reason.into()))?,
+                Err(error) => return Err(error.into()),
+            }
+        };
         metrics::histogram!("patron_ingest_append_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("patron_ingest_events_total").increment(receipt.appended);
         metrics::counter!("patron_ingest_duplicates_total").increment(receipt.duplicates);
@@ -115,6 +128,17 @@ impl Ingestor {
                 .collect(),
             last_position: receipt.last_position,
         })
+    }
+
+    /// Delivers the batch's dead letters not delivered yet.
+    async fn deliver_dead_letters(&self, prepared: &mut PreparedBatch) -> Result<(), SinkError> {
+        let pending =
+            &prepared.dead_letters[prepared.dead_letters_sent.min(prepared.dead_letters.len())..];
+        if !pending.is_empty() {
+            self.dead_letters.send(pending).await?;
+            prepared.dead_letters_sent = prepared.dead_letters.len();
+        }
+        Ok(())
     }
 }
 

@@ -1,11 +1,11 @@
 //! Turning a batch of records into one append and a list of dead letters.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use patron_codec::{Limits, Message};
-use patron_domain::{Event, ValidationPolicy, validate};
-use patron_store::{AppendBatch, SourceOffset};
+use patron_domain::{CustomerId, ErrorClass, Event, ValidationError, ValidationPolicy, validate};
+use patron_store::{AppendBatch, EventIdConflict, ExpectedVersion, SourceOffset, StreamAppend};
 
 use crate::dead_letter::DeadLetter;
 
@@ -57,10 +57,13 @@ impl Settings {
 pub struct PreparedBatch {
     /// Valid events and the offsets the whole batch covers.
     pub batch: AppendBatch,
+    /// The record each event came from, in the same shape: `origins[s][i]` carried
+    /// `batch.streams[s].events[i]` (kept to dead-letter it if the store refuses it).
+    pub origins: Vec<Vec<InboundRecord>>,
     /// Records that failed, with their reasons.
     pub dead_letters: Vec<DeadLetter>,
-    /// Whether the dead letters have been delivered (a retried commit does not resend them).
-    pub dead_letters_sent: bool,
+    /// How many of `dead_letters` have been delivered (a retried commit does not resend them).
+    pub dead_letters_sent: usize,
     /// How many records the batch holds.
     pub records: usize,
 }
@@ -78,7 +81,7 @@ pub fn prepare(
         max_future: settings.max_future,
     };
     let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    let mut events: Vec<Event> = Vec::with_capacity(records.len());
+    let mut events: Vec<(Event, InboundRecord)> = Vec::with_capacity(records.len());
     let mut dead_letters = Vec::new();
     let count = records.len();
     for record in records {
@@ -100,7 +103,7 @@ pub fn prepare(
         match patron_codec::decode(&message, &settings.limits)
             .and_then(|raw| validate(raw, &policy))
         {
-            Ok(event) => events.push(event),
+            Ok(event) => events.push((event, record)),
             Err(error) => {
                 tracing::debug!(
                     topic = %record.topic, partition = record.partition, offset = record.offset,
@@ -119,10 +122,101 @@ pub fn prepare(
             next_offset,
         })
         .collect();
+    let (streams, origins) = group_by_customer(events);
     PreparedBatch {
-        batch: AppendBatch::from_events(events).with_offsets(offsets),
+        batch: AppendBatch { streams, offsets },
+        origins,
         dead_letters,
-        dead_letters_sent: false,
+        dead_letters_sent: 0,
         records: count,
+    }
+}
+
+/// Groups events by customer, keeping their order (like [`AppendBatch::from_events`]), and their
+/// records in the same shape.
+fn group_by_customer(
+    events: Vec<(Event, InboundRecord)>,
+) -> (Vec<StreamAppend>, Vec<Vec<InboundRecord>>) {
+    let mut streams: Vec<StreamAppend> = Vec::new();
+    let mut origins: Vec<Vec<InboundRecord>> = Vec::new();
+    let mut index = HashMap::<CustomerId, usize>::new();
+    for (event, record) in events {
+        let slot = *index.entry(event.customer_id.clone()).or_insert_with(|| {
+            streams.push(StreamAppend {
+                customer_id: event.customer_id.clone(),
+                expected: ExpectedVersion::Any,
+                events: Vec::new(),
+            });
+            origins.push(Vec::new());
+            streams.len() - 1
+        });
+        streams[slot].events.push(event);
+        origins[slot].push(record);
+    }
+    (streams, origins)
+}
+
+impl PreparedBatch {
+    /// Takes the events the store refused for re-using an id with different content out of the
+    /// batch and turns their records into dead letters (class `duplicate_event_id_conflict`).
+    /// The offsets stay: those records are done with once their letters are delivered.
+    ///
+    /// Fails, changing nothing, if a conflict names no event of the batch.
+    pub fn set_aside(&mut self, conflicts: &[EventIdConflict]) -> Result<(), String> {
+        let mut places: Vec<(usize, usize)> =
+            conflicts.iter().map(|c| (c.stream, c.index)).collect();
+        places.sort_unstable();
+        places.dedup();
+        if conflicts.is_empty()
+            || places.iter().any(|&(s, i)| {
+                self.batch
+                    .streams
+                    .get(s)
+                    .is_none_or(|stream| i >= stream.events.len())
+                    || self.origins.get(s).is_none_or(|records| i >= records.len())
+            })
+        {
+            return Err(format!(
+                "the store reported conflicts outside the batch: {conflicts:?}"
+            ));
+        }
+        let mut letters = Vec::with_capacity(places.len());
+        // From the back, so that earlier places keep their indices.
+        for &(s, i) in places.iter().rev() {
+            let event = self.batch.streams[s].events.remove(i);
+            let record = self.origins[s].remove(i);
+            let conflict = conflicts
+                .iter()
+                .find(|c| (c.stream, c.index) == (s, i))
+                .map_or_else(String::new, |c| {
+                    format!(
+                        ": the id stands for payload digest {}, this record's is {}",
+                        c.kept, c.offered
+                    )
+                });
+            let error = ValidationError::new(
+                ErrorClass::DuplicateEventIdConflict,
+                "event_id",
+                format!(
+                    "{} is already taken by an event with different content (a redelivery must \
+                     carry the same content){conflict}",
+                    event.event_id
+                ),
+            );
+            tracing::warn!(
+                topic = %record.topic, partition = record.partition, offset = record.offset,
+                event_id = %event.event_id, "dead letter: {error}"
+            );
+            letters.push(DeadLetter { record, error });
+        }
+        letters.sort_by(|a, b| {
+            (&a.record.topic, a.record.partition, a.record.offset).cmp(&(
+                &b.record.topic,
+                b.record.partition,
+                b.record.offset,
+            ))
+        });
+        self.dead_letters.extend(letters);
+        Ok(())
     }
 }

@@ -70,11 +70,18 @@ fn protobuf_record(partition: i32, offset: i64, id: u128, customer: &str) -> Inb
 struct RecordingSink {
     letters: Mutex<Vec<DeadLetter>>,
     failures_left: AtomicUsize,
+    /// Fails only the call with this number (1 = the first), once.
+    fail_call: Option<usize>,
+    calls: AtomicUsize,
 }
 
 #[async_trait]
 impl DeadLetterSink for RecordingSink {
     async fn send(&self, letters: &[DeadLetter]) -> Result<(), SinkError> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.fail_call == Some(call) {
+            return Err(SinkError("broker unreachable".into()));
+        }
         if self
             .failures_left
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -240,4 +247,186 @@ async fn undeliverable_dead_letters_hold_back_the_offsets() {
     assert!(store.source_offsets("ingest").await.unwrap().is_empty());
     ingestor.commit(&mut prepared).await.unwrap();
     assert_eq!(sink.letters.lock().unwrap().len(), 2);
+}
+
+fn classes(letters: &[DeadLetter]) -> Vec<(i64, ErrorClass)> {
+    letters
+        .iter()
+        .map(|l| (l.record.offset, l.error.class))
+        .collect()
+}
+
+async fn stored_amounts(store: &InMemoryEventStore) -> Vec<(String, i64)> {
+    store
+        .read_all(Position::ZERO, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| match r.event.body {
+            patron_domain::EventBody::Purchase(p) => {
+                (r.event.event_id.to_string(), p.amount.minor_units)
+            }
+            other => panic!("only purchases here, got {other:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_reused_id_with_other_content_is_dead_lettered_and_the_rest_stored() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let sink = Arc::new(RecordingSink::default());
+    let ingestor = Ingestor::new(store.clone(), sink.clone());
+    let settings = Settings::new("ingest");
+    let mut first = prepare(vec![json_record(0, 10, 1, "c-1", 1999)], &settings, now());
+    ingestor.commit(&mut first).await.unwrap();
+
+    let conflicting = json_record(0, 20, 1, "c-1", 2000);
+    let mut undecodable = json_record(0, 23, 9, "c-1", 1);
+    undecodable.payload = b"{".to_vec();
+    let batch = vec![
+        conflicting.clone(),
+        json_record(0, 21, 6, "c-1", 5),
+        // An exact redelivery of the stored event: acknowledged, not a conflict.
+        json_record(0, 22, 1, "c-1", 1999),
+        undecodable,
+        json_record(1, 4, 7, "c-2", 70),
+    ];
+    let mut prepared = prepare(batch, &settings, now());
+    let report = ingestor.commit(&mut prepared).await.unwrap();
+    assert_eq!(
+        (report.records, report.appended, report.duplicates),
+        (5, 2, 1),
+        "{report:?}"
+    );
+    assert_eq!(
+        report.dead_letters,
+        [
+            ErrorClass::Undecodable,
+            ErrorClass::DuplicateEventIdConflict
+        ]
+    );
+    let letters = sink.letters.lock().unwrap().clone();
+    assert_eq!(
+        classes(&letters),
+        [
+            (23, ErrorClass::Undecodable),
+            (20, ErrorClass::DuplicateEventIdConflict)
+        ]
+    );
+    let letter = &letters[1];
+    assert_eq!(
+        letter.record, conflicting,
+        "the original record, byte for byte"
+    );
+    assert_eq!(letter.error.field, "event_id");
+    let headers = letter.headers();
+    assert!(headers.contains(&(
+        dead_letter_headers::ERROR_CLASS.to_owned(),
+        b"duplicate_event_id_conflict".to_vec()
+    )));
+    assert!(headers.contains(&(
+        dead_letter_headers::ORIGINAL_OFFSET.to_owned(),
+        b"20".to_vec()
+    )));
+    let id = |n: u128| format!("{:032x}", n | (1 << 120));
+    let ids = |n: u128| uuid_text(&id(n));
+    assert_eq!(
+        stored_amounts(&store).await,
+        [(ids(1), 1999), (ids(6), 5), (ids(7), 70)],
+        "the first content of id 1 stays; everything else valid is stored once"
+    );
+    let offsets: Vec<i64> = store
+        .source_offsets("ingest")
+        .await
+        .unwrap()
+        .iter()
+        .map(|o| o.next_offset)
+        .collect();
+    assert_eq!(offsets, [24, 5], "offsets cover the conflicting record too");
+}
+
+fn uuid_text(simple: &str) -> String {
+    format!(
+        "{}-{}-{}-{}-{}",
+        &simple[0..8],
+        &simple[8..12],
+        &simple[12..16],
+        &simple[16..20],
+        &simple[20..32]
+    )
+}
+
+#[tokio::test]
+async fn a_reused_id_within_one_batch_keeps_the_first_and_dead_letters_the_other() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let sink = Arc::new(RecordingSink::default());
+    let ingestor = Ingestor::new(store.clone(), sink.clone());
+    let batch = vec![
+        json_record(0, 0, 3, "c-1", 300),
+        json_record(0, 1, 3, "c-1", 301),
+        json_record(0, 2, 3, "c-1", 300),
+    ];
+    let mut prepared = prepare(batch, &Settings::new("ingest"), now());
+    let report = ingestor.commit(&mut prepared).await.unwrap();
+    assert_eq!((report.appended, report.duplicates), (1, 1), "{report:?}");
+    assert_eq!(
+        classes(&sink.letters.lock().unwrap()),
+        [(1, ErrorClass::DuplicateEventIdConflict)]
+    );
+    assert_eq!(
+        stored_amounts(&store).await,
+        [(uuid_text(&format!("{:032x}", 3u128 | (1 << 120))), 300)]
+    );
+}
+
+#[tokio::test]
+async fn conflict_letters_are_delivered_once_before_the_offsets_move() {
+    let store = Arc::new(InMemoryEventStore::new());
+    // Call 1 delivers the batch's undecodable record; call 2, the conflict letter, fails.
+    let sink = Arc::new(RecordingSink {
+        fail_call: Some(2),
+        ..RecordingSink::default()
+    });
+    let ingestor = Ingestor::new(store.clone(), sink.clone());
+    let settings = Settings::new("ingest");
+    let mut first = prepare(vec![json_record(0, 0, 1, "c-1", 10)], &settings, now());
+    ingestor.commit(&mut first).await.unwrap();
+
+    let mut undecodable = json_record(0, 2, 9, "c-1", 1);
+    undecodable.payload = b"{".to_vec();
+    let batch = vec![
+        json_record(0, 1, 1, "c-1", 11),
+        undecodable,
+        json_record(0, 3, 2, "c-1", 20),
+    ];
+    let mut prepared = prepare(batch, &settings, now());
+    let err = ingestor
+        .commit(&mut prepared)
+        .await
+        .expect_err("the conflict letter cannot be delivered");
+    assert!(err.is_transient(), "{err}");
+    assert_eq!(
+        store.head().await.unwrap(),
+        Position(1),
+        "nothing stored while a letter is undelivered"
+    );
+    assert_eq!(
+        store.source_offsets("ingest").await.unwrap()[0].next_offset,
+        1,
+        "the offsets wait for the letter"
+    );
+    let report = ingestor.commit(&mut prepared).await.unwrap();
+    assert_eq!((report.appended, report.duplicates), (1, 0), "{report:?}");
+    assert_eq!(
+        classes(&sink.letters.lock().unwrap()),
+        [
+            (2, ErrorClass::Undecodable),
+            (1, ErrorClass::DuplicateEventIdConflict)
+        ],
+        "each letter delivered exactly once"
+    );
+    assert_eq!(
+        store.source_offsets("ingest").await.unwrap()[0].next_offset,
+        4
+    );
 }

@@ -7,17 +7,17 @@
 //! once a larger one is visible. The price is that appends serialise; batching (hundreds to
 //! thousands of events per append) keeps throughput near raw insert speed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::TryStreamExt as _;
-use patron_domain::CustomerId;
+use patron_domain::{CustomerId, EventDigest};
 use patron_store::{
-    AppendBatch, AppendReceipt, EventStore, Position, RecordedEvent, SourceOffset, StoreError,
-    plan_append,
+    AppendBatch, AppendReceipt, EventStore, PlannedEvent, Position, RecordedEvent, SourceOffset,
+    StoreError, StoredDigests, plan_append,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row as _, Transaction};
@@ -205,17 +205,19 @@ async fn append_events(
         .map_err(map)?;
     let head = Position(u64::try_from(head).unwrap_or(0));
 
-    let stored: HashSet<Uuid> = match dedupe {
-        Dedupe::Optimistic => HashSet::new(),
-        Dedupe::Filter => {
-            sqlx::query_scalar("SELECT event_id FROM events WHERE event_id = ANY($1)")
-                .bind(batch.event_ids())
-                .fetch_all(&mut **tx)
-                .await
-                .map_err(map)?
-                .into_iter()
-                .collect()
-        }
+    let stored: StoredDigests = match dedupe {
+        Dedupe::Optimistic => StoredDigests::new(),
+        // Only the ids that collided come back: their digests tell redeliveries from conflicts.
+        Dedupe::Filter => sqlx::query_as::<_, (Uuid, Option<Vec<u8>>)>(
+            "SELECT event_id, payload_digest FROM events WHERE event_id = ANY($1)",
+        )
+        .bind(batch.event_ids())
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(map)?
+        .into_iter()
+        .map(|(id, digest)| Ok((id, digest.map(|d| stored_digest(id, &d)).transpose()?)))
+        .collect::<Result<_, StoreError>>()?,
     };
     let customers: Vec<String> = batch
         .customer_ids()
@@ -238,8 +240,12 @@ async fn append_events(
     .collect();
 
     let plan = match plan_append(batch, &stored, &versions, head) {
-        // A stale expectation may just be a retry of events already stored: look before failing.
-        Err(StoreError::Conflict { .. }) if dedupe == Dedupe::Optimistic => {
+        // A stale expectation may just be a retry of events already stored, and an id repeated
+        // in the batch may be stored too (then the stored content is the one to compare with):
+        // look before failing.
+        Err(StoreError::Conflict { .. } | StoreError::DuplicateEventIds(_))
+            if dedupe == Dedupe::Optimistic =>
+        {
             return Err(Attempt::Duplicates);
         }
         other => other?,
@@ -255,7 +261,7 @@ async fn append_events(
     // COPY is PostgreSQL's bulk path: far less per-row work than INSERT … SELECT FROM UNNEST.
     let mut rows = CopyRows::new(plan.events.len());
     for planned in &plan.events {
-        rows.row(planned.position.0, planned.version, planned.event);
+        rows.row(planned);
     }
     let inserted = copy_events(tx, rows.finish()).await;
     let inserted = match inserted {
@@ -273,13 +279,27 @@ async fn append_events(
     }
 }
 
+/// A stored digest, which must be 32 bytes (the column's check constraint says so too).
+fn stored_digest(event_id: Uuid, bytes: &[u8]) -> Result<EventDigest, StoreError> {
+    EventDigest::from_slice(bytes).ok_or_else(|| {
+        StoreError::Backend(
+            format!(
+                "stored payload digest of event {event_id} has {} bytes, not 32",
+                bytes.len()
+            )
+            .into(),
+        )
+    })
+}
+
 async fn copy_events(
     tx: &mut Transaction<'static, Postgres>,
     rows: Vec<u8>,
 ) -> Result<(), sqlx::Error> {
     let mut copy = tx
         .copy_in_raw(
-            "COPY events (position, event_id, customer_id, version, event_type, occurred_at, source, payload) \
+            "COPY events (position, event_id, customer_id, version, event_type, occurred_at, source, \
+                          payload, payload_digest) \
              FROM STDIN (FORMAT binary)",
         )
         .await?;
@@ -315,22 +335,24 @@ impl CopyRows {
         self.0.extend_from_slice(bytes);
     }
 
-    fn row(&mut self, position: u64, version: u64, event: &patron_domain::Event) {
-        self.0.extend_from_slice(&8i16.to_be_bytes());
-        self.field(&to_i64(position).to_be_bytes());
+    fn row(&mut self, planned: &PlannedEvent<'_>) {
+        let event = planned.event;
+        self.0.extend_from_slice(&9i16.to_be_bytes());
+        self.field(&to_i64(planned.position.0).to_be_bytes());
         self.field(event.event_id.as_bytes());
         self.field(event.customer_id.as_str().as_bytes());
-        self.field(&to_i64(version).to_be_bytes());
+        self.field(&to_i64(planned.version).to_be_bytes());
         self.field(event.event_type().as_str().as_bytes());
         let micros = event.occurred_at.timestamp_micros() - PG_EPOCH_MICROS;
         self.field(&micros.to_be_bytes());
         self.field(event.source.as_bytes());
         // jsonb's binary form: a version byte (1), then the JSON text.
-        let payload = event.body.to_payload_string();
+        let payload = &planned.payload;
         let len = i32::try_from(payload.len() + 1).unwrap_or(i32::MAX);
         self.0.extend_from_slice(&len.to_be_bytes());
         self.0.push(1);
         self.0.extend_from_slice(payload.as_bytes());
+        self.field(planned.digest.as_bytes());
     }
 
     fn finish(mut self) -> Vec<u8> {

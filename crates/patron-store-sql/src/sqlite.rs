@@ -4,17 +4,17 @@
 //! time (across processes too; others wait up to the busy timeout). Positions are assigned as
 //! `max(position) + 1` inside that transaction: gapless and in commit order.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable as _};
 use chrono::{DateTime, Utc};
-use patron_domain::CustomerId;
+use patron_domain::{CustomerId, EventDigest};
 use patron_store::{
     AppendBatch, AppendReceipt, EventStore, Position, RecordedEvent, SourceOffset, StoreError,
-    plan_append,
+    StoredDigests, plan_append,
 };
 use serde_json::json;
 use sqlx::sqlite::{
@@ -149,16 +149,30 @@ async fn append_events(
         .map_err(map)?;
     let head = Position(u64::try_from(head).unwrap_or(0));
     let ids: Vec<String> = batch.event_ids().iter().map(Uuid::to_string).collect();
-    let stored: HashSet<Uuid> = sqlx::query_scalar::<_, String>(
-        "SELECT event_id FROM events WHERE event_id IN (SELECT value FROM json_each(?1))",
+    // Digests are kept as hex text here (NULL for events stored before they were kept).
+    let stored: StoredDigests = sqlx::query_as::<_, (String, Option<String>)>(
+        "SELECT event_id, payload_digest FROM events \
+         WHERE event_id IN (SELECT value FROM json_each(?1))",
     )
     .bind(json!(ids).to_string())
     .fetch_all(&mut **tx)
     .await
     .map_err(map)?
-    .iter()
-    .filter_map(|id| Uuid::parse_str(id).ok())
-    .collect();
+    .into_iter()
+    .filter_map(|(id, digest)| Some((Uuid::parse_str(&id).ok()?, digest)))
+    .map(|(id, digest)| {
+        let digest = digest
+            .map(|hex| {
+                EventDigest::from_hex(&hex).ok_or_else(|| {
+                    StoreError::Backend(
+                        format!("stored payload digest of event {id} is not 64 hex digits").into(),
+                    )
+                })
+            })
+            .transpose()?;
+        Ok((id, digest))
+    })
+    .collect::<Result<_, StoreError>>()?;
     let customers: Vec<String> = batch
         .customer_ids()
         .into_iter()
@@ -199,15 +213,16 @@ async fn append_events(
                     e.occurred_at,
                     recorded_at,
                     e.source,
-                    e.body.to_payload_string(),
+                    p.payload,
+                    p.digest.to_hex(),
                 ])
             })
             .collect();
         sqlx::query(
             "INSERT INTO events (position, event_id, customer_id, version, event_type, \
-                                 occurred_at, recorded_at, source, payload) \
+                                 occurred_at, recorded_at, source, payload, payload_digest) \
              SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
-                    value ->> 5, value ->> 6, value ->> 7, value ->> 8 \
+                    value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9 \
              FROM json_each(?1)",
         )
         .bind(serde_json::Value::Array(rows).to_string())

@@ -22,8 +22,8 @@ use patron_domain::{
 use uuid::Uuid;
 
 use crate::{
-    AppendBatch, EventStore, ExpectedVersion, Position, RecordedEvent, SourceOffset, StoreError,
-    StreamAppend,
+    AppendBatch, EventIdConflict, EventStore, ExpectedVersion, Position, RecordedEvent,
+    SourceOffset, StoreError, StreamAppend,
 };
 
 /// Expands to one test per contract guarantee, each run against a fresh store from `$fresh`
@@ -36,6 +36,8 @@ macro_rules! event_store_contract {
             text_survives_storage,
             idempotent_by_event_id,
             duplicates_within_a_batch_are_stored_once,
+            reused_id_with_different_content_is_refused_precisely,
+            reused_id_within_a_batch_is_refused_precisely,
             batch_is_atomic,
             invalid_batch_writes_nothing,
             offsets_commit_with_events,
@@ -245,6 +247,153 @@ pub async fn duplicates_within_a_batch_are_stored_once<S: EventStore>(store: S) 
         "{receipt:?}"
     );
     assert_eq!(read_everything(&store).await.len(), 2);
+}
+
+/// The same event with its amount changed: same id, different content.
+fn altered(event: &Event) -> Event {
+    let mut other = event.clone();
+    if let EventBody::Purchase(p) = &mut other.body {
+        p.amount = Money::new(p.amount.minor_units + 1, p.amount.currency)
+            .expect("test amounts are in range");
+    }
+    other
+}
+
+fn expect_conflicts(result: Result<crate::AppendReceipt, StoreError>) -> Vec<EventIdConflict> {
+    match result {
+        Err(StoreError::DuplicateEventIds(conflicts)) => conflicts,
+        other => panic!("expected StoreError::DuplicateEventIds, got {other:?}"),
+    }
+}
+
+pub async fn reused_id_with_different_content_is_refused_precisely<S: EventStore>(store: S) {
+    let (ada, bob) = (customer("ada"), customer("bob"));
+    let original = purchase(&ada, 100);
+    let resent = purchase(&bob, 7);
+    store
+        .append(&AppendBatch::from_events(vec![
+            original.clone(),
+            resent.clone(),
+        ]))
+        .await
+        .unwrap();
+    let imposter = altered(&original);
+    let (new_ada, new_bob) = (visit(&ada), purchase(&bob, 8));
+    let batch = AppendBatch {
+        streams: vec![
+            StreamAppend {
+                customer_id: bob.clone(),
+                expected: ExpectedVersion::Any,
+                // A redelivery (same content) beside a new event: both fine.
+                events: vec![resent.clone(), new_bob.clone()],
+            },
+            StreamAppend {
+                customer_id: ada.clone(),
+                expected: ExpectedVersion::Any,
+                events: vec![new_ada.clone(), imposter.clone()],
+            },
+        ],
+        offsets: vec![offset("ingest", 0, 9)],
+    };
+    let conflicts = expect_conflicts(store.append(&batch).await);
+    assert_eq!(
+        conflicts,
+        vec![EventIdConflict {
+            stream: 1,
+            index: 1,
+            event_id: original.event_id,
+            kept: original.digest(),
+            offered: imposter.digest(),
+        }],
+        "exactly the event reusing a stored id with other content, located in the batch"
+    );
+    assert_eq!(
+        store.head().await.unwrap(),
+        Position(2),
+        "a refused batch writes nothing"
+    );
+    assert!(
+        store.source_offsets("ingest").await.unwrap().is_empty(),
+        "nor its offsets"
+    );
+
+    // Without the conflicting event the rest appends; the redelivery is still a duplicate.
+    let mut rest = batch.clone();
+    rest.streams[1].events.remove(1);
+    let receipt = store
+        .append(&rest)
+        .await
+        .expect("the batch without its conflicting event appends");
+    assert_eq!(
+        (receipt.appended, receipt.duplicates),
+        (2, 1),
+        "{receipt:?}"
+    );
+    let stored = read_everything(&store).await;
+    assert_eq!(
+        ids(&stored),
+        vec![
+            original.event_id,
+            resent.event_id,
+            new_bob.event_id,
+            new_ada.event_id
+        ]
+    );
+    assert_eq!(
+        stored[0].event, original,
+        "the stored event keeps its first content"
+    );
+    assert_eq!(
+        store.source_offsets("ingest").await.unwrap(),
+        vec![offset("ingest", 0, 9)]
+    );
+    // The original content, re-sent alone with a stale expectation, is still a duplicate.
+    let again = store
+        .append(&AppendBatch::single(
+            ada.clone(),
+            ExpectedVersion::NoStream,
+            vec![original.clone()],
+        ))
+        .await
+        .expect("a redelivery of the stored content is acknowledged");
+    assert_eq!((again.appended, again.duplicates), (0, 1));
+}
+
+pub async fn reused_id_within_a_batch_is_refused_precisely<S: EventStore>(store: S) {
+    let ada = customer("ada");
+    let first = purchase(&ada, 100);
+    let other = visit(&ada);
+    let imposter = altered(&first);
+    let batch = AppendBatch::from_events(vec![
+        first.clone(),
+        other.clone(),
+        imposter.clone(),
+        first.clone(),
+    ]);
+    let conflicts = expect_conflicts(store.append(&batch).await);
+    assert_eq!(
+        conflicts,
+        vec![EventIdConflict {
+            stream: 0,
+            index: 2,
+            event_id: first.event_id,
+            kept: first.digest(),
+            offered: imposter.digest(),
+        }],
+        "the later event with other content conflicts; the repeat of the first does not"
+    );
+    assert_eq!(store.head().await.unwrap(), Position::ZERO);
+    let mut rest = batch.clone();
+    rest.streams[0].events.remove(2);
+    let receipt = store.append(&rest).await.unwrap();
+    assert_eq!(
+        (receipt.appended, receipt.duplicates),
+        (2, 1),
+        "{receipt:?}"
+    );
+    let stored = read_everything(&store).await;
+    assert_eq!(ids(&stored), vec![first.event_id, other.event_id]);
+    assert_eq!(stored[0].event, first);
 }
 
 pub async fn batch_is_atomic<S: EventStore>(store: S) {

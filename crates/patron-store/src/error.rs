@@ -1,6 +1,7 @@
 //! The one error type of the store ports.
 
-use patron_domain::CustomerId;
+use patron_domain::{CustomerId, EventDigest};
+use uuid::Uuid;
 
 use crate::types::{ExpectedVersion, Position};
 
@@ -22,6 +23,11 @@ pub enum StoreError {
         /// What the stream was at.
         actual: u64,
     },
+    /// Events reuse ids that are already stored, or that an earlier event of the same batch
+    /// carries, with different content (their [`EventDigest`]s differ). Nothing was written;
+    /// the rest of the batch can be appended without the listed events.
+    #[error("{}", describe_conflicts(.0))]
+    DuplicateEventIds(Vec<EventIdConflict>),
     /// The batch itself is malformed (the caller's mistake). Nothing was written.
     #[error("invalid append: {0}")]
     InvalidAppend(String),
@@ -45,5 +51,40 @@ impl StoreError {
     /// Whether the same operation may succeed if retried later (outages, dropped connections).
     pub fn is_transient(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// One event whose id is taken by different content (see [`StoreError::DuplicateEventIds`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventIdConflict {
+    /// Which stream of the batch (index into `AppendBatch::streams`).
+    pub stream: usize,
+    /// Which event of that stream (index into its `events`).
+    pub index: usize,
+    /// The id.
+    pub event_id: Uuid,
+    /// The digest of the content the id already stands for: the stored event's, or the first
+    /// event of the batch with that id.
+    pub kept: EventDigest,
+    /// The digest of this event.
+    pub offered: EventDigest,
+}
+
+impl std::fmt::Display for EventIdConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "event id {} is already taken by different content (payload digest {} kept, this \
+             event's is {})",
+            self.event_id, self.kept, self.offered
+        )
+    }
+}
+
+fn describe_conflicts(conflicts: &[EventIdConflict]) -> String {
+    match conflicts {
+        [] => "duplicate event ids with different content".to_owned(),
+        [one] => one.to_string(),
+        [first, rest @ ..] => format!("{first} (and {} more)", rest.len()),
     }
 }

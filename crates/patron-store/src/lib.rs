@@ -6,6 +6,7 @@
 //!
 //! * an [`AppendBatch`] commits atomically, together with the source offsets it carries;
 //! * events are idempotent by `event_id`: a re-sent event is acknowledged, not stored twice;
+//!   an id re-used for different content (another payload digest) is refused, precisely;
 //! * [`ExpectedVersion`] gives optimistic concurrency per customer stream;
 //! * positions are gapless and commit-ordered, so a reader following [`EventStore::read_all`]
 //!   from the last position it saw can never skip an event that commits later.
@@ -20,9 +21,9 @@ pub mod contract;
 #[cfg(any(test, feature = "contract"))]
 pub mod faulty;
 
-pub use error::StoreError;
+pub use error::{EventIdConflict, StoreError};
 pub use memory::InMemoryEventStore;
-pub use plan::{AppendPlan, PlannedEvent, plan_append};
+pub use plan::{AppendPlan, PlannedEvent, StoredDigests, plan_append};
 pub use types::{
     AppendBatch, AppendReceipt, ExpectedVersion, Position, RecordedEvent, SourceOffset,
     StreamAppend,
@@ -36,10 +37,14 @@ use patron_domain::CustomerId;
 pub trait EventStore: Send + Sync + 'static {
     /// Appends a batch atomically: every new event and every source offset, or nothing.
     ///
-    /// Events whose `event_id` is already stored are acknowledged as duplicates and skipped. A
-    /// stream whose events are all duplicates succeeds whatever its expected version (a retry of
-    /// a committed append); otherwise a mismatched expected version fails the whole batch with
-    /// [`StoreError::Conflict`].
+    /// Events whose `event_id` is already stored with the same content (the same
+    /// [`patron_domain::EventDigest`]; events stored before digests existed count as the same)
+    /// are acknowledged as duplicates and skipped, as are repeats within the batch. A stream
+    /// whose events are all duplicates succeeds whatever its expected version (a retry of a
+    /// committed append); otherwise a mismatched expected version fails the whole batch with
+    /// [`StoreError::Conflict`]. An id already taken by *different* content fails the whole
+    /// batch with [`StoreError::DuplicateEventIds`], which lists every such event, so that the
+    /// caller can set them aside and append the rest.
     async fn append(&self, batch: &AppendBatch) -> Result<AppendReceipt, StoreError>;
 
     /// Up to `limit` events with a position greater than `after`, in position order.

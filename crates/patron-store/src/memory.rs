@@ -1,22 +1,23 @@
 //! An in-memory event store: for tests, demos and as the reference the SQL backends must match.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use patron_domain::CustomerId;
+use patron_domain::{CustomerId, EventDigest};
 use uuid::Uuid;
 
 use crate::EventStore;
 use crate::error::StoreError;
-use crate::plan::plan_append;
+use crate::plan::{StoredDigests, plan_append};
 use crate::types::{AppendBatch, AppendReceipt, Position, RecordedEvent, SourceOffset};
 
 #[derive(Default)]
 struct State {
     log: Vec<RecordedEvent>,
-    ids: HashSet<Uuid>,
+    /// Every stored event id, with its payload digest.
+    ids: HashMap<Uuid, EventDigest>,
     streams: HashMap<CustomerId, Vec<usize>>,
     offsets: BTreeMap<(String, String, i32), i64>,
 }
@@ -62,10 +63,10 @@ impl EventStore for InMemoryEventStore {
     async fn append(&self, batch: &AppendBatch) -> Result<AppendReceipt, StoreError> {
         let recorded_at = (self.clock)();
         let mut state = self.state();
-        let stored: HashSet<Uuid> = batch
+        let stored: StoredDigests = batch
             .event_ids()
             .into_iter()
-            .filter(|id| state.ids.contains(id))
+            .filter_map(|id| state.ids.get(&id).map(|digest| (id, Some(*digest))))
             .collect();
         let versions: HashMap<CustomerId, u64> = batch
             .customer_ids()
@@ -84,7 +85,7 @@ impl EventStore for InMemoryEventStore {
         };
         for planned in plan.events {
             let index = state.log.len();
-            state.ids.insert(planned.event.event_id);
+            state.ids.insert(planned.event.event_id, planned.digest);
             state
                 .streams
                 .entry(planned.event.customer_id.clone())

@@ -1,15 +1,17 @@
 //! The backend-independent half of an append: checks, de-duplication and version assignment.
 //!
 //! Every backend does the same thing inside its write lock: find which of the batch's event ids
-//! are already stored and what version each stream is at, then call [`plan_append`], then write
-//! the planned rows. Keeping the rules here means the backends cannot disagree about them.
+//! are already stored (with their payload digests) and what version each stream is at, then call
+//! [`plan_append`], then write the planned rows. Keeping the rules here means the backends cannot
+//! disagree about them.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
-use patron_domain::{CustomerId, Event};
+use patron_domain::{CustomerId, Event, EventDigest};
 use uuid::Uuid;
 
-use crate::error::StoreError;
+use crate::error::{EventIdConflict, StoreError};
 use crate::types::{AppendBatch, Position};
 
 /// An event the plan will store, with its place.
@@ -21,6 +23,10 @@ pub struct PlannedEvent<'a> {
     pub version: u64,
     /// The event.
     pub event: &'a Event,
+    /// Its body's stored JSON (`EventBody::to_payload_string`), serialised once.
+    pub payload: String,
+    /// Its content digest, to store beside it.
+    pub digest: EventDigest,
 }
 
 /// What an append will write.
@@ -86,28 +92,69 @@ impl AppendBatch {
     }
 }
 
+/// What the store already holds under one of the batch's event ids: the stored event's digest,
+/// or `None` for an event stored before digests were kept (treated as the same content).
+pub type StoredDigests = HashMap<Uuid, Option<EventDigest>>;
+
 /// Plans an append given the store's state: `stored` holds the batch's event ids that are already
-/// in the store, `versions` the current version of each touched stream (absent = 0), `head` the
-/// last committed position.
+/// in the store (with their digests), `versions` the current version of each touched stream
+/// (absent = 0), `head` the last committed position.
+///
+/// An event whose id is stored, or carried by an earlier event of the batch, is a duplicate when
+/// its digest is the same and a conflict when it differs. Conflicts fail the plan with
+/// [`StoreError::DuplicateEventIds`], listing all of them, before versions are checked.
 pub fn plan_append<'a>(
     batch: &'a AppendBatch,
-    stored: &HashSet<Uuid>,
+    stored: &StoredDigests,
     versions: &HashMap<CustomerId, u64>,
     head: Position,
 ) -> Result<AppendPlan<'a>, StoreError> {
     batch.check()?;
     let offered = batch.event_count() as u64;
+    // First pass: digest every event and sort out duplicates and conflicts.
+    let mut first_in_batch: HashMap<Uuid, EventDigest> = HashMap::new();
+    let mut conflicts = Vec::new();
+    let mut fresh: Vec<Vec<(&Event, String, EventDigest)>> =
+        Vec::with_capacity(batch.streams.len());
+    for (s, stream) in batch.streams.iter().enumerate() {
+        let mut new_events = Vec::with_capacity(stream.events.len());
+        for (i, event) in stream.events.iter().enumerate() {
+            let payload = event.body.to_payload_string();
+            let digest = event.digest_with_payload(&payload);
+            let kept = match stored.get(&event.event_id) {
+                Some(kept) => *kept,
+                None => match first_in_batch.entry(event.event_id) {
+                    Entry::Occupied(first) => Some(*first.get()),
+                    Entry::Vacant(slot) => {
+                        slot.insert(digest);
+                        new_events.push((event, payload, digest));
+                        continue;
+                    }
+                },
+            };
+            match kept {
+                Some(kept) if kept != digest => conflicts.push(EventIdConflict {
+                    stream: s,
+                    index: i,
+                    event_id: event.event_id,
+                    kept,
+                    offered: digest,
+                }),
+                // The same content (or stored before digests were kept): a duplicate.
+                _ => {}
+            }
+        }
+        fresh.push(new_events);
+    }
+    if !conflicts.is_empty() {
+        return Err(StoreError::DuplicateEventIds(conflicts));
+    }
+
     let mut plan = AppendPlan::default();
-    let mut seen: HashSet<Uuid> = HashSet::new();
     let mut next_versions: HashMap<CustomerId, u64> = HashMap::new();
     let mut position = head;
-    for stream in &batch.streams {
-        let fresh: Vec<&Event> = stream
-            .events
-            .iter()
-            .filter(|e| !stored.contains(&e.event_id) && seen.insert(e.event_id))
-            .collect();
-        if fresh.is_empty() {
+    for (stream, new_events) in batch.streams.iter().zip(fresh) {
+        if new_events.is_empty() {
             // Everything was stored before: an idempotent retry succeeds whatever it expected.
             continue;
         }
@@ -124,13 +171,15 @@ pub fn plan_append<'a>(
             });
         }
         let mut version = current;
-        for event in fresh {
+        for (event, payload, digest) in new_events {
             version += 1;
             position = position.advanced_by(1);
             plan.events.push(PlannedEvent {
                 position,
                 version,
                 event,
+                payload,
+                digest,
             });
         }
         next_versions.insert(stream.customer_id.clone(), version);

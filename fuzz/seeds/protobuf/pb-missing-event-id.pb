@@ -1,0 +1,2 @@
+	c-hostile —îÊ"corpusR
+o-1‡'EUR

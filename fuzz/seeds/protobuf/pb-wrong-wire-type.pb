@@ -1,0 +1,2 @@
+¹`	c-hostile —îÊ"corpusR
+o-1‡'EUR
