@@ -597,7 +597,7 @@ async fn crash_test(bootstrap: &str, events: u64, kills: usize, fleet: Fleet, ou
     println!("| valid events stored, exactly once | {} |", stored.len());
     println!("| ticks appended by the projector | {ticks} |");
     println!(
-        "| kills (SIGKILL) | {kills_total}: {} ({killed_while_ingesting} while ingesting, {killed_active_projector} of the active projector) |",
+        "| kills (SIGKILL) | {kills_total}: {} ({killed_while_ingesting} while ingesting, {killed_active_projector} aimed at the active projector) |",
         killed
             .iter()
             .map(|(kind, n)| format!("{} {n}", kind.name()))
