@@ -9,8 +9,9 @@
 //! - the lifecycle topic holds every transition of every customer's stage history at least once,
 //!   and per customer no transition was published before the one preceding it (no gap).
 //!
-//! A second test runs several consumers sharing the partitions and two relays on the same outbox,
-//! with kills on top.
+//! A second test runs several consumers sharing the partitions, three projectors (one active, two
+//! standing by) and two relays on the same outbox, with kills on top, every other one aimed at the
+//! active projector.
 //!
 //! Figures are printed in a table. `make test` runs a bounded form (on the Kafka mock cluster);
 //! `make reliability` runs it at full size: `PATRON_CRASH_EVENTS` (at least this many events,
@@ -135,6 +136,27 @@ fn spawn(kind: Kind, url: &str, bootstrap: &str, logs: &Path, run: usize) -> Ser
         .spawn()
         .unwrap_or_else(|e| panic!("start patron {}: {e}", kind.name()));
     Service { kind, child, log }
+}
+
+/// The index in `services` of the active projector: the process whose session holds the
+/// projector lease (its `application_name` is `patron projector PID@HOST:NONCE`).
+async fn active_projector(db: &mut PgConnection, services: &[Service]) -> Option<usize> {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE 'patron projector %'",
+    )
+    .fetch_all(db)
+    .await
+    .unwrap();
+    let pids: Vec<u32> = names
+        .iter()
+        .filter_map(|name| {
+            let owner = name.strip_prefix("patron projector ")?;
+            owner.split('@').next()?.parse().ok()
+        })
+        .collect();
+    services
+        .iter()
+        .position(|s| s.kind == Kind::Project && pids.contains(&s.child.id()))
 }
 
 async fn scalar(db: &mut PgConnection, sql: &str) -> i64 {
@@ -335,9 +357,17 @@ async fn crash_test(bootstrap: &str, events: u64, kills: usize, fleet: Fleet, ou
         .collect();
     let mut killed: BTreeMap<Kind, usize> = BTreeMap::new();
     let mut killed_while_ingesting = 0;
-    for _ in 0..kills {
+    let mut killed_active_projector = 0;
+    for kill in 0..kills {
         tokio::time::sleep(Duration::from_millis(150 + rng.next(600))).await;
-        let victim = rng.next(services.len() as u64) as usize;
+        // With standby projectors, every other kill is aimed at the active one (a standby must
+        // take over); the others hit any service.
+        let aimed = if fleet.project > 1 && kill % 2 == 0 {
+            active_projector(&mut db, &services).await
+        } else {
+            None
+        };
+        let victim = aimed.unwrap_or_else(|| rng.next(services.len() as u64) as usize);
         let mut service = services.swap_remove(victim);
         if let Some(status) = service.child.try_wait().unwrap() {
             let log = std::fs::read_to_string(&service.log).unwrap_or_default();
@@ -349,6 +379,9 @@ async fn crash_test(bootstrap: &str, events: u64, kills: usize, fleet: Fleet, ou
         service.child.kill().expect("SIGKILL");
         service.child.wait().unwrap();
         *killed.entry(service.kind).or_default() += 1;
+        if aimed.is_some() {
+            killed_active_projector += 1;
+        }
         if progress(&mut db).await[0] < valid.len() as i64 {
             killed_while_ingesting += 1;
         }
@@ -564,7 +597,7 @@ async fn crash_test(bootstrap: &str, events: u64, kills: usize, fleet: Fleet, ou
     println!("| valid events stored, exactly once | {} |", stored.len());
     println!("| ticks appended by the projector | {ticks} |");
     println!(
-        "| kills (SIGKILL) | {kills_total}: {} ({killed_while_ingesting} while ingesting) |",
+        "| kills (SIGKILL) | {kills_total}: {} ({killed_while_ingesting} while ingesting, {killed_active_projector} aimed at the active projector) |",
         killed
             .iter()
             .map(|(kind, n)| format!("{} {n}", kind.name()))
@@ -599,6 +632,12 @@ async fn crash_test(bootstrap: &str, events: u64, kills: usize, fleet: Fleet, ou
         kills_total >= kills,
         "{kills_total} kills happened, {kills} were planned"
     );
+    if fleet.project > 1 && kills > 0 {
+        assert!(
+            killed_active_projector > 0,
+            "the active projector was killed at least once"
+        );
+    }
 }
 
 /// A mock cluster with the input, dead-letter and lifecycle topics.
@@ -618,10 +657,10 @@ async fn crashes_lose_nothing_duplicate_nothing_and_skip_nothing() {
     crash_test(&kafka.bootstrap(), events, kills, Fleet::ONE_EACH, 0).await;
 }
 
-/// Concurrency: three ingest consumers sharing the partitions and two relays on the same outbox,
-/// with kills on top. Still nothing lost, nothing applied twice, nothing skipped. (One projector
-/// writes a database's read models: a second one is refused by the checkpoint fence, tested in
-/// `crates/patron-store-sql/tests/read_models.rs`.)
+/// Concurrency: three ingest consumers sharing the partitions, three projectors on one database
+/// (one active, two hot standbys that take over when it dies) and two relays on the same outbox,
+/// with kills on top, every other one aimed at the active projector. Still nothing lost, nothing
+/// applied twice, nothing skipped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_services_lose_nothing_duplicate_nothing_and_skip_nothing() {
     let kafka = cluster();
@@ -629,7 +668,7 @@ async fn concurrent_services_lose_nothing_duplicate_nothing_and_skip_nothing() {
     let kills = env_or("PATRON_CRASH_KILLS", 8) as usize;
     let fleet = Fleet {
         ingest: 3,
-        project: 1,
+        project: 3,
         relay: 2,
     };
     crash_test(&kafka.bootstrap(), events, kills / 2, fleet, 0).await;

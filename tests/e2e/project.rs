@@ -1,10 +1,11 @@
 //! `patron project`, `patron rebuild` and `--rules` end to end, on both backends: the projector
 //! catches up and stops cleanly on SIGTERM, a rebuild reproduces its read models exactly, and
-//! rules are checked at start.
+//! rules are checked at start. Two projectors on one database: the standby takes over from the
+//! active one killed by SIGKILL.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use patron_e2e::{PgDatabase, example_events, patron, patron_bin};
@@ -129,6 +130,115 @@ async fn project_then_rebuild(url: &str) {
         ["1"],
         "replaced generations are deleted"
     );
+}
+
+fn start_projector(url: &str) -> Child {
+    Command::new(patron_bin())
+        // No ticks: the log changes only by the import (see `project_then_rebuild`).
+        .args(["project", "--poll", "20ms", "--tick-interval", "100000h"])
+        .env("PATRON_DATABASE_URL", url)
+        .env("PATRON_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The process id of the active projector: from the lease row (SQLite) or the session holding
+/// the lock (PostgreSQL), whose owner reads `PID@HOST:NONCE`.
+async fn active_projector(url: &str) -> Option<u32> {
+    let query = if url.starts_with("sqlite:") {
+        "SELECT owner FROM projector_lease"
+    } else {
+        "SELECT substr(application_name, 18) FROM pg_stat_activity \
+         WHERE application_name LIKE 'patron projector %'"
+    };
+    let owners = rows(url, query).await;
+    owners.first()?.split('@').next()?.parse().ok()
+}
+
+/// Two `patron project` processes: one becomes active, the other stands by. The active one is
+/// killed (SIGKILL, so it lets go of nothing); events imported afterwards are projected by the
+/// standby, and the read models equal a rebuild.
+async fn standby_takes_over_from_a_killed_projector(url: &str) {
+    patron(url, &["migrate"]).success();
+    let mut children = vec![start_projector(url), start_projector(url)];
+    let started = Instant::now();
+    let active = loop {
+        if let Some(pid) = active_projector(url).await
+            && projected(url).await.is_some()
+        {
+            break pid;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no projector became active"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let index = children
+        .iter()
+        .position(|child| child.id() == active)
+        .expect("the active projector is one of the two");
+    let mut killed = children.swap_remove(index);
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let standby = children.pop().unwrap();
+
+    let examples = example_events();
+    patron(url, &["import", examples.to_str().unwrap()]).success();
+    let head: u64 = rows(url, "SELECT CAST(max(position) AS TEXT) FROM events").await[0]
+        .parse()
+        .unwrap();
+    // SQLite: the killed instance's lease expires first (10 s).
+    while projected(url).await.and_then(|p| p.parse::<u64>().ok()) < Some(head) {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the standby did not take over and reach position {head}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        active_projector(url).await,
+        Some(standby.id()),
+        "the standby is the active projector now"
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &standby.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = standby.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "SIGTERM stops the standby cleanly: {log}"
+    );
+    assert!(
+        log.contains("standing by") && log.contains("now the active projector"),
+        "the standby logged standing by, then taking over: {log}"
+    );
+    let live = read_models(url).await;
+    assert!(live.len() > 10, "read models were written: {live:?}");
+    patron(url, &["rebuild"]).success();
+    assert_eq!(
+        read_models(url).await,
+        live,
+        "the rebuild reproduces what the standby projected"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_takes_over_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("patron.db").display());
+    standby_takes_over_from_a_killed_projector(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_takes_over_on_postgres() {
+    let db = PgDatabase::create().await;
+    standby_takes_over_from_a_killed_projector(&db.url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,7 @@
 
 pub mod clv;
 pub mod kpi;
+mod leader;
 pub mod p_alive;
 mod port;
 mod projection;
@@ -23,7 +24,9 @@ mod runner;
 mod scores;
 
 pub use kpi::{CustomerKpi, KpiKey, MonthActivity};
-pub use port::{Generation, GenerationId, OutboxRecord, ReadModelError, ReadModelStore, Snapshot};
+pub use port::{
+    Generation, GenerationId, Lease, OutboxRecord, ReadModelError, ReadModelStore, Snapshot,
+};
 pub use projection::{Changes, CustomerView, OutboxEntry, Projection};
 pub use purchases::Purchases;
 pub use rebuild::{RebuildOptions, RebuildProgress, RebuildReport, rebuild};

@@ -5,6 +5,8 @@
 //! rebuild folds the log into a new generation beside it and then makes it active in one
 //! transaction, so queries switch from the old state to the rebuilt one without downtime.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use patron_domain::CustomerId;
@@ -53,7 +55,8 @@ pub enum ReadModelError {
     /// Another generation became active: reload and go on from it.
     #[error("generation {0} is no longer the active one")]
     Superseded(GenerationId),
-    /// The generation's checkpoint moved under this writer (another projector is running).
+    /// The generation's checkpoint moved under this writer (another projector wrote it, e.g. after
+    /// this one lost its lease without noticing): reload and go on, or stand by.
     #[error(
         "generation {generation} is at position {actual}, not {expected}: another projector is writing it"
     )]
@@ -88,9 +91,31 @@ impl ReadModelError {
     }
 }
 
+/// The claim of one projector instance to be the live projector of a database. Only the holder
+/// projects; other instances stand by. The checkpoint fence stays the safety net: a holder that
+/// lost its claim without noticing is refused on its next commit ([`ReadModelError::Conflict`]).
+#[async_trait]
+pub trait Lease: Send + 'static {
+    /// Keeps the claim (SQLite: pushes its expiry on; PostgreSQL: checks that the session holding
+    /// the lock is alive). `Ok(false)` when it was lost (another instance took it over).
+    async fn renew(&mut self) -> Result<bool, ReadModelError>;
+
+    /// Gives the claim up, so that a standby takes over without waiting for it to expire.
+    async fn release(self: Box<Self>) -> Result<(), ReadModelError>;
+}
+
 /// Where read models are stored.
 #[async_trait]
 pub trait ReadModelStore: Send + Sync + 'static {
+    /// Tries to become the live projector of this database as `owner` (unique per instance);
+    /// `None` while another instance holds the claim. Unless renewed, the claim lapses after
+    /// `ttl` where the backend cannot tell a dead holder by itself (SQLite).
+    async fn try_lead(
+        &self,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Box<dyn Lease>>, ReadModelError>;
+
     /// The active generation, if one was ever activated.
     async fn active_generation(&self) -> Result<Option<Generation>, ReadModelError>;
 

@@ -1,8 +1,12 @@
 //! The live projector: follows the event store from the active generation's checkpoint, writes
 //! each page of changes with its checkpoint in one transaction, and appends ticks when the log
 //! is quiet so that time-driven transitions fire without customer events.
+//!
+//! Several instances may run on one database: the one holding the lease ([`crate::Lease`]) is
+//! active, the others stand by and take over when it dies or lets go.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +18,8 @@ use patron_store::{AppendBatch, EventStore, ExpectedVersion, Position};
 use uuid::Uuid;
 
 use crate::Projection;
-use crate::port::{Generation, ReadModelError, ReadModelStore};
+use crate::leader::Leadership;
+use crate::port::{Generation, Lease, ReadModelError, ReadModelStore};
 
 /// Where the projector gets the current time (only to decide when to append a tick: the
 /// projection itself never reads a clock).
@@ -48,10 +53,18 @@ pub struct ProjectorConfig {
     pub tick_interval: Duration,
     /// Longest wait between retries while the database is unreachable.
     pub retry_max_delay: Duration,
+    /// How long the active instance's lease lasts unrenewed (it is renewed every quarter of it):
+    /// on SQLite, how soon a standby takes over from an instance that died without letting go.
+    /// (On PostgreSQL the lease is a session lock, freed as soon as its holder's connection
+    /// closes.)
+    pub lease_ttl: Duration,
+    /// How often a standby tries to take the lease.
+    pub standby_poll: Duration,
 }
 
 impl ProjectorConfig {
-    /// Defaults for `rules`: pages of 2,000, 200 ms idle poll, a tick after 60 s of quiet.
+    /// Defaults for `rules`: pages of 2,000, 200 ms idle poll, a tick after 60 s of quiet, a 10 s
+    /// lease that standbys try to take every second.
     pub fn new(rules: Rules, rules_text: impl Into<String>) -> Self {
         Self {
             rules,
@@ -60,6 +73,8 @@ impl ProjectorConfig {
             idle_poll: Duration::from_millis(200),
             tick_interval: Duration::from_secs(60),
             retry_max_delay: Duration::from_secs(10),
+            lease_ttl: Duration::from_secs(10),
+            standby_poll: Duration::from_secs(1),
         }
     }
 
@@ -245,10 +260,12 @@ pub async fn restore_model(
     }
 }
 
-/// Runs the live projector until `shutdown` completes: catches up, then polls for new events,
-/// appending ticks while the log is quiet. Reopens when a rebuild swapped the generation; waits
-/// and retries (with exponential backoff) while a database is unreachable. Returns an error for
-/// anything else (e.g. changed rules, a second projector on the same generation).
+/// Runs the live projector until `shutdown` completes. Stands by while another instance holds the
+/// lease, and takes it over when that one dies or lets go. While active: catches up, then polls
+/// for new events, appending ticks while the log is quiet. Reloads when a rebuild swapped the
+/// generation or another writer moved the checkpoint; steps back to standby when the lease is
+/// lost; waits and retries (with exponential backoff) while a database is unreachable. Returns an
+/// error for anything else (e.g. changed rules).
 pub async fn run(
     store: Arc<dyn EventStore>,
     models: Arc<dyn ReadModelStore>,
@@ -257,16 +274,113 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ReadModelError> {
     tokio::pin!(shutdown);
-    let backoff = || {
-        ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(config.retry_max_delay)
-            .without_max_times()
-            .build()
-    };
-    let mut delays = backoff();
+    let owner = instance_id();
+    loop {
+        metrics::gauge!("patron_projector_active").set(0.0);
+        let Some(lease) = stand_by(models.as_ref(), &owner, &config, &mut shutdown).await? else {
+            return Ok(());
+        };
+        tracing::info!(owner, "this instance is now the active projector");
+        metrics::gauge!("patron_projector_active").set(1.0);
+        let mut leadership = Leadership::hold(lease, config.lease_ttl);
+        let outcome = lead(
+            &store,
+            &models,
+            &config,
+            clock.as_ref(),
+            &mut leadership,
+            &mut shutdown,
+        )
+        .await;
+        metrics::gauge!("patron_projector_active").set(0.0);
+        leadership.release().await;
+        match outcome {
+            Ok(Led::Shutdown) => return Ok(()),
+            Ok(Led::Lost) => {
+                tracing::warn!(
+                    owner,
+                    "this instance is no longer the active projector; standing by"
+                );
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// This instance's name in the lease, `PID@HOST:NONCE`: process, host (the pod's name on
+/// Kubernetes) and a random part (several runners may share a process, e.g. in tests).
+fn instance_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "patron".to_owned());
+    let nonce = Uuid::new_v4().simple().to_string();
+    format!("{}@{host}:{}", std::process::id(), &nonce[..8])
+}
+
+fn backoff(config: &ProjectorConfig) -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(config.retry_max_delay)
+        .without_max_times()
+        .build()
+}
+
+/// Waits for the lease; `None` when `shutdown` came first.
+async fn stand_by<F: Future<Output = ()>>(
+    models: &dyn ReadModelStore,
+    owner: &str,
+    config: &ProjectorConfig,
+    shutdown: &mut Pin<&mut F>,
+) -> Result<Option<Box<dyn Lease>>, ReadModelError> {
+    let mut delays = backoff(config);
+    let mut announced = false;
+    loop {
+        let wait = match models.try_lead(owner, config.lease_ttl).await {
+            Ok(Some(lease)) => return Ok(Some(lease)),
+            Ok(None) => {
+                if !announced {
+                    tracing::info!(
+                        owner,
+                        "another instance is the active projector; standing by"
+                    );
+                    announced = true;
+                }
+                delays = backoff(config);
+                config.standby_poll
+            }
+            Err(error) if error.is_transient() => {
+                let delay = delays.next().unwrap_or(config.retry_max_delay);
+                tracing::warn!(%error, ?delay, "database unavailable; projector waits and retries");
+                delay
+            }
+            Err(error) => return Err(error),
+        };
+        tokio::select! {
+            () = shutdown.as_mut() => return Ok(None),
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// How a term as the active projector ended.
+enum Led {
+    Shutdown,
+    Lost,
+}
+
+/// Projects while `leadership` holds.
+async fn lead<F: Future<Output = ()>>(
+    store: &Arc<dyn EventStore>,
+    models: &Arc<dyn ReadModelStore>,
+    config: &ProjectorConfig,
+    clock: &dyn Clock,
+    leadership: &mut Leadership,
+    shutdown: &mut Pin<&mut F>,
+) -> Result<Led, ReadModelError> {
+    let mut delays = backoff(config);
     let mut live: Option<LiveProjection> = None;
     loop {
+        if !leadership.is_held() {
+            return Ok(Led::Lost);
+        }
         let outcome = match live.as_mut() {
             None => LiveProjection::open(store.clone(), models.clone(), config.clone())
                 .await
@@ -295,7 +409,7 @@ pub async fn run(
         };
         let wait = match outcome {
             Ok(step) => {
-                delays = backoff();
+                delays = backoff(config);
                 if step.applied > 0
                     && let Some(current) = live.as_ref()
                 {
@@ -312,6 +426,13 @@ pub async fn run(
                 live = None;
                 None
             }
+            Err(error @ ReadModelError::Conflict { .. }) => {
+                // Another writer moved the checkpoint (an instance that held the lease before
+                // this one and had not noticed losing it): nothing of this page was written.
+                tracing::warn!(%error, "another projector wrote the read models; reloading");
+                live = None;
+                None
+            }
             Err(error) if error.is_transient() => {
                 live = None;
                 let delay = delays.next().unwrap_or(config.retry_max_delay);
@@ -322,11 +443,12 @@ pub async fn run(
         };
         if let Some(wait) = wait {
             tokio::select! {
-                () = &mut shutdown => return Ok(()),
+                () = shutdown.as_mut() => return Ok(Led::Shutdown),
+                () = leadership.lost() => return Ok(Led::Lost),
                 () = tokio::time::sleep(wait) => {}
             }
-        } else if futures_ready(&mut shutdown).await {
-            return Ok(());
+        } else if futures_ready(shutdown).await {
+            return Ok(Led::Shutdown);
         }
     }
 }

@@ -1,17 +1,21 @@
 //! The read models on PostgreSQL and SQLite: live projection, restart, rebuild and swap, ticks,
-//! the outbox and the relay. Every test runs against both backends.
+//! the outbox and the relay, several projector instances (one active, standbys taking over).
+//! Every test runs against both backends.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use patron_domain::{Event, ValidationPolicy};
 use patron_lifecycle::{Rules, Stage};
 use patron_projector::{
-    LifecyclePublisher, LiveProjection, OutboxRecord, ProjectorConfig, PublishError,
-    ReadModelError, ReadModelStore, RebuildOptions, RelayConfig, rebuild, relay_once,
+    Changes, Generation, GenerationId, Lease, LifecyclePublisher, LiveProjection, OutboxEntry,
+    OutboxRecord, ProjectorConfig, PublishError, ReadModelError, ReadModelStore, RebuildOptions,
+    RelayConfig, Snapshot, SystemClock, rebuild, relay_once,
 };
 use patron_store::{AppendBatch, EventStore, ExpectedVersion};
 use patron_store_sql::SqlEventStore;
@@ -377,6 +381,277 @@ async fn relay_publishes_in_order_at_least_once(db: Db) {
     );
 }
 
+/// A projector instance's view of the read models: counts what it committed, the commits
+/// refused by the fence, and its attempts to take the lease.
+struct Watched {
+    inner: Arc<dyn ReadModelStore>,
+    commits: AtomicUsize,
+    conflicts: AtomicUsize,
+    standing_by: AtomicUsize,
+}
+
+impl Watched {
+    fn new(inner: Arc<dyn ReadModelStore>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            commits: AtomicUsize::new(0),
+            conflicts: AtomicUsize::new(0),
+            standing_by: AtomicUsize::new(0),
+        })
+    }
+
+    fn commits(&self) -> usize {
+        self.commits.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl ReadModelStore for Watched {
+    async fn try_lead(
+        &self,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Box<dyn Lease>>, ReadModelError> {
+        let lease = self.inner.try_lead(owner, ttl).await?;
+        if lease.is_none() {
+            self.standing_by.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(lease)
+    }
+    async fn active_generation(&self) -> Result<Option<Generation>, ReadModelError> {
+        self.inner.active_generation().await
+    }
+    async fn create_generation(&self, rules: &str) -> Result<Generation, ReadModelError> {
+        self.inner.create_generation(rules).await
+    }
+    async fn load(&self, generation: GenerationId) -> Result<Snapshot, ReadModelError> {
+        self.inner.load(generation).await
+    }
+    async fn commit(
+        &self,
+        generation: GenerationId,
+        expected: patron_store::Position,
+        changes: &Changes,
+    ) -> Result<(), ReadModelError> {
+        let result = self.inner.commit(generation, expected, changes).await;
+        match &result {
+            Ok(()) => self.commits.fetch_add(1, Ordering::SeqCst),
+            Err(ReadModelError::Conflict { .. }) => self.conflicts.fetch_add(1, Ordering::SeqCst),
+            Err(_) => 0,
+        };
+        result
+    }
+    async fn activate(
+        &self,
+        generation: GenerationId,
+        expected: patron_store::Position,
+        changes: &Changes,
+        held: &[OutboxEntry],
+    ) -> Result<Option<GenerationId>, ReadModelError> {
+        self.inner
+            .activate(generation, expected, changes, held)
+            .await
+    }
+    async fn drop_generation(&self, generation: GenerationId) -> Result<(), ReadModelError> {
+        self.inner.drop_generation(generation).await
+    }
+    async fn outbox_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxRecord>, ReadModelError> {
+        self.inner.outbox_after(after, limit).await
+    }
+    async fn relay_offset(&self, relay: &str) -> Result<i64, ReadModelError> {
+        self.inner.relay_offset(relay).await
+    }
+    async fn set_relay_offset(&self, relay: &str, id: i64) -> Result<(), ReadModelError> {
+        self.inner.set_relay_offset(relay, id).await
+    }
+}
+
+/// A live projector instance (`patron_projector::run`) in a task of its own.
+struct Instance {
+    models: Arc<Watched>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), ReadModelError>>,
+}
+
+impl Instance {
+    fn start(db: &Db) -> Self {
+        let models = Watched::new(db.models());
+        let mut config = config();
+        config.idle_poll = Duration::from_millis(20);
+        config.standby_poll = Duration::from_millis(50);
+        config.lease_ttl = Duration::from_secs(2);
+        // No ticks: the log changes only when the test appends.
+        config.tick_interval = Duration::MAX;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(patron_projector::run(
+            db.store(),
+            models.clone(),
+            config,
+            Arc::new(SystemClock),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            models,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Stops it as SIGKILL would: mid-work, without letting go of the lease.
+    async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
+    /// Stops it cleanly (it lets go of the lease).
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task
+            .await
+            .expect("the projector task ends")
+            .expect("the projector stops without error");
+    }
+}
+
+/// Waits until the active generation's checkpoint is the head of the log.
+async fn projected_to_head(db: &Db, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let head = db.store().head().await.unwrap();
+    loop {
+        let active = db.models().active_generation().await.unwrap();
+        if active.is_some_and(|g| g.checkpoint == head) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not projected to the head {head:?} within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whichever of two instances has committed, and the other (which must not have).
+fn split_active(a: Instance, b: Instance, when: &str) -> (Instance, Instance) {
+    let (active, other) = if a.models.commits() > 0 {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    assert!(active.models.commits() > 0, "{when}: one instance projects");
+    assert_eq!(
+        other.models.commits(),
+        0,
+        "{when}: the other one never commits"
+    );
+    assert!(
+        other.models.standing_by.load(Ordering::SeqCst) > 0,
+        "{when}: the other one stood by"
+    );
+    (active, other)
+}
+
+/// Two instances on one database: one projects, the other stands by (and never commits). Killed
+/// mid-stream, the active one is replaced by a standby, which goes on from the checkpoint; a
+/// rebuild swaps in under it; a clean stop hands over at once. The read models equal a fresh
+/// rebuild and the outbox holds every transition exactly once.
+async fn one_projector_is_active_and_a_standby_takes_over(db: Db) {
+    let store = db.store();
+    let events = demo_year(40);
+    let cut: Vec<usize> = (0..=7).map(|i| i * events.len() / 7).collect();
+    let chunk = |i: usize| &events[cut[i]..cut[i + 1]];
+    append(store.as_ref(), chunk(0)).await;
+    let (one, two) = (Instance::start(&db), Instance::start(&db));
+    projected_to_head(&db, "first chunk").await;
+    for i in 1..3 {
+        append(store.as_ref(), chunk(i)).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    projected_to_head(&db, "three chunks").await;
+    let (active, standby) = split_active(one, two, "two instances");
+    assert_eq!(
+        active.models.conflicts.load(Ordering::SeqCst),
+        0,
+        "no commit of the active instance was refused"
+    );
+
+    // The active instance dies (as by SIGKILL) while events arrive; a standby takes over.
+    let appending = {
+        let (store, events) = (store.clone(), chunk(3).to_vec());
+        tokio::spawn(async move { append(store.as_ref(), &events).await })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    active.kill().await;
+    let standby_commits = standby.models.commits();
+    let three = Instance::start(&db);
+    appending.await.unwrap();
+    projected_to_head(&db, "after the takeover").await;
+    assert_eq!(standby_commits, 0, "the standby did not commit before");
+    let (active, standby) = split_active(standby, three, "after the kill");
+
+    // A rebuild swaps in under the active instance, which reloads and goes on.
+    let report = rebuild(
+        store.clone(),
+        db.models(),
+        &config(),
+        RebuildOptions::default(),
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
+    for i in 4..6 {
+        append(store.as_ref(), chunk(i)).await;
+    }
+    projected_to_head(&db, "after the rebuild").await;
+    let generation = db.models().active_generation().await.unwrap().unwrap();
+    assert_eq!(
+        generation.id, report.generation,
+        "the rebuilt generation is live"
+    );
+    assert_eq!(standby.models.commits(), 0, "the standby still stands by");
+
+    // A clean stop lets go at once; the standby takes over.
+    active.stop().await;
+    append(store.as_ref(), chunk(6)).await;
+    projected_to_head(&db, "after a clean stop").await;
+    assert!(standby.models.commits() > 0, "the standby took over");
+    standby.stop().await;
+
+    let live = db.dump().await;
+    let outbox = db.outbox().await;
+    let mut keys: Vec<String> = outbox.iter().map(|r| r.entry.dedupe_key.clone()).collect();
+    keys.sort();
+    let unique = keys.len();
+    keys.dedup();
+    assert_eq!(keys.len(), unique, "no transition is in the outbox twice");
+    assert_eq!(
+        outbox.len(),
+        db.history_keys().await.len(),
+        "every transition of the stage history is in the outbox once"
+    );
+    rebuild(
+        store.clone(),
+        db.models(),
+        &config(),
+        RebuildOptions::default(),
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        db.dump().await,
+        live,
+        "the read models after takeovers equal a fresh rebuild"
+    );
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod postgres {
@@ -392,6 +667,7 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     rebuild_equals_live,
+    one_projector_is_active_and_a_standby_takes_over,
     two_projectors_conflict,
     changed_rules_are_refused,
     ticks_drive_time_and_replay,

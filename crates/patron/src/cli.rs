@@ -200,7 +200,8 @@ pub(crate) enum Command {
     /// Follows the log from the active read models' checkpoint; each page of changes commits
     /// with its checkpoint in one transaction. While the log is quiet it appends a tick (event
     /// time catching up with the clock), so customers become at risk or churned by silence and a
-    /// replay sees the same ticks. Run one projector per database.
+    /// replay sees the same ticks. Several instances may run on one database: one is active,
+    /// the others stand by and take over when it stops or dies.
     Project(ProjectArgs),
     /// Publish lifecycle changes from the outbox to Kafka (protobuf `patron.lifecycle.v1`,
     /// key = customer id), at least once and in order per customer.

@@ -3,6 +3,7 @@
 //! `migrations/<backend>/0002_read_models.sql`.
 
 mod copy;
+mod lease;
 mod postgres;
 mod sqlite;
 

@@ -5,8 +5,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use patron_projector::{
-    Changes, Generation, GenerationId, OutboxEntry, OutboxRecord, ReadModelError, ReadModelStore,
-    Snapshot,
+    Changes, Generation, GenerationId, Lease, OutboxEntry, OutboxRecord, ReadModelError,
+    ReadModelStore, Snapshot,
 };
 use patron_store::Position;
 use sqlx::postgres::PgPool;
@@ -419,6 +419,14 @@ async fn record_changes(
 
 #[async_trait]
 impl ReadModelStore for PgReadModels {
+    async fn try_lead(
+        &self,
+        owner: &str,
+        _ttl: std::time::Duration,
+    ) -> Result<Option<Box<dyn Lease>>, ReadModelError> {
+        super::lease::pg_try_lead(&self.pool, owner).await
+    }
+
     async fn active_generation(&self) -> Result<Option<Generation>, ReadModelError> {
         let row: Option<(
             i64,

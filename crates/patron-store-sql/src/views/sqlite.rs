@@ -5,8 +5,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use patron_projector::{
-    Changes, Generation, GenerationId, OutboxEntry, OutboxRecord, ReadModelError, ReadModelStore,
-    Snapshot,
+    Changes, Generation, GenerationId, Lease, OutboxEntry, OutboxRecord, ReadModelError,
+    ReadModelStore, Snapshot,
 };
 use patron_store::Position;
 use serde_json::{Value, json};
@@ -318,6 +318,14 @@ async fn record_changes(
 
 #[async_trait]
 impl ReadModelStore for SqliteReadModels {
+    async fn try_lead(
+        &self,
+        owner: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<Box<dyn Lease>>, ReadModelError> {
+        super::lease::sqlite_try_lead(&self.pool, owner, ttl).await
+    }
+
     async fn active_generation(&self) -> Result<Option<Generation>, ReadModelError> {
         let row: Option<(i64, String, i64, Option<String>, Option<String>)> = sqlx::query_as(
             "SELECT g.generation, g.rules, g.checkpoint, g.watermark, g.scored_at \

@@ -1,0 +1,148 @@
+//! The projector lease ([`Lease`]) on each backend: which projector instance is the active one.
+//!
+//! - PostgreSQL: a session advisory lock, taken with `pg_try_advisory_lock` on a connection of its
+//!   own, held for as long as the leadership. The server frees it the moment that session ends,
+//!   however its holder died, so a standby takes over at its next attempt. The lock is keyed by
+//!   the schema, so databases sharing a server (or schemas sharing a database) do not contend.
+//! - SQLite: a row in `projector_lease` (owner, expiry), pushed on by the holder's renewals and
+//!   taken over by another instance once expired. Every process on a SQLite file shares the
+//!   machine's clock.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use patron_projector::{Lease, ReadModelError};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnection, PgPool};
+use sqlx::sqlite::SqlitePool;
+use sqlx::{Connection, Postgres};
+
+use crate::error::map;
+
+fn db(error: sqlx::Error) -> ReadModelError {
+    ReadModelError::Store(map(error))
+}
+
+/// The first key of the PostgreSQL advisory lock ("patr"), the second is a hash of the schema.
+const LOCK_CLASS: i32 = 0x7061_7472;
+
+/// The `application_name` of the session holding the lock, so that `pg_stat_activity` shows
+/// which instance is active.
+fn application_name(owner: &str) -> String {
+    format!("patron projector {owner}")
+}
+
+/// Takes the PostgreSQL lock on a connection of the pool, which then leaves the pool for as long
+/// as the lease lasts.
+pub(crate) async fn pg_try_lead(
+    pool: &PgPool,
+    owner: &str,
+) -> Result<Option<Box<dyn Lease>>, ReadModelError> {
+    let mut connection: PoolConnection<Postgres> = pool.acquire().await.map_err(db)?;
+    let taken: bool = sqlx::query_scalar(
+        "SELECT pg_try_advisory_lock($1, hashtext(coalesce(current_schema(), '')))",
+    )
+    .bind(LOCK_CLASS)
+    .fetch_one(&mut *connection)
+    .await
+    .map_err(db)?;
+    if !taken {
+        return Ok(None);
+    }
+    let mut connection = connection.detach();
+    sqlx::query("SELECT set_config('application_name', $1, false)")
+        .bind(application_name(owner))
+        .execute(&mut connection)
+        .await
+        .map_err(db)?;
+    Ok(Some(Box::new(PgLease { connection })))
+}
+
+/// The session that holds the lock.
+struct PgLease {
+    connection: PgConnection,
+}
+
+#[async_trait]
+impl Lease for PgLease {
+    async fn renew(&mut self) -> Result<bool, ReadModelError> {
+        // A session lock lasts as long as its session: the session answering is the lock held.
+        self.connection.ping().await.map_err(db)?;
+        Ok(true)
+    }
+
+    async fn release(self: Box<Self>) -> Result<(), ReadModelError> {
+        // Ending the session frees the lock.
+        self.connection.close().await.map_err(db)
+    }
+}
+
+fn now_millis() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Takes the SQLite lease row when free, expired, or already this owner's.
+pub(crate) async fn sqlite_try_lead(
+    pool: &SqlitePool,
+    owner: &str,
+    ttl: Duration,
+) -> Result<Option<Box<dyn Lease>>, ReadModelError> {
+    let now = now_millis();
+    let taken = sqlx::query(
+        "INSERT INTO projector_lease (singleton, owner, expires_at) VALUES (1, ?1, ?2) \
+         ON CONFLICT (singleton) DO UPDATE SET owner = excluded.owner, \
+            expires_at = excluded.expires_at \
+         WHERE projector_lease.owner = excluded.owner OR projector_lease.expires_at <= ?3",
+    )
+    .bind(owner)
+    .bind(now.saturating_add(millis(ttl)))
+    .bind(now)
+    .execute(pool)
+    .await
+    .map_err(db)?
+    .rows_affected()
+        == 1;
+    Ok(taken.then(|| {
+        Box::new(SqliteLease {
+            pool: pool.clone(),
+            owner: owner.to_owned(),
+            ttl,
+        }) as Box<dyn Lease>
+    }))
+}
+
+/// The SQLite lease row held by `owner`.
+struct SqliteLease {
+    pool: SqlitePool,
+    owner: String,
+    ttl: Duration,
+}
+
+#[async_trait]
+impl Lease for SqliteLease {
+    async fn renew(&mut self) -> Result<bool, ReadModelError> {
+        // Still ours, even if it expired meanwhile, when no one took it over.
+        let renewed = sqlx::query("UPDATE projector_lease SET expires_at = ?2 WHERE owner = ?1")
+            .bind(&self.owner)
+            .bind(now_millis().saturating_add(millis(self.ttl)))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        Ok(renewed == 1)
+    }
+
+    async fn release(self: Box<Self>) -> Result<(), ReadModelError> {
+        sqlx::query("DELETE FROM projector_lease WHERE owner = ?1")
+            .bind(&self.owner)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(db)
+    }
+}
