@@ -149,13 +149,23 @@ bench-clv: ## BG/NBD fit time on CDNOW and 1,000,000 synthetic customers, next t
 CRASH_EVENTS ?= 200000
 CRASH_KILLS ?= 24
 ABUSE_ROUNDS ?= 12
+SOAK_SECONDS ?= 600
+SOAK_CUSTOMERS ?= 2000
 
 .PHONY: reliability
-reliability: postgres ## Reliability suite at full size (release build): SIGKILL crash test over ingest, projector and relay (CRASH_EVENTS=200000, CRASH_KILLS=24; also the concurrency and outage variants) API abuse (ABUSE_ROUNDS=12 rounds of 2,000 watch streams) and every fuzz target (FUZZ_SECONDS each), figures printed
+reliability: postgres ## Reliability suite at full size (release build): SIGKILL crash test over ingest, projector and relay (CRASH_EVENTS=200000, CRASH_KILLS=24; also the concurrency and outage variants) API abuse (ABUSE_ROUNDS=12 rounds of 2,000 watch streams), the load soak (SOAK_SECONDS=600) and every fuzz target (FUZZ_SECONDS each), figures printed
 	PATRON_CRASH_EVENTS=$(CRASH_EVENTS) PATRON_CRASH_KILLS=$(CRASH_KILLS) \
 		$(CARGO) test --release -p patron-e2e --test crash -- --nocapture --test-threads=1
 	PATRON_ABUSE_ROUNDS=$(ABUSE_ROUNDS) $(CARGO) test --release -p patron-e2e --test abuse -- --nocapture
+	$(MAKE) --no-print-directory soak SOAK_SECONDS=$(SOAK_SECONDS) SOAK_CUSTOMERS=$(SOAK_CUSTOMERS)
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_SECONDS)
+
+# Rates of the soak (per second) may be changed through PATRON_SOAK_EVENTS (500), PATRON_SOAK_GETS
+# (200), PATRON_SOAK_LISTS (20), PATRON_SOAK_KPIS (4); see tests/e2e/soak.rs.
+.PHONY: soak
+soak: postgres ## Load soak (release build): patron serve on PostgreSQL and the Kafka mock cluster under a fixed-rate open-loop mix of ingest, queries and watch streams for SOAK_SECONDS (600); prints throughput, p50/p99 latency and RSS growth (asserted ≤ 10 % after warm-up from 5 minutes on)
+	PATRON_SOAK_SECONDS=$(SOAK_SECONDS) PATRON_SOAK_CUSTOMERS=$(SOAK_CUSTOMERS) \
+		$(CARGO) test --release -p patron-e2e --test soak -- --nocapture
 
 # Fuzzing: cargo-fuzz (libFuzzer), installed once into TOOLS_DIR; the stable toolchain runs it with
 # RUSTC_BOOTSTRAP=1. Seeds are checked in under fuzz/seeds; the corpus grows in fuzz/corpus.
