@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use chrono::{TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use patron_demo::{DemoRecord, Generator};
 use patron_ingest::Settings;
 use patron_kafka::{
@@ -38,6 +38,32 @@ fn outbound(records: Vec<DemoRecord>) -> Vec<OutboundRecord> {
             payload: r.payload,
         })
         .collect()
+}
+
+/// When the demo history ends: for a database file, the instant kept in `demo-history.end`
+/// beside it (written on the first run), so every run generates the same history; otherwise
+/// `now`.
+fn history_end(database_url: &str, now: DateTime<Utc>) -> DateTime<Utc> {
+    let Some(db_path) = database_url.strip_prefix("sqlite://") else {
+        return now;
+    };
+    let db_path = db_path.split('?').next().unwrap_or(db_path);
+    if db_path.is_empty() || db_path.starts_with(':') {
+        return now;
+    }
+    let path = std::path::Path::new(db_path).with_file_name("demo-history.end");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        match DateTime::parse_from_rfc3339(text.trim()) {
+            Ok(end) => return end.with_timezone(&Utc),
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "unreadable demo history end; using now")
+            }
+        }
+    }
+    if let Err(error) = std::fs::write(&path, now.to_rfc3339()) {
+        tracing::warn!(path = %path.display(), %error, "cannot keep the demo history end");
+    }
+    now
 }
 
 pub(crate) async fn run(database: &DatabaseArgs, args: DevArgs) -> anyhow::Result<ExitCode> {
@@ -117,14 +143,18 @@ pub(crate) async fn run(database: &DatabaseArgs, args: DevArgs) -> anyhow::Resul
     let producer = Producer::new(&settings)?;
     let customers = usize::try_from(args.customers).unwrap_or(200);
     let rate = args.rate;
+    let end = history_end(&database.database_url, Utc::now());
     let generator = tokio::spawn(async move {
         let now = Utc::now();
+        // The same seed and the same end give the same history, content included: a later run
+        // re-sends events the store recognises as already stored (an id re-sent with other
+        // content would be dead-lettered as a conflict).
         let mut history = Generator::new(
             args.seed,
             customers,
-            now - TimeDelta::days(args.history_days),
+            end - TimeDelta::days(args.history_days),
         );
-        let backlog = outbound(history.until(now));
+        let backlog = outbound(history.until(end));
         tracing::info!(
             records = backlog.len(),
             days = args.history_days,
