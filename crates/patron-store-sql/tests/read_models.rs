@@ -30,6 +30,52 @@ fn demo_year(customers: usize) -> Vec<Event> {
     demo_year_seeded(7, customers)
 }
 
+/// `events` with consent answers mixed in, in time order: every third customer grants
+/// `marketing_email` on its first event's day, every fifth withdraws it 100 days later, every
+/// seventh grants `sms` 50 days in; at the very end of the log come late `sms` withdrawals dated
+/// 40 days in, which must change nothing.
+fn with_consents(mut events: Vec<Event>) -> Vec<Event> {
+    let mut first_seen = std::collections::BTreeMap::new();
+    for event in &events {
+        first_seen
+            .entry(event.customer_id.clone())
+            .or_insert(event.occurred_at);
+    }
+    let consent = |customer: &patron_domain::CustomerId, at, purpose: &str, granted| Event {
+        event_id: uuid::Uuid::new_v4(),
+        customer_id: customer.clone(),
+        occurred_at: at,
+        source: "crm".into(),
+        body: patron_domain::EventBody::ConsentChanged(patron_domain::ConsentChanged {
+            purpose: purpose.into(),
+            granted,
+            extra: Default::default(),
+        }),
+    };
+    let mut late = Vec::new();
+    for (n, (customer, first)) in first_seen.iter().enumerate() {
+        if n % 3 == 0 {
+            events.push(consent(customer, *first, "marketing_email", true));
+        }
+        if n % 5 == 0 {
+            let withdrawn = *first + TimeDelta::days(100);
+            events.push(consent(customer, withdrawn, "marketing_email", false));
+        }
+        if n % 7 == 0 {
+            events.push(consent(customer, *first + TimeDelta::days(50), "sms", true));
+            late.push(consent(
+                customer,
+                *first + TimeDelta::days(40),
+                "sms",
+                false,
+            ));
+        }
+    }
+    events.sort_by_key(|event| event.occurred_at);
+    events.extend(late);
+    events
+}
+
 /// Like [`demo_year`] from another seed: the same customer ids, fresh event ids.
 fn demo_year_seeded(seed: u64, customers: usize) -> Vec<Event> {
     let mut generator = patron_demo::Generator::new(seed, customers, start());
@@ -101,7 +147,8 @@ impl Db {
             "SELECT customer_id || '|' || coalesce(stage, '-') || '|' || orders || '|' || \
                 net_revenue_minor || '|' || coalesce(average_order_minor, -1) || '|' || \
                 coalesce(rfm_segment, '-') || '|' || coalesce(tier, '-') || '|' || \
-                coalesce(rfm_r * 100 + rfm_f * 10 + rfm_m, 0) || '|' || CAST(state AS TEXT) \
+                coalesce(rfm_r * 100 + rfm_f * 10 + rfm_m, 0) || '|' || CAST(state AS TEXT) || \
+                '|' || coalesce(consented, '-') || '|' || coalesce(consents, '-') \
              FROM customers WHERE generation = G ORDER BY customer_id",
             "SELECT customer_id || '|' || seq || '|' || coalesce(from_stage, '-') || '|' || \
                 to_stage || '|' || CAST(entered_at AS TEXT) || '|' || rule || '|' || \
@@ -127,6 +174,25 @@ impl Db {
             rows.extend(part);
         }
         rows
+    }
+
+    /// Strings from a one-column query.
+    async fn strings(&self, query: &str) -> Vec<String> {
+        match &self.sql {
+            SqlEventStore::Postgres(s) => sqlx::query_scalar(query).fetch_all(s.pool()).await,
+            SqlEventStore::Sqlite(s) => sqlx::query_scalar(query).fetch_all(s.pool()).await,
+        }
+        .unwrap()
+    }
+
+    /// The customers of the active generation who granted `purpose`, by id.
+    async fn granted(&self, purpose: &str) -> Vec<String> {
+        self.strings(&format!(
+            "SELECT customer_id FROM customers WHERE generation = \
+             (SELECT generation FROM projection_active) AND consented LIKE '% {purpose} %' \
+             ORDER BY customer_id"
+        ))
+        .await
     }
 
     /// Every outbox record, in id order.
@@ -158,7 +224,7 @@ async fn catch_up(live: &mut LiveProjection) {
 /// Live projection in chunks with a restart half-way, then a rebuild: the rebuilt tables equal
 /// the live ones, and the outbox holds every transition exactly once, in commit order.
 async fn rebuild_equals_live(db: Db) {
-    let events = demo_year(60);
+    let events = with_consents(demo_year(60));
     let (first, second) = events.split_at(events.len() / 2);
     let store = db.store();
     append(store.as_ref(), first).await;
@@ -175,6 +241,30 @@ async fn rebuild_equals_live(db: Db) {
     assert_eq!(live.projection().checkpoint(), store.head().await.unwrap());
     let live_tables = db.dump().await;
     let outbox = db.outbox().await;
+
+    // Consent is projected: the latest answer by event time, the late withdrawals ignored.
+    let customers: std::collections::BTreeSet<&str> =
+        events.iter().map(|e| e.customer_id.as_str()).collect();
+    let expect = |keep: fn(usize) -> bool| -> Vec<String> {
+        customers
+            .iter()
+            .enumerate()
+            .filter(|(n, _)| keep(*n))
+            .map(|(_, id)| (*id).to_owned())
+            .collect()
+    };
+    let marketing = expect(|n| n % 3 == 0 && n % 5 != 0);
+    assert!(marketing.len() > 5, "{marketing:?}");
+    assert_eq!(db.granted("marketing_email").await, marketing);
+    assert_eq!(db.granted("sms").await, expect(|n| n % 7 == 0));
+    for granted in [true, false] {
+        assert!(
+            outbox
+                .iter()
+                .any(|r| r.entry.consent.get("marketing_email") == Some(&granted)),
+            "the outbox marks transitions with consent (granted: {granted})"
+        );
+    }
     assert!(
         outbox.len() > 100,
         "a year of 60 customers fires many transitions: {}",
@@ -481,11 +571,25 @@ struct Instance {
     models: Arc<Watched>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), ReadModelError>>,
+    /// The instance's own connections, as a process of its own would have.
+    sql: SqlEventStore,
 }
 
 impl Instance {
-    fn start(db: &Db) -> Self {
-        let models = Watched::new(db.models());
+    async fn start(db: &Db) -> Self {
+        let sql = match (&db.sql, &db._guard) {
+            // A pool of its own on the same file: killing the instance closes its connections,
+            // as the death of its process would (an aborted task's connection returned to a
+            // shared pool could keep a half-begun write transaction, and with it the lock).
+            (SqlEventStore::Sqlite(_), Some(dir)) => {
+                let url = format!("sqlite://{}", dir.path().join("events.db").display());
+                SqlEventStore::connect(&patron_store_sql::ConnectOptions::new(url))
+                    .await
+                    .expect("open the test database again")
+            }
+            (sql, _) => sql.clone(),
+        };
+        let models = Watched::new(sql.read_models());
         let mut config = config();
         config.idle_poll = Duration::from_millis(20);
         config.standby_poll = Duration::from_millis(50);
@@ -494,7 +598,7 @@ impl Instance {
         config.tick_interval = Duration::MAX;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(patron_projector::run(
-            db.store(),
+            sql.clone().into_dyn(),
             models.clone(),
             config,
             Arc::new(SystemClock),
@@ -506,13 +610,19 @@ impl Instance {
             models,
             stop: Some(stop),
             task,
+            sql,
         }
     }
 
-    /// Stops it as SIGKILL would: mid-work, without letting go of the lease.
+    /// Stops it as SIGKILL would: mid-work, without letting go of the lease; its SQLite
+    /// connections close (PostgreSQL ones are shared with the test, which rolls back what an
+    /// aborted transaction left).
     async fn kill(self) {
         self.task.abort();
         let _ = self.task.await;
+        if let SqlEventStore::Sqlite(store) = &self.sql {
+            store.pool().close().await;
+        }
     }
 
     /// Stops it cleanly (it lets go of the lease).
@@ -574,7 +684,7 @@ async fn one_projector_is_active_and_a_standby_takes_over(db: Db) {
     let cut: Vec<usize> = (0..=7).map(|i| i * events.len() / 7).collect();
     let chunk = |i: usize| &events[cut[i]..cut[i + 1]];
     append(store.as_ref(), chunk(0)).await;
-    let (one, two) = (Instance::start(&db), Instance::start(&db));
+    let (one, two) = (Instance::start(&db).await, Instance::start(&db).await);
     projected_to_head(&db, "first chunk").await;
     for i in 1..3 {
         append(store.as_ref(), chunk(i)).await;
@@ -596,7 +706,7 @@ async fn one_projector_is_active_and_a_standby_takes_over(db: Db) {
     tokio::time::sleep(Duration::from_millis(10)).await;
     active.kill().await;
     let standby_commits = standby.models.commits();
-    let three = Instance::start(&db);
+    let three = Instance::start(&db).await;
     appending.await.unwrap();
     projected_to_head(&db, "after the takeover").await;
     assert_eq!(standby_commits, 0, "the standby did not commit before");
