@@ -242,6 +242,7 @@ async fn abuse_gets_clean_errors_and_memory_stays_bounded() {
                     .watch_lifecycle_changes(authorized(WatchLifecycleChangesRequest {
                         after_outbox_id: 0,
                         to_stages: Vec::new(),
+                        ..Default::default()
                     }))
                     .await?
                     .into_inner();
@@ -276,6 +277,7 @@ async fn abuse_gets_clean_errors_and_memory_stays_bounded() {
             let mut request = authorized(WatchLifecycleChangesRequest {
                 after_outbox_id: u64::MAX / 2,
                 to_stages: Vec::new(),
+                ..Default::default()
             });
             request.set_timeout(Duration::from_millis(50));
             let _ = client.watch_lifecycle_changes(request).await;

@@ -78,6 +78,9 @@ fn detail(customer_id: &CustomerId, view: &CustomerView, snapshot: Snapshot) -> 
         rfm_m: None,
         rfm_segment: None,
         tier: None,
+        consents: (!view.consents.is_empty())
+            .then(|| serde_json::to_string(&view.consents).ok())
+            .flatten(),
     };
     let history = lifecycle
         .history

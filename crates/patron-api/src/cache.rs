@@ -373,6 +373,7 @@ mod tests {
                 rfm_m: None,
                 rfm_segment: None,
                 tier: None,
+                consents: None,
             },
             history: Vec::new(),
             prediction: None,

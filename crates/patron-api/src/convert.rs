@@ -96,7 +96,25 @@ pub(crate) fn customer(row: &CustomerRow, snapshot: &Snapshot) -> Result<pb::Cus
         tier: row.tier.clone().unwrap_or_default(),
         last_event_at: row.last_event_at.map(timestamp),
         prediction: None,
+        consents: consents(row)?,
     })
+}
+
+/// The stored consent answers on the wire, by purpose.
+fn consents(row: &CustomerRow) -> Result<Vec<pb::Consent>, ApiError> {
+    let Some(json) = &row.consents else {
+        return Ok(Vec::new());
+    };
+    let consents: patron_projector::Consents = serde_json::from_str(json)
+        .map_err(|e| ApiError::Internal(format!("consents of {}: {e}", row.customer_id)))?;
+    Ok(consents
+        .answers()
+        .map(|(purpose, answer)| pb::Consent {
+            purpose: purpose.to_owned(),
+            granted: answer.granted,
+            changed_at: Some(timestamp(answer.at)),
+        })
+        .collect())
 }
 
 /// Facts as a string map: strings as they are, other JSON values as JSON text.

@@ -140,6 +140,7 @@ fn watch_request(request: &pb::WatchLifecycleChangesRequest) -> Result<Watch, Ap
     Ok(Watch {
         after_id,
         to_stages,
+        consent_purpose: consent_purpose(&request.consent_purpose)?,
     })
 }
 
@@ -175,7 +176,24 @@ fn filter(request: &pb::ListCustomersRequest) -> Result<CustomerFilter, ApiError
         tier,
         rfm_segment,
         min_net_revenue_minor: request.min_net_revenue_minor,
+        consent_purpose: consent_purpose(&request.consent_purpose)?,
     })
+}
+
+/// A validated consent purpose filter (`None` when empty).
+fn consent_purpose(purpose: &str) -> Result<Option<String>, ApiError> {
+    match purpose {
+        "" => Ok(None),
+        purpose if purpose.len() <= 64 && patron_domain::is_purpose_name(purpose) => {
+            Ok(Some(purpose.to_owned()))
+        }
+        purpose => Err(ApiError::invalid(
+            "consent_purpose",
+            format!(
+                "{purpose:?} is not a purpose name (1-64 lowercase letters, digits and _ . : -)"
+            ),
+        )),
+    }
 }
 
 /// The page size asked for, defaulted and checked.

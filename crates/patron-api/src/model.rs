@@ -39,6 +39,9 @@ pub struct CustomerRow {
     pub rfm_segment: Option<String>,
     /// Value tier A/B/C.
     pub tier: Option<String>,
+    /// Every consent answer as stored (JSON, see `patron_projector::Consents`); none when the
+    /// customer answered nothing.
+    pub consents: Option<String>,
 }
 
 /// One row of `stage_history`.
@@ -190,6 +193,8 @@ pub struct CustomerFilter {
     pub rfm_segment: Option<String>,
     /// Lowest net revenue, minor units.
     pub min_net_revenue_minor: Option<i64>,
+    /// A consent purpose the customer must have granted.
+    pub consent_purpose: Option<String>,
 }
 
 /// A listing: filters, a keyset position and a limit.
@@ -271,4 +276,7 @@ pub struct OutboxRow {
     pub facts: String,
     /// The event log position whose processing fired it.
     pub position: i64,
+    /// The customer's consent answers when it fired, as JSON (purpose -> granted); none when
+    /// the customer had answered nothing.
+    pub consent: Option<String>,
 }

@@ -14,9 +14,10 @@ use crate::model::CustomerFilter;
 const VERSION: &str = "v1";
 const FIELD: &str = "page_token";
 
-/// The filters as one line of text (validated filter values hold no newline).
+/// The filters as one line of text (validated filter values hold no newline). The consent
+/// filter is appended only when present, so tokens issued before it existed stay valid.
 fn fingerprint(filter: &CustomerFilter) -> String {
-    format!(
+    let mut text = format!(
         "stage={};tier={};segment={};min={}",
         filter.stage.as_deref().unwrap_or(""),
         filter.tier.as_deref().unwrap_or(""),
@@ -25,7 +26,12 @@ fn fingerprint(filter: &CustomerFilter) -> String {
             .min_net_revenue_minor
             .map(|min| min.to_string())
             .unwrap_or_default(),
-    )
+    );
+    if let Some(purpose) = &filter.consent_purpose {
+        text.push_str(";consent=");
+        text.push_str(purpose);
+    }
+    text
 }
 
 /// The token that resumes after `last_id` under `filter`.

@@ -134,7 +134,8 @@ const RULES: &str = "SELECT rules FROM projection_generations WHERE generation =
 
 const CUSTOMER_COLUMNS: &str = "customer_id, stage, stage_since, orders, refunds, \
      gross_revenue_minor, refunded_minor, net_revenue_minor, average_order_minor, \
-     first_purchase_at, last_purchase_at, last_event_at, rfm_r, rfm_f, rfm_m, rfm_segment, tier";
+     first_purchase_at, last_purchase_at, last_event_at, rfm_r, rfm_f, rfm_m, rfm_segment, tier, \
+     consents";
 
 /// One customer with its history, and the active generation, in one round trip: one row per
 /// history entry (customer columns repeated), a row of NULLs when the customer is unknown. The
@@ -145,7 +146,7 @@ const CUSTOMER_DETAIL: &str = "SELECT g.generation, g.watermark, g.created_at, g
      c.customer_id, c.stage, c.stage_since, c.orders, c.refunds, c.gross_revenue_minor, \
      c.refunded_minor, c.net_revenue_minor, c.average_order_minor, c.first_purchase_at, \
      c.last_purchase_at, c.last_event_at, c.rfm_r, c.rfm_f, c.rfm_m, c.rfm_segment, c.tier, \
-     h.seq, h.from_stage, h.to_stage, h.entered_at, h.rule, CAST(h.facts AS TEXT) AS facts, \
+     c.consents, h.seq, h.from_stage, h.to_stage, h.entered_at, h.rule, CAST(h.facts AS TEXT) AS facts, \
      p.model_version, m.evaluated_at AS model_evaluated_at, m.horizon_days, p.p_alive, \
      p.expected_purchases, p.expected_spend_minor, p.expected_revenue_minor, p.clv_minor \
      FROM projection_generations g \
@@ -253,6 +254,12 @@ fn list_sql(query: &CustomerQuery) -> String {
     }
     if filter.min_net_revenue_minor.is_some() {
         condition(&mut sql, "net_revenue_minor >=");
+    }
+    if filter.consent_purpose.is_some() {
+        // ' a b ' holds exactly the granted purposes (see patron_projector::Consents); purpose
+        // names are lowercase letters, digits and _ . : - (only _ needs escaping for LIKE).
+        condition(&mut sql, "consented LIKE '% ' ||");
+        sql.push_str(" || ' %' ESCAPE '\\'");
     }
     if query.after.is_some() {
         condition(&mut sql, "customer_id >");
@@ -362,6 +369,9 @@ impl ReadModels for SqlReadModels {
             }
             if let Some(min) = filter.min_net_revenue_minor {
                 q = q.bind(min);
+            }
+            if let Some(purpose) = &filter.consent_purpose {
+                q = q.bind(purpose.replace('_', "\\_"));
             }
             if let Some(after) = &query.after {
                 q = q.bind(after);

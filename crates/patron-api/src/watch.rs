@@ -34,6 +34,8 @@ pub(crate) struct Watch {
     pub(crate) after_id: i64,
     /// Only these stored stage names (empty = all).
     pub(crate) to_stages: HashSet<String>,
+    /// Only customers who had granted this purpose when the change fired.
+    pub(crate) consent_purpose: Option<String>,
 }
 
 /// Starts polling the outbox for `watch`; the task ends when the client goes away, or after
@@ -72,6 +74,11 @@ async fn follow(
                 continue;
             }
             let message = message(&row).map_err(Status::from);
+            if let (Ok(change), Some(purpose)) = (&message, &watch.consent_purpose)
+                && change.consent.get(purpose) != Some(&true)
+            {
+                continue;
+            }
             let failed = message.is_err();
             if tx.send(message).await.is_err() || failed {
                 return;
@@ -96,5 +103,10 @@ fn message(row: &OutboxRow) -> Result<LifecycleChanged, ApiError> {
         sequence: unsigned(i64::from(row.seq), "seq")?,
         position: unsigned(row.position, "position")?,
         outbox_id: unsigned(row.id, "id")?,
+        consent: match &row.consent {
+            Some(json) => serde_json::from_str(json)
+                .map_err(|e| ApiError::Internal(format!("outbox consent: {e}")))?,
+            None => Default::default(),
+        },
     })
 }

@@ -35,6 +35,7 @@ async fn watch(client: &mut Client, after: i64, stages: &[PbStage]) -> Streaming
         .watch_lifecycle_changes(pb::WatchLifecycleChangesRequest {
             after_outbox_id: u64::try_from(after).unwrap(),
             to_stages: stages.iter().map(|s| *s as i32).collect(),
+            ..Default::default()
         })
         .await
         .expect("start a watch")
@@ -158,6 +159,7 @@ async fn live_queries(db: Db) {
         .watch_lifecycle_changes(pb::WatchLifecycleChangesRequest {
             after_outbox_id: 0,
             to_stages: vec![0],
+            ..Default::default()
         })
         .await
         .unwrap_err();

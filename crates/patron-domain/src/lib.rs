@@ -17,4 +17,6 @@ pub use event::{
     ProfileUpdated, Purchase, Refund, Tick, UnknownBody,
 };
 pub use money::{Currency, MAX_ABS_MINOR_UNITS, Money, MoneyError};
-pub use validate::{ErrorClass, RawEvent, RawTime, ValidationError, ValidationPolicy, validate};
+pub use validate::{
+    ErrorClass, RawEvent, RawTime, ValidationError, ValidationPolicy, is_purpose_name, validate,
+};

@@ -562,7 +562,17 @@ fn parse_body(event_type: EventType, data: Value) -> Result<EventBody, Validatio
             extra: f.extra(),
         }),
         EventType::ConsentChanged => {
+            let purpose_path = f.path("purpose");
             let purpose = f.string("purpose", 64)?;
+            if !is_purpose_name(&purpose) {
+                return Err(ValidationError::invalid(
+                    &purpose_path,
+                    format!(
+                        "{purpose:?} is not a purpose name: use lowercase letters, digits and \
+                         _ . : - (e.g. marketing_email)"
+                    ),
+                ));
+            }
             let granted = match f.required("granted")? {
                 Value::Bool(granted) => granted,
                 other => {
@@ -669,6 +679,15 @@ fn is_junk_identifier(value: &str) -> bool {
         lower.as_str(),
         "" | "null" | "nil" | "none" | "undefined" | "anonymous" | "unknown" | "n/a" | "test"
     ) || lower.chars().all(|c| c == '0' || c == '-' || c == ':')
+}
+
+/// Whether `purpose` can name a consent purpose: lowercase ASCII letters, digits, `_`, `.`, `:`
+/// and `-` (one spelling per purpose; read models keep purposes as space-separated lists).
+pub fn is_purpose_name(purpose: &str) -> bool {
+    !purpose.is_empty()
+        && purpose.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b':' | b'-')
+        })
 }
 
 fn identities(f: &mut Fields) -> Result<Vec<Identity>, ValidationError> {

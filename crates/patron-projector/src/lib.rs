@@ -12,6 +12,7 @@
 //! There is no SQL and no I/O here besides the [`EventStore`] port.
 
 pub mod clv;
+pub mod consent;
 pub mod kpi;
 mod leader;
 pub mod p_alive;
@@ -23,6 +24,7 @@ mod relay;
 mod runner;
 mod scores;
 
+pub use consent::Consents;
 pub use kpi::{CustomerKpi, KpiKey, MonthActivity};
 pub use port::{
     Generation, GenerationId, Lease, OutboxRecord, ReadModelError, ReadModelStore, Snapshot,

@@ -10,6 +10,7 @@ use patron_store::{Position, RecordedEvent};
 use patron_value::{CustomerValue, DEFAULT_A_SHARE_PERCENT, DEFAULT_B_SHARE_PERCENT};
 use serde::{Deserialize, Serialize};
 
+use crate::consent::Consents;
 use crate::kpi::{self, CustomerKpi, KpiKey};
 use crate::p_alive::{self, FittedModel};
 use crate::purchases::{self, Purchases};
@@ -33,6 +34,9 @@ pub struct CustomerView {
     /// stored before it existed load with an empty one (a rebuild fills it).
     #[serde(default)]
     pub purchases: Purchases,
+    /// The latest answer per consent purpose (empty until the first `consent_changed`).
+    #[serde(default, skip_serializing_if = "Consents::is_empty")]
+    pub consents: Consents,
 }
 
 /// One lifecycle transition to publish, written to the outbox with the projection's batch.
@@ -48,6 +52,9 @@ pub struct OutboxEntry {
     pub transition: Transition,
     /// The position of the event whose application fired it (the checkpoint, for a tick).
     pub position: Position,
+    /// The customer's consent when the transition fired: purpose → granted, for every purpose
+    /// answered (a purpose not listed was never answered, which is no consent).
+    pub consent: BTreeMap<String, bool>,
 }
 
 /// Everything that changed since the last [`Projection::take_changes`]: what an adapter writes
@@ -234,6 +241,7 @@ impl Projection {
                 let fired = patron_lifecycle::apply(&mut view.lifecycle, &event.event, rules);
                 patron_value::apply(&mut view.value, &event.event, currency);
                 purchases::apply(&mut view.purchases, &event.event, currency);
+                view.consents.apply(&event.event);
                 if let Some(model) = &self.model
                     && matches!(
                         event.event.body,
@@ -478,6 +486,11 @@ impl Projection {
         }
         let first = history.saturating_sub(fired.len());
         let position = self.checkpoint;
+        let consent = self
+            .customers
+            .get(customer_id)
+            .map(|view| view.consents.marks())
+            .unwrap_or_default();
         self.outbox.extend(
             fired
                 .into_iter()
@@ -488,6 +501,7 @@ impl Projection {
                     seq: first + i,
                     transition,
                     position,
+                    consent: consent.clone(),
                 }),
         );
     }

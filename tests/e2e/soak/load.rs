@@ -224,6 +224,7 @@ pub(crate) async fn follow_changes(
         let mut request = authorized(WatchLifecycleChangesRequest {
             after_outbox_id: seen.last,
             to_stages: Vec::new(),
+            ..Default::default()
         });
         // A stream lives longer than a call's deadline.
         request.metadata_mut().remove("grpc-timeout");

@@ -267,6 +267,14 @@ fn body_errors_are_precise() {
     );
     rejected(
         raw(
+            "consent_changed",
+            json!({"purpose": "marketing email", "granted": true}),
+        ),
+        ErrorClass::InvalidField,
+        "data.purpose",
+    );
+    rejected(
+        raw(
             "identities_linked",
             json!({"identities": [{"kind": "device_id", "value": "00000000-0000"}]}),
         ),

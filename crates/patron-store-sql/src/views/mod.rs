@@ -53,6 +53,10 @@ pub(crate) struct CustomerRow {
     pub(crate) segment: Option<&'static str>,
     pub(crate) tier: Option<&'static str>,
     pub(crate) state: String,
+    /// The granted purposes, see [`patron_projector::Consents::granted_list`].
+    pub(crate) consented: Option<String>,
+    /// Every answer as JSON (purpose -> granted and time); `None` when there is none.
+    pub(crate) consents: Option<String>,
 }
 
 /// The view as kept in `customers.state`: without its stage history, which `stage_history`
@@ -78,6 +82,7 @@ fn stored(view: &CustomerView) -> CustomerView {
         kpi: view.kpi.clone(),
         scores: view.scores.clone(),
         purchases: view.purchases.clone(),
+        consents: view.consents.clone(),
     }
 }
 
@@ -151,6 +156,15 @@ impl CustomerRow {
             segment: scores.map(|s| s.rfm.segment()),
             tier: scores.and_then(|s| s.tier).map(|t| t.as_str()),
             state,
+            consented: view.consents.granted_list(),
+            consents: if view.consents.is_empty() {
+                None
+            } else {
+                Some(
+                    serde_json::to_string(&view.consents)
+                        .map_err(|e| ReadModelError::Corrupt(format!("consents of {id}: {e}")))?,
+                )
+            },
         })
     }
 }
@@ -158,6 +172,13 @@ impl CustomerRow {
 /// The facts of a transition as stored (a JSON object of strings).
 pub(crate) fn facts_json(entry: &OutboxEntry) -> String {
     serde_json::to_string(&entry.transition.facts).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// A transition's consent marks as stored (a JSON object purpose -> granted; `None` when the
+/// customer had answered nothing).
+pub(crate) fn consent_json(entry: &OutboxEntry) -> Option<String> {
+    (!entry.consent.is_empty())
+        .then(|| serde_json::to_string(&entry.consent).unwrap_or_else(|_| "{}".to_owned()))
 }
 
 /// A stored view read back.
@@ -184,6 +205,7 @@ pub(crate) struct OutboxRow {
     pub(crate) rule: String,
     pub(crate) facts: String,
     pub(crate) position: i64,
+    pub(crate) consent: Option<String>,
 }
 
 impl OutboxRow {
@@ -194,6 +216,10 @@ impl OutboxRow {
         let stage = |name: &str| Stage::from_str(name).map_err(|e| corrupt("stage", &e));
         let facts: BTreeMap<String, String> =
             serde_json::from_str(&self.facts).map_err(|e| corrupt("facts", &e))?;
+        let consent: BTreeMap<String, bool> = match &self.consent {
+            Some(json) => serde_json::from_str(json).map_err(|e| corrupt("consent", &e))?,
+            None => BTreeMap::new(),
+        };
         let customer_id =
             CustomerId::parse(&self.customer_id).map_err(|e| corrupt("customer id", &e))?;
         Ok(OutboxRecord {
@@ -212,6 +238,7 @@ impl OutboxRow {
                 position: Position(
                     u64::try_from(self.position).map_err(|e| corrupt("position", &e))?,
                 ),
+                consent,
             },
         })
     }

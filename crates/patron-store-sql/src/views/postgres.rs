@@ -15,7 +15,7 @@ use sqlx::{Postgres, Transaction};
 use super::copy::CopyRows;
 use super::{
     ACTIVE, BUILDING, CHANGES_KEPT, CHANGES_LISTED, CustomerRow, HistoryRow, OutboxRow, RETIRED,
-    attach_history, facts_json, position, seq, view,
+    attach_history, consent_json, facts_json, position, seq, view,
 };
 use crate::error::map;
 use crate::row::{limit, to_i64};
@@ -108,7 +108,7 @@ async fn bulk_write(
         for (id, view) in &changes.customers {
             let r = CustomerRow::new(id, view)?;
             let rfm = |i: usize| r.rfm.map(|s| s[i]);
-            rows.row(19)
+            rows.row(21)
                 .int8(Some(generation))
                 .text(Some(&r.customer_id))
                 .text(r.stage)
@@ -127,14 +127,16 @@ async fn bulk_write(
                 .int2(rfm(2))
                 .text(r.segment)
                 .text(r.tier)
-                .text(Some(&r.state));
+                .text(Some(&r.state))
+                .text(r.consented.as_deref())
+                .text(r.consents.as_deref());
         }
         copy(
             tx,
             "COPY customers (generation, customer_id, stage, stage_since, orders, refunds, \
                 gross_revenue_minor, refunded_minor, net_revenue_minor, average_order_minor, \
                 first_purchase_at, last_purchase_at, last_event_at, rfm_r, rfm_f, rfm_m, \
-                rfm_segment, tier, state) FROM STDIN (FORMAT binary)",
+                rfm_segment, tier, state, consented, consents) FROM STDIN (FORMAT binary)",
             rows,
         )
         .await?;
@@ -191,11 +193,11 @@ async fn write(
             "INSERT INTO customers AS c (generation, customer_id, stage, stage_since, orders, refunds, \
                 gross_revenue_minor, refunded_minor, net_revenue_minor, average_order_minor, \
                 first_purchase_at, last_purchase_at, last_event_at, rfm_r, rfm_f, rfm_m, \
-                rfm_segment, tier, state) \
+                rfm_segment, tier, state, consented, consents) \
              SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::timestamptz[], $5::int8[], \
                 $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::timestamptz[], \
                 $12::timestamptz[], $13::timestamptz[], $14::int2[], $15::int2[], $16::int2[], \
-                $17::text[], $18::text[], $19::text[]) \
+                $17::text[], $18::text[], $19::text[], $20::text[], $21::text[]) \
              ON CONFLICT (generation, customer_id) DO UPDATE SET stage = excluded.stage, \
                 stage_since = excluded.stage_since, orders = excluded.orders, \
                 refunds = excluded.refunds, gross_revenue_minor = excluded.gross_revenue_minor, \
@@ -204,7 +206,8 @@ async fn write(
                 first_purchase_at = excluded.first_purchase_at, \
                 last_purchase_at = excluded.last_purchase_at, last_event_at = excluded.last_event_at, \
                 rfm_r = excluded.rfm_r, rfm_f = excluded.rfm_f, rfm_m = excluded.rfm_m, \
-                rfm_segment = excluded.rfm_segment, tier = excluded.tier, state = excluded.state",
+                rfm_segment = excluded.rfm_segment, tier = excluded.tier, state = excluded.state, \
+                consented = excluded.consented, consents = excluded.consents",
         )
         .bind(generation)
         .bind(rows.iter().map(|r| r.customer_id.as_str()).collect::<Vec<_>>())
@@ -225,6 +228,8 @@ async fn write(
         .bind(rows.iter().map(|r| r.segment).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.tier).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.state.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.consented.as_deref()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.consents.as_deref()).collect::<Vec<_>>())
         .execute(&mut **tx)
         .await
         .map_err(db)?;
@@ -350,13 +355,13 @@ async fn append_outbox<'a>(
     }
     let query = sqlx::query(
         "INSERT INTO outbox (id, dedupe_key, customer_id, seq, from_stage, to_stage, occurred_at, \
-            rule, facts, position) \
+            rule, facts, position, consent) \
          SELECT $1 + n, dedupe_key, customer_id, seq, from_stage, to_stage, occurred_at, rule, \
-            facts, position \
-         FROM UNNEST($2::text[], $3::text[], $4::int4[], $5::text[], $6::text[], \
+            facts, position, consent \
+         FROM UNNEST($2::text[], $11::text[], $3::text[], $4::int4[], $5::text[], $6::text[], \
             $7::timestamptz[], $8::text[], $9::jsonb[], $10::int8[]) WITH ORDINALITY \
-            AS e (dedupe_key, customer_id, seq, from_stage, to_stage, occurred_at, rule, facts, \
-                  position, n) \
+            AS e (dedupe_key, consent, customer_id, seq, from_stage, to_stage, occurred_at, rule, \
+                  facts, position, n) \
          ON CONFLICT (dedupe_key) DO NOTHING",
     )
     .bind(head)
@@ -366,8 +371,10 @@ async fn append_outbox<'a>(
             .map(|e| e.dedupe_key.as_str())
             .collect::<Vec<_>>(),
     );
+    let consent: Vec<Option<String>> = entries.clone().map(consent_json).collect();
     TransitionColumns::new(entries)
         .bind(query)
+        .bind(consent)
         .execute(&mut **tx)
         .await
         .map_err(db)?;
@@ -652,9 +659,10 @@ impl ReadModelStore for PgReadModels {
             String,
             String,
             i64,
+            Option<String>,
         )> = sqlx::query_as(
             "SELECT id, dedupe_key, customer_id, seq, from_stage, to_stage, occurred_at, rule, \
-                    facts::text, position FROM outbox WHERE id > $1 ORDER BY id LIMIT $2",
+                    facts::text, position, consent FROM outbox WHERE id > $1 ORDER BY id LIMIT $2",
         )
         .bind(after)
         .bind(limit(max))
@@ -674,6 +682,7 @@ impl ReadModelStore for PgReadModels {
                     rule,
                     facts,
                     position,
+                    consent,
                 )| {
                     OutboxRow {
                         id,
@@ -686,6 +695,7 @@ impl ReadModelStore for PgReadModels {
                         rule,
                         facts,
                         position,
+                        consent,
                     }
                     .decode()
                 },

@@ -15,7 +15,7 @@ use sqlx::{Sqlite, Transaction};
 
 use super::{
     ACTIVE, BUILDING, CHANGES_KEPT, CHANGES_LISTED, CustomerRow, HistoryRow, OutboxRow, RETIRED,
-    attach_history, facts_json, position, seq, view,
+    attach_history, consent_json, facts_json, position, seq, view,
 };
 use crate::error::map;
 use crate::row::{limit, to_i64};
@@ -138,7 +138,9 @@ async fn write(
                 rfm[2],
                 r.segment,
                 r.tier,
-                r.state
+                r.state,
+                r.consented,
+                r.consents
             ]))
         })
         .collect::<Result<Vec<_>, ReadModelError>>()?;
@@ -147,10 +149,11 @@ async fn write(
         "INSERT INTO customers (generation, customer_id, stage, stage_since, orders, refunds, \
             gross_revenue_minor, refunded_minor, net_revenue_minor, average_order_minor, \
             first_purchase_at, last_purchase_at, last_event_at, rfm_r, rfm_f, rfm_m, rfm_segment, \
-            tier, state) \
+            tier, state, consented, consents) \
          SELECT ?2, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
             value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, \
-            value ->> 12, value ->> 13, value ->> 14, value ->> 15, value ->> 16, value ->> 17 \
+            value ->> 12, value ->> 13, value ->> 14, value ->> 15, value ->> 16, value ->> 17, \
+            value ->> 18, value ->> 19 \
          FROM json_each(?1) WHERE true \
          ON CONFLICT (generation, customer_id) DO UPDATE SET stage = excluded.stage, \
             stage_since = excluded.stage_since, orders = excluded.orders, refunds = excluded.refunds, \
@@ -160,7 +163,8 @@ async fn write(
             first_purchase_at = excluded.first_purchase_at, last_purchase_at = excluded.last_purchase_at, \
             last_event_at = excluded.last_event_at, rfm_r = excluded.rfm_r, rfm_f = excluded.rfm_f, \
             rfm_m = excluded.rfm_m, rfm_segment = excluded.rfm_segment, tier = excluded.tier, \
-            state = excluded.state",
+            state = excluded.state, consented = excluded.consented, \
+            consents = excluded.consents",
         customers,
         generation,
     )
@@ -245,7 +249,8 @@ async fn append_outbox<'a>(
                 e.transition.rule,
                 facts_json(e),
                 to_i64(e.position.0),
-                Utc::now()
+                Utc::now(),
+                consent_json(e)
             ])
         })
         .collect();
@@ -254,9 +259,9 @@ async fn append_outbox<'a>(
     }
     sqlx::query(
         "INSERT INTO outbox (id, dedupe_key, customer_id, seq, from_stage, to_stage, occurred_at, \
-            rule, facts, position, created_at) \
+            rule, facts, position, created_at, consent) \
          SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
-            value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10 \
+            value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11 \
          FROM json_each(?1) WHERE true ON CONFLICT (dedupe_key) DO NOTHING",
     )
     .bind(Value::Array(rows).to_string())
@@ -529,10 +534,11 @@ impl ReadModelStore for SqliteReadModels {
             String,
             String,
             i64,
+            Option<String>,
         );
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT id, dedupe_key, customer_id, seq, from_stage, to_stage, occurred_at, rule, facts, \
-                position FROM outbox WHERE id > ?1 ORDER BY id LIMIT ?2",
+                position, consent FROM outbox WHERE id > ?1 ORDER BY id LIMIT ?2",
         )
         .bind(after)
         .bind(limit(max))
@@ -552,6 +558,7 @@ impl ReadModelStore for SqliteReadModels {
                     rule,
                     facts,
                     position,
+                    consent,
                 )| {
                     let occurred_at = time(Some(at))?.unwrap_or_default();
                     OutboxRow {
@@ -565,6 +572,7 @@ impl ReadModelStore for SqliteReadModels {
                         rule,
                         facts,
                         position,
+                        consent,
                     }
                     .decode()
                 },
