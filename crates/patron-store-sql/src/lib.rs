@@ -9,6 +9,7 @@ mod clv;
 mod error;
 mod postgres;
 mod row;
+mod sealing;
 mod sqlite;
 mod views;
 
@@ -84,6 +85,15 @@ impl SqlEventStore {
         match self {
             Self::Postgres(_) => "postgres",
             Self::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Seals personal data under per-customer keys wrapped by `master` (see the sealing
+    /// module's docs); `None` stores it as sent. Reading sealed data needs the same master key.
+    pub fn with_master_key(self, master: Option<Arc<patron_privacy::MasterKey>>) -> Self {
+        match self {
+            Self::Postgres(store) => Self::Postgres(store.with_master_key(master)),
+            Self::Sqlite(store) => Self::Sqlite(store.with_master_key(master)),
         }
     }
 

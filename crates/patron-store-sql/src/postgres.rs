@@ -10,11 +10,12 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::TryStreamExt as _;
 use patron_domain::{CustomerId, EventDigest};
+use patron_privacy::MasterKey;
 use patron_store::{
     AppendBatch, AppendReceipt, EventStore, PlannedEvent, Position, RecordedEvent, SourceOffset,
     StoreError, StoredDigests, plan_append,
@@ -26,6 +27,7 @@ use uuid::Uuid;
 use crate::ConnectOptions;
 use crate::error::{self, map};
 use crate::row::{EventRow, limit, to_i64};
+use crate::sealing::{self, KeyChanges, PageKeys};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -34,7 +36,7 @@ const SELECT_EVENTS: &str = "SELECT position, event_id, customer_id, version, ev
      occurred_at, recorded_at, source, payload::text FROM events";
 
 /// Decodes one `events` row, borrowing its text columns (no per-column `String`s).
-fn decode(row: &PgRow) -> Result<RecordedEvent, StoreError> {
+fn decode(row: &PgRow, keys: &PageKeys) -> Result<RecordedEvent, StoreError> {
     EventRow {
         position: row.try_get(0).map_err(map)?,
         event_id: row.try_get(1).map_err(map)?,
@@ -46,28 +48,44 @@ fn decode(row: &PgRow) -> Result<RecordedEvent, StoreError> {
         source: row.try_get(7).map_err(map)?,
         payload: row.try_get(8).map_err(map)?,
     }
-    .decode()
+    .decode(keys)
 }
 
-/// Decodes rows as they arrive.
-async fn fetch_events(
-    query: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
+/// The unwrapped data keys of the customers whose stored personal data `rows` may hold sealed.
+async fn page_keys(
+    rows: &[PgRow],
     pool: &PgPool,
-    capacity: usize,
-) -> Result<Vec<RecordedEvent>, StoreError> {
-    let mut rows = query.fetch(pool);
-    // Pages are often full: reserve for one, but not absurdly much for a huge limit.
-    let mut events = Vec::with_capacity(capacity.min(100_000));
-    while let Some(row) = rows.try_next().await.map_err(map)? {
-        events.push(decode(&row)?);
+    master: Option<&MasterKey>,
+) -> Result<PageKeys, StoreError> {
+    let mut customers = Vec::new();
+    for row in rows {
+        let event_type: &str = row.try_get(4).map_err(map)?;
+        let payload: &str = row.try_get(8).map_err(map)?;
+        if sealing::may_be_sealed(event_type, payload) {
+            customers.push(row.try_get::<&str, _>(2).map_err(map)?);
+        }
     }
-    Ok(events)
+    if customers.is_empty() {
+        return Ok(PageKeys::default());
+    }
+    customers.sort_unstable();
+    customers.dedup();
+    let stored = sqlx::query_as::<_, (String, Vec<u8>)>(
+        "SELECT customer_id, wrapped_key FROM customer_keys WHERE customer_id = ANY($1)",
+    )
+    .bind(customers)
+    .fetch_all(pool)
+    .await
+    .map_err(map)?;
+    PageKeys::from_stored(master, stored)
 }
 
 /// An event store in PostgreSQL.
 #[derive(Clone)]
 pub struct PgEventStore {
     pool: PgPool,
+    /// Seals personal data when set (see [`crate::sealing`]).
+    master: Option<Arc<MasterKey>>,
 }
 
 impl PgEventStore {
@@ -81,7 +99,7 @@ impl PgEventStore {
             .connect_with(connect)
             .await
             .map_err(map)?;
-        Ok(Self { pool })
+        Ok(Self { pool, master: None })
     }
 
     /// Connects with explicit sqlx options (e.g. a `search_path` for an isolated schema).
@@ -95,12 +113,29 @@ impl PgEventStore {
             .connect_with(options)
             .await
             .map_err(map)?;
-        Ok(Self { pool })
+        Ok(Self { pool, master: None })
     }
 
     /// Wraps an existing pool.
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self { pool, master: None }
+    }
+
+    /// Seals personal data under per-customer keys wrapped by `master` from now on (and opens
+    /// what was sealed); without one, personal data is stored as sent. See [`crate::sealing`].
+    pub fn with_master_key(mut self, master: Option<Arc<MasterKey>>) -> Self {
+        self.master = master;
+        self
+    }
+
+    /// Decodes the rows of one read, opening sealed personal data.
+    async fn fetch_events(
+        &self,
+        query: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = query.fetch_all(&self.pool).await.map_err(map)?;
+        let keys = page_keys(&rows, &self.pool, self.master.as_deref()).await?;
+        rows.iter().map(|row| decode(row, &keys)).collect()
     }
 
     /// The underlying pool (for read models that live in the same database).
@@ -132,11 +167,12 @@ impl PgEventStore {
         } else {
             // Most batches carry no event stored before, so insert straight away and let the
             // unique index find duplicates; only if it does, start over and filter them first.
-            match append_events(&mut tx, batch, Dedupe::Optimistic).await {
+            let master = self.master.as_ref();
+            match append_events(&mut tx, batch, Dedupe::Optimistic, master).await {
                 Err(Attempt::Duplicates) => {
                     tx.rollback().await.map_err(map)?;
                     tx = self.pool.begin().await.map_err(map)?;
-                    append_events(&mut tx, batch, Dedupe::Filter)
+                    append_events(&mut tx, batch, Dedupe::Filter, master)
                         .await
                         .map_err(Attempt::into_store_error)?
                 }
@@ -197,6 +233,7 @@ async fn append_events(
     tx: &mut Transaction<'static, Postgres>,
     batch: &AppendBatch,
     dedupe: Dedupe,
+    master: Option<&Arc<MasterKey>>,
 ) -> Result<AppendReceipt, Attempt> {
     // The fence: from here to commit, no other append can run.
     let head: i64 = sqlx::query_scalar("SELECT position FROM event_log_head FOR UPDATE")
@@ -239,7 +276,7 @@ async fn append_events(
     .filter_map(|(c, v)| Some((CustomerId::parse(&c).ok()?, u64::try_from(v).ok()?)))
     .collect();
 
-    let plan = match plan_append(batch, &stored, &versions, head) {
+    let mut plan = match plan_append(batch, &stored, &versions, head) {
         // A stale expectation may just be a retry of events already stored, and an id repeated
         // in the batch may be stored too (then the stored content is the one to compare with):
         // look before failing.
@@ -258,6 +295,7 @@ async fn append_events(
     if plan.events.is_empty() {
         return Ok(receipt);
     }
+    let keys = seal(tx, &mut plan.events, master).await?;
     // COPY is PostgreSQL's bulk path: far less per-row work than INSERT … SELECT FROM UNNEST.
     let mut rows = CopyRows::new(plan.events.len());
     for planned in &plan.events {
@@ -273,10 +311,94 @@ async fn append_events(
         Err(e) => Err(e),
     };
     match inserted {
-        Ok(()) => Ok(receipt),
-        Err(e) if error::is_duplicate_event(&e) => Err(Attempt::Duplicates),
-        Err(e) => Err(Attempt::Failed(map(e))),
+        Ok(()) => {}
+        Err(e) if error::is_duplicate_event(&e) => return Err(Attempt::Duplicates),
+        Err(e) => return Err(Attempt::Failed(map(e))),
     }
+    apply_key_changes(tx, &keys, master).await?;
+    Ok(receipt)
+}
+
+/// Seals the personal data of the planned events (see [`crate::sealing`]) with their customers'
+/// keys, read under the fence; returns the key changes to write after the events.
+async fn seal(
+    tx: &mut Transaction<'static, Postgres>,
+    events: &mut [PlannedEvent<'_>],
+    master: Option<&Arc<MasterKey>>,
+) -> Result<KeyChanges, StoreError> {
+    let customers = match master {
+        Some(_) => sealing::personal_customers(events),
+        None => Vec::new(),
+    };
+    let stored = if customers.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_as::<_, (String, Vec<u8>)>(
+            "SELECT customer_id, wrapped_key FROM customer_keys WHERE customer_id = ANY($1)",
+        )
+        .bind(customers)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(map)?
+    };
+    sealing::seal_batch(master, events, stored)
+}
+
+/// Erasures first — the customer's earlier personal data scrubbed in place, its digests
+/// forgotten, its key deleted — then the new keys.
+async fn apply_key_changes(
+    tx: &mut Transaction<'static, Postgres>,
+    changes: &KeyChanges,
+    master: Option<&Arc<MasterKey>>,
+) -> Result<(), StoreError> {
+    for (customer_id, position) in &changes.erased {
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT position, event_type, payload::text FROM events \
+             WHERE customer_id = $1 AND position < $2 AND event_type = ANY($3)",
+        )
+        .bind(customer_id)
+        .bind(position)
+        .bind(&sealing::PERSONAL_TYPES[..])
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(map)?;
+        for (at, event_type, payload) in rows {
+            if let Some(scrubbed) = sealing::scrub(&event_type, &payload)? {
+                sqlx::query(
+                    "UPDATE events SET payload = $2::jsonb, payload_digest = NULL \
+                     WHERE position = $1",
+                )
+                .bind(at)
+                .bind(scrubbed)
+                .execute(&mut **tx)
+                .await
+                .map_err(map)?;
+            }
+        }
+        sqlx::query("DELETE FROM customer_keys WHERE customer_id = $1")
+            .bind(customer_id)
+            .execute(&mut **tx)
+            .await
+            .map_err(map)?;
+    }
+    if let (Some(master), false) = (master, changes.created.is_empty()) {
+        let (customers, wrapped): (Vec<&str>, Vec<&[u8]>) = changes
+            .created
+            .iter()
+            .map(|(c, w)| (c.as_str(), w.as_slice()))
+            .unzip();
+        sqlx::query(
+            "INSERT INTO customer_keys (customer_id, wrapped_key, master_key_id) \
+             SELECT c, w, $3 FROM UNNEST($1::text[], $2::bytea[]) AS k(c, w)",
+        )
+        .bind(customers)
+        .bind(wrapped)
+        .bind(master.id())
+        .execute(&mut **tx)
+        .await
+        .map_err(map)?;
+    }
+    Ok(())
 }
 
 /// A stored digest, which must be 32 bytes (the column's check constraint says so too).
@@ -404,7 +526,7 @@ impl EventStore for PgEventStore {
         let query = sqlx::query(&sql)
             .bind(to_i64(after.0))
             .bind(limit(limit_to));
-        fetch_events(query, &self.pool, limit_to).await
+        self.fetch_events(query).await
     }
 
     async fn read_stream(
@@ -420,7 +542,7 @@ impl EventStore for PgEventStore {
             .bind(customer_id.as_str())
             .bind(to_i64(after_version))
             .bind(limit(limit_to));
-        fetch_events(query, &self.pool, limit_to).await
+        self.fetch_events(query).await
     }
 
     async fn head(&self) -> Result<Position, StoreError> {

@@ -5,6 +5,8 @@ use patron_domain::{CustomerId, Event, EventBody};
 use patron_store::{Position, RecordedEvent, StoreError};
 use uuid::Uuid;
 
+use crate::sealing::{self, PageKeys};
+
 /// The columns of one `events` row, as read (text borrowed from the row).
 pub(crate) struct EventRow<'a> {
     pub(crate) position: i64,
@@ -20,12 +22,26 @@ pub(crate) struct EventRow<'a> {
 }
 
 impl EventRow<'_> {
-    pub(crate) fn decode(self) -> Result<RecordedEvent, StoreError> {
+    /// The event, its sealed personal fields opened with `keys` (see [`crate::sealing`]).
+    pub(crate) fn decode(self, keys: &PageKeys) -> Result<RecordedEvent, StoreError> {
         let position = Position(u64::try_from(self.position).unwrap_or(0));
         let corrupt = |reason: String| StoreError::Corrupt { position, reason };
         let customer_id =
             CustomerId::parse(self.customer_id).map_err(|e| corrupt(format!("customer_id {e}")))?;
-        let body = EventBody::from_payload_str(self.event_type, self.payload)
+        let opened;
+        let payload = if sealing::may_be_sealed(self.event_type, self.payload) {
+            opened = sealing::open(
+                self.event_type,
+                self.payload,
+                self.customer_id,
+                &self.event_id,
+                keys.opening(self.customer_id),
+            )?;
+            opened.as_str()
+        } else {
+            self.payload
+        };
+        let body = EventBody::from_payload_str(self.event_type, payload)
             .map_err(|e| corrupt(format!("{} payload: {e}", self.event_type)))?;
         Ok(RecordedEvent {
             position,

@@ -6,15 +6,17 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable as _};
 use chrono::{DateTime, Utc};
 use patron_domain::{CustomerId, EventDigest};
+use patron_privacy::MasterKey;
 use patron_store::{
-    AppendBatch, AppendReceipt, EventStore, Position, RecordedEvent, SourceOffset, StoreError,
-    StoredDigests, plan_append,
+    AppendBatch, AppendReceipt, EventStore, PlannedEvent, Position, RecordedEvent, SourceOffset,
+    StoreError, StoredDigests, plan_append,
 };
 use serde_json::json;
 use sqlx::sqlite::{
@@ -26,6 +28,7 @@ use uuid::Uuid;
 use crate::ConnectOptions;
 use crate::error::{self, map};
 use crate::row::{EventRow, limit, to_i64};
+use crate::sealing::{self, KeyChanges, PageKeys};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -44,7 +47,7 @@ type Row = (
     String,
 );
 
-fn decode(row: Row) -> Result<RecordedEvent, StoreError> {
+fn decode(row: Row, keys: &PageKeys) -> Result<RecordedEvent, StoreError> {
     let (
         position,
         event_id,
@@ -71,13 +74,15 @@ fn decode(row: Row) -> Result<RecordedEvent, StoreError> {
         source: &source,
         payload: &payload,
     }
-    .decode()
+    .decode(keys)
 }
 
 /// An event store in a SQLite file.
 #[derive(Clone)]
 pub struct SqliteEventStore {
     pool: SqlitePool,
+    /// Seals personal data when set (see [`crate::sealing`]).
+    master: Option<Arc<MasterKey>>,
 }
 
 impl SqliteEventStore {
@@ -89,7 +94,10 @@ impl SqliteEventStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Deleted content (an erased customer's key, scrubbed payloads) is overwritten with
+            // zeros rather than left in free pages of the file.
+            .pragma("secure_delete", "on");
         if let Some(dir) = connect
             .get_filename()
             .parent()
@@ -116,7 +124,39 @@ impl SqliteEventStore {
             .when(error::is_busy)
             .await
             .map_err(map)?;
-        Ok(Self { pool })
+        Ok(Self { pool, master: None })
+    }
+
+    /// Seals personal data under per-customer keys wrapped by `master` from now on (and opens
+    /// what was sealed); without one, personal data is stored as sent. See [`crate::sealing`].
+    pub fn with_master_key(mut self, master: Option<Arc<MasterKey>>) -> Self {
+        self.master = master;
+        self
+    }
+
+    /// Decodes the rows of one read, opening sealed personal data.
+    async fn decode_page(&self, rows: Vec<Row>) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut customers: Vec<&str> = rows
+            .iter()
+            .filter(|row| sealing::may_be_sealed(&row.4, &row.8))
+            .map(|row| row.2.as_str())
+            .collect();
+        let keys = if customers.is_empty() {
+            PageKeys::default()
+        } else {
+            customers.sort_unstable();
+            customers.dedup();
+            let stored = sqlx::query_as::<_, (String, Vec<u8>)>(
+                "SELECT customer_id, wrapped_key FROM customer_keys \
+                 WHERE customer_id IN (SELECT value FROM json_each(?1))",
+            )
+            .bind(json!(customers).to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map)?;
+            PageKeys::from_stored(self.master.as_deref(), stored)?
+        };
+        rows.into_iter().map(|row| decode(row, &keys)).collect()
     }
 
     /// The underlying pool (for read models that live in the same database).
@@ -142,6 +182,7 @@ async fn applied(pool: &SqlitePool) -> usize {
 async fn append_events(
     tx: &mut Transaction<'static, Sqlite>,
     batch: &AppendBatch,
+    master: Option<&Arc<MasterKey>>,
 ) -> Result<AppendReceipt, StoreError> {
     let head: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
         .fetch_one(&mut **tx)
@@ -190,13 +231,14 @@ async fn append_events(
     .filter_map(|(c, v)| Some((CustomerId::parse(&c).ok()?, u64::try_from(v).ok()?)))
     .collect();
 
-    let plan = plan_append(batch, &stored, &versions, head)?;
+    let mut plan = plan_append(batch, &stored, &versions, head)?;
     let receipt = AppendReceipt {
         appended: plan.events.len() as u64,
         duplicates: plan.duplicates,
         last_position: plan.events.last().map(|e| e.position),
     };
     if !plan.events.is_empty() {
+        let keys = seal(tx, &mut plan.events, master).await?;
         let recorded_at = Utc::now();
         // One statement for the whole batch: rows travel as a JSON array and SQLite unpacks them.
         let rows: Vec<serde_json::Value> = plan
@@ -229,9 +271,90 @@ async fn append_events(
         .execute(&mut **tx)
         .await
         .map_err(map)?;
+        apply_key_changes(tx, &keys, master).await?;
     }
     write_offsets(tx, &batch.offsets).await?;
     Ok(receipt)
+}
+
+/// Seals the personal data of the planned events (see [`crate::sealing`]) with their customers'
+/// keys, read inside the write transaction; returns the key changes to write after the events.
+async fn seal(
+    tx: &mut Transaction<'static, Sqlite>,
+    events: &mut [PlannedEvent<'_>],
+    master: Option<&Arc<MasterKey>>,
+) -> Result<KeyChanges, StoreError> {
+    let customers = match master {
+        Some(_) => sealing::personal_customers(events),
+        None => Vec::new(),
+    };
+    let stored = if customers.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_as::<_, (String, Vec<u8>)>(
+            "SELECT customer_id, wrapped_key FROM customer_keys \
+             WHERE customer_id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(json!(customers).to_string())
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(map)?
+    };
+    sealing::seal_batch(master, events, stored)
+}
+
+/// Erasures first — the customer's earlier personal data scrubbed in place, its digests
+/// forgotten, its key deleted — then the new keys.
+async fn apply_key_changes(
+    tx: &mut Transaction<'static, Sqlite>,
+    changes: &KeyChanges,
+    master: Option<&Arc<MasterKey>>,
+) -> Result<(), StoreError> {
+    for (customer_id, position) in &changes.erased {
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT position, event_type, payload FROM events \
+             WHERE customer_id = ?1 AND position < ?2 \
+               AND event_type IN (SELECT value FROM json_each(?3))",
+        )
+        .bind(customer_id)
+        .bind(position)
+        .bind(json!(sealing::PERSONAL_TYPES).to_string())
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(map)?;
+        for (at, event_type, payload) in rows {
+            if let Some(scrubbed) = sealing::scrub(&event_type, &payload)? {
+                sqlx::query(
+                    "UPDATE events SET payload = ?2, payload_digest = NULL WHERE position = ?1",
+                )
+                .bind(at)
+                .bind(scrubbed)
+                .execute(&mut **tx)
+                .await
+                .map_err(map)?;
+            }
+        }
+        sqlx::query("DELETE FROM customer_keys WHERE customer_id = ?1")
+            .bind(customer_id)
+            .execute(&mut **tx)
+            .await
+            .map_err(map)?;
+    }
+    if let Some(master) = master {
+        for (customer_id, wrapped) in &changes.created {
+            sqlx::query(
+                "INSERT INTO customer_keys (customer_id, wrapped_key, master_key_id) \
+                 VALUES (?1, ?2, ?3)",
+            )
+            .bind(customer_id)
+            .bind(wrapped)
+            .bind(master.id())
+            .execute(&mut **tx)
+            .await
+            .map_err(map)?;
+        }
+    }
+    Ok(())
 }
 
 async fn write_offsets(
@@ -264,7 +387,7 @@ impl EventStore for SqliteEventStore {
         batch.check()?;
         // IMMEDIATE takes the write lock up front: no deadlock-prone read-to-write upgrade.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(map)?;
-        let receipt = append_events(&mut tx, batch).await?;
+        let receipt = append_events(&mut tx, batch, self.master.as_ref()).await?;
         tx.commit().await.map_err(map)?;
         Ok(receipt)
     }
@@ -274,17 +397,15 @@ impl EventStore for SqliteEventStore {
         after: Position,
         limit_to: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        sqlx::query_as::<_, Row>(&format!(
+        let rows = sqlx::query_as::<_, Row>(&format!(
             "{SELECT_EVENTS} WHERE position > ?1 ORDER BY position LIMIT ?2"
         ))
         .bind(to_i64(after.0))
         .bind(limit(limit_to))
         .fetch_all(&self.pool)
         .await
-        .map_err(map)?
-        .into_iter()
-        .map(decode)
-        .collect()
+        .map_err(map)?;
+        self.decode_page(rows).await
     }
 
     async fn read_stream(
@@ -293,7 +414,7 @@ impl EventStore for SqliteEventStore {
         after_version: u64,
         limit_to: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        sqlx::query_as::<_, Row>(&format!(
+        let rows = sqlx::query_as::<_, Row>(&format!(
             "{SELECT_EVENTS} WHERE customer_id = ?1 AND version > ?2 ORDER BY version LIMIT ?3"
         ))
         .bind(customer_id.as_str())
@@ -301,10 +422,8 @@ impl EventStore for SqliteEventStore {
         .bind(limit(limit_to))
         .fetch_all(&self.pool)
         .await
-        .map_err(map)?
-        .into_iter()
-        .map(decode)
-        .collect()
+        .map_err(map)?;
+        self.decode_page(rows).await
     }
 
     async fn head(&self) -> Result<Position, StoreError> {

@@ -16,8 +16,6 @@ pub(crate) struct Cli {
     pub(crate) database: DatabaseArgs,
     #[command(flatten)]
     pub(crate) log: LogArgs,
-    #[command(flatten)]
-    pub(crate) privacy: PrivacyArgs,
     /// Serve Prometheus metrics (`/metrics`), liveness (`/livez`) and readiness (`/readyz`, false
     /// while the database or the Kafka brokers are unreachable) over HTTP on this address, e.g.
     /// `0.0.0.0:9464`.
@@ -55,6 +53,10 @@ pub(crate) struct DatabaseArgs {
     #[arg(long, env = "PATRON_DATABASE_CONNECT_TIMEOUT", default_value = "10s",
           value_parser = humantime::parse_duration, global = true)]
     pub(crate) database_connect_timeout: std::time::Duration,
+
+    /// The master key of the personal data in the event store.
+    #[command(flatten)]
+    pub(crate) privacy: PrivacyArgs,
 }
 
 /// The master key that protects personal data.
@@ -79,8 +81,6 @@ pub(crate) struct PrivacyArgs {
     pub(crate) master_key: Option<String>,
 }
 
-// Wired into the event store by the personal-data encryption that builds on it.
-#[allow(dead_code)]
 impl PrivacyArgs {
     /// The configured master key; for an embedded SQLite database without one, the key file
     /// beside the database (created with a new random key when missing). `None` when no key is

@@ -25,12 +25,23 @@ pub(crate) async fn open_store(database: &DatabaseArgs) -> anyhow::Result<SqlEve
         max_connections: database.database_max_connections,
         connect_timeout: database.database_connect_timeout,
     };
-    SqlEventStore::connect(&options).await.with_context(|| {
+    let master = database
+        .privacy
+        .resolve(&database.database_url)?
+        .map(std::sync::Arc::new);
+    if master.is_none() {
+        tracing::warn!(
+            "no master key configured (--master-key-file): personal data is stored unencrypted; \
+             erasure still scrubs it in place"
+        );
+    }
+    let store = SqlEventStore::connect(&options).await.with_context(|| {
         format!(
             "cannot open the event store at {}",
             redact(&database.database_url)
         )
-    })
+    })?;
+    Ok(store.with_master_key(master))
 }
 
 /// A future that completes on SIGTERM or Ctrl-C (SIGINT). The handlers are installed when this
