@@ -11,6 +11,7 @@ use patron_proto::api::v1::admin_service_server::AdminServiceServer;
 use patron_proto::api::v1::customer_service_server::CustomerServiceServer;
 use patron_proto::api::v1::event_store_service_server::EventStoreServiceServer;
 use patron_proto::api::v1::kpi_service_server::KpiServiceServer;
+use patron_store::EventStore;
 use patron_store_sql::SqlEventStore;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
@@ -57,6 +58,9 @@ pub struct ApiConfig {
     pub fitter: Option<Arc<Fitter>>,
     /// The `GetCustomer` cache (off with a capacity of 0, the default here).
     pub cache: CacheConfig,
+    /// The event log AdminService/EraseCustomer appends to (set by [`serve`] when `None`;
+    /// without one, that call is UNIMPLEMENTED).
+    pub log: Option<Arc<dyn EventStore>>,
 }
 
 /// The server's certificate and key, and optionally the CA that client certificates must be
@@ -108,6 +112,7 @@ impl ApiConfig {
             fit: FitConfig::default(),
             fitter: None,
             cache: CacheConfig::default(),
+            log: None,
         }
     }
 }
@@ -123,6 +128,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("fit", &self.fit)
             .field("fitter", &self.fitter.is_some())
             .field("cache", &self.cache)
+            .field("log", &self.log.is_some())
             .finish()
     }
 }
@@ -141,6 +147,9 @@ pub async fn serve(
             .map_err(|error| ApiError::Serve(error.to_string()))?
             .with_log(store.clone().into_dyn());
         config.fitter = Some(Arc::new(fitter));
+    }
+    if config.log.is_none() {
+        config.log = Some(store.clone().into_dyn());
     }
     serve_on(
         listener,
@@ -188,8 +197,10 @@ pub async fn serve_on(
         .with_watch_poll(config.watch_poll);
     let customers = CustomerServiceServer::with_interceptor(customer_api, auth.clone());
     let kpis = KpiServiceServer::with_interceptor(KpiApi::new(models.clone()), auth.clone());
-    let admin =
-        AdminServiceServer::with_interceptor(AdminApi::new(config.fitter.clone()), auth.clone());
+    let admin = AdminServiceServer::with_interceptor(
+        AdminApi::new(config.fitter.clone()).with_log(config.log.clone()),
+        auth.clone(),
+    );
     let events = EventStoreServiceServer::with_interceptor(EventStoreApi::new(models), auth);
     let mut builder = Server::builder();
     if let Some(tls) = &config.tls {

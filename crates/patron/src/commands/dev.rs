@@ -234,6 +234,7 @@ pub(crate) async fn run(database: &DatabaseArgs, args: DevArgs) -> anyhow::Resul
         )
         .ok()
         .map(|fitter| Arc::new(fitter.with_log(api_store.clone().into_dyn())));
+        config.log = Some(api_store.clone().into_dyn());
         let models = Arc::new(patron_api::SqlReadModels::new(api_store));
         let mut stop = stop_tx.subscribe();
         tokio::spawn(patron_api::serve_on(
