@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeDelta, TimeZone, Utc};
-use patron_domain::{Currency, Event, EventBody, Money, Purchase};
+use patron_domain::{ConsentChanged, Currency, Event, EventBody, Money, Purchase};
 use patron_kafka::testing::{MockKafka, read_topic};
 use patron_kafka::{DEDUPE_HEADER, KafkaLifecyclePublisher, KafkaSettings};
 use patron_lifecycle::Rules;
@@ -22,7 +22,8 @@ use uuid::Uuid;
 
 const TOPIC: &str = "patron.lifecycle.v1";
 
-/// 12 customers, each buying four times 20 days apart, at different starts.
+/// 12 customers, each buying four times 20 days apart, at different starts; `c-00` granted
+/// `marketing_email` the day before its first purchase.
 fn purchases() -> Vec<Event> {
     let usd = Currency::from_code("USD").unwrap();
     let start = Utc.with_ymd_and_hms(2025, 1, 1, 9, 0, 0).unwrap();
@@ -43,6 +44,17 @@ fn purchases() -> Vec<Event> {
             });
         }
     }
+    events.push(Event {
+        event_id: Uuid::new_v4(),
+        customer_id: customer("c-00"),
+        occurred_at: start - TimeDelta::days(1),
+        source: "crm".into(),
+        body: EventBody::ConsentChanged(ConsentChanged {
+            purpose: "marketing_email".into(),
+            granted: true,
+            extra: Default::default(),
+        }),
+    });
     events.sort_by_key(|e| e.occurred_at);
     events
 }
@@ -142,5 +154,13 @@ async fn relay_publishes_every_transition_keyed_and_in_order_per_customer() {
             last.to_stage,
             patron_proto::lifecycle::v1::Stage::Churned as i32
         );
+        // Every change carries the customer's consent when it fired.
+        let consent: std::collections::HashMap<String, bool> = match customer.as_str() {
+            "c-00" => [("marketing_email".to_owned(), true)].into(),
+            _ => Default::default(),
+        };
+        for (_, _, change) in &changes {
+            assert_eq!(change.consent, consent, "{customer}: {change:?}");
+        }
     }
 }
