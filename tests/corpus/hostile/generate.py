@@ -303,6 +303,12 @@ def build():
     record("ce-nul-in-data.json", cloudevent(37, data=purchase_data(order_id="o-\u0000-1")),
            "invalid_field", "order_id holds U+0000, which PostgreSQL text cannot store",
            STRUCTURED)
+    record("ce-consent-purpose-spaces.json",
+           cloudevent(38, type="patron.consent_changed.v1",
+                      data={"purpose": "Marketing Email", "granted": True}),
+           "invalid_field",
+           "a consent purpose with capitals and a space (purposes are lowercase identifiers)",
+           STRUCTURED)
 
     # CloudEvents binary mode: attributes in ce_* headers, the data in the value.
     record("bin-negative-amount.json", json_text(purchase_data(minor_units=-7)).encode(),
