@@ -33,18 +33,18 @@ async fn consent_through_the_api(db: Db) {
     let day = |n: i64| start() + TimeDelta::days(n);
     let mut events = support::demo_year(12);
     events.extend([
-        consent("demo-0000", day(10), "marketing_email", true),
+        consent("demo-0000", day(10), "news_letter", true),
         // Granted, then withdrawn.
-        consent("demo-0001", day(10), "marketing_email", true),
-        consent("demo-0001", day(20), "marketing_email", false),
-        // A purpose that `marketing_email` as a LIKE pattern would match unescaped.
-        consent("demo-0002", day(10), "marketingxemail", true),
+        consent("demo-0001", day(10), "news_letter", true),
+        consent("demo-0001", day(20), "news_letter", false),
+        // A purpose that `news_letter` as a LIKE pattern would match unescaped.
+        consent("demo-0002", day(10), "newsxletter", true),
         consent("demo-0003", day(10), "sms", true),
         // Granted; a late answer from before does not overrule it.
-        consent("demo-0004", day(30), "marketing_email", true),
-        consent("demo-0004", day(5), "marketing_email", false),
+        consent("demo-0004", day(30), "news_letter", true),
+        consent("demo-0004", day(5), "news_letter", false),
         // A customer known only from the consent answer.
-        consent("lead-1", day(40), "marketing_email", true),
+        consent("lead-1", day(40), "news_letter", true),
     ]);
     db.append(&events).await;
     db.project().await;
@@ -59,7 +59,7 @@ async fn consent_through_the_api(db: Db) {
     loop {
         let page = client
             .list_customers(pb::ListCustomersRequest {
-                consent_purpose: "marketing_email".into(),
+                consent_purpose: "news_letter".into(),
                 page_size: 1,
                 page_token: token,
                 ..Default::default()
@@ -77,7 +77,7 @@ async fn consent_through_the_api(db: Db) {
     // Combined with another filter: only the prospect among them.
     let prospects = client
         .list_customers(pb::ListCustomersRequest {
-            consent_purpose: "marketing_email".into(),
+            consent_purpose: "news_letter".into(),
             stage: patron_proto::lifecycle::v1::Stage::Prospect as i32,
             ..Default::default()
         })
@@ -96,6 +96,7 @@ async fn consent_through_the_api(db: Db) {
         customer
             .consents
             .into_iter()
+            .filter(|c| c.purpose == "news_letter")
             .map(|c| (c.purpose, c.granted, c.changed_at.unwrap().seconds))
             .collect()
     };
@@ -116,13 +117,19 @@ async fn consent_through_the_api(db: Db) {
     };
     assert_eq!(
         answers(get("demo-0001").await),
-        [("marketing_email".to_owned(), false, day(20).timestamp())]
+        [("news_letter".to_owned(), false, day(20).timestamp())]
     );
     assert_eq!(
         answers(get("demo-0004").await),
-        [("marketing_email".to_owned(), true, day(30).timestamp())]
+        [("news_letter".to_owned(), true, day(30).timestamp())]
     );
     assert!(get("demo-0005").await.consents.is_empty(), "never asked");
+    let demo = get("demo-0000").await.consents;
+    assert!(
+        demo.iter()
+            .any(|c| c.purpose == "marketing_email" && c.granted),
+        "the demo's sign-up consent: {demo:?}"
+    );
 
     // The watch stream: every change is marked; with a purpose, only consenting customers'.
     let outbox = db
@@ -143,14 +150,14 @@ async fn consent_through_the_api(db: Db) {
             .expect("a change in time")
             .unwrap()
             .unwrap();
-        if change.consent.get("marketing_email") == Some(&true) {
+        if change.consent.get("news_letter") == Some(&true) {
             marked.insert(change.outbox_id);
         }
     }
     assert!(!marked.is_empty(), "some changes fired with consent given");
     let mut consenting = client
         .watch_lifecycle_changes(pb::WatchLifecycleChangesRequest {
-            consent_purpose: "marketing_email".into(),
+            consent_purpose: "news_letter".into(),
             ..Default::default()
         })
         .await
@@ -163,7 +170,7 @@ async fn consent_through_the_api(db: Db) {
             .expect("a change in time")
             .unwrap()
             .unwrap();
-        assert_eq!(change.consent.get("marketing_email"), Some(&true));
+        assert_eq!(change.consent.get("news_letter"), Some(&true));
         filtered.insert(change.outbox_id);
     }
     assert_eq!(filtered, marked);

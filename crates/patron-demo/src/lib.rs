@@ -1,7 +1,8 @@
 //! Demo traffic: customers with different habits (loyal, one-off, seasonal, churning, win-back)
-//! doing what such customers do — visits, purchases, refunds, feedback, email clicks — encoded
-//! as Patron's wire formats (protobuf and CloudEvents JSON), plus the odd malformed record so the
-//! dead-letter path shows too.
+//! doing what such customers do — signing up (two in three consenting to marketing email),
+//! visits, purchases, refunds, feedback, email clicks — encoded as Patron's wire formats
+//! (protobuf and CloudEvents JSON), plus the odd malformed record so the dead-letter path shows
+//! too.
 //!
 //! Deterministic for a seed; time is passed in.
 
@@ -80,6 +81,7 @@ pub struct Generator {
     customers: Vec<Customer>,
     clock: DateTime<Utc>,
     orders: u64,
+    seed: u64,
 }
 
 impl Generator {
@@ -90,6 +92,7 @@ impl Generator {
             customers: Vec::with_capacity(customers),
             clock: start,
             orders: 0,
+            seed,
         };
         for i in 0..customers {
             let offset = TimeDelta::hours(generator.below(24 * 90) as i64);
@@ -173,6 +176,19 @@ impl Generator {
             out.push(self.json(&customer, at - TimeDelta::hours(1), "acquired", json!({
                 "channel": channel, "campaign": "demo", "cost": {"minor_units": cost, "currency": "USD"}
             })));
+            // Two customers in three agree to marketing email when they sign up. (The id comes
+            // from the seed and the customer, not from the random sequence, which stays as it
+            // was before consent was part of the demo.)
+            if index % 3 != 2 {
+                let id = self.consent_id(index);
+                out.push(self.json_with_id(
+                    id,
+                    &customer,
+                    at - TimeDelta::minutes(50),
+                    "consent_changed",
+                    json!({"purpose": "marketing_email", "granted": true}),
+                ));
+            }
         }
         out.push(self.json(
             &customer,
@@ -251,6 +267,21 @@ impl Generator {
             .into_uuid()
     }
 
+    /// The id of customer `index`'s consent answer: a function of the seed and the customer.
+    fn consent_id(&self, index: usize) -> Uuid {
+        // splitmix64 of the seed and the index, twice, as the 128 random bits of a v4 UUID.
+        let mix = |mut z: u64| {
+            z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let high = mix(self.seed ^ 0xC0_4E_E7 ^ (index as u64).rotate_left(17));
+        let low = mix(high ^ index as u64);
+        uuid::Builder::from_random_bytes(((u128::from(high) << 64) | u128::from(low)).to_be_bytes())
+            .into_uuid()
+    }
+
     fn json(
         &mut self,
         customer: &str,
@@ -258,9 +289,21 @@ impl Generator {
         event_type: &str,
         data: serde_json::Value,
     ) -> DemoRecord {
+        let id = self.uuid();
+        self.json_with_id(id, customer, at, event_type, data)
+    }
+
+    fn json_with_id(
+        &self,
+        id: Uuid,
+        customer: &str,
+        at: DateTime<Utc>,
+        event_type: &str,
+        data: serde_json::Value,
+    ) -> DemoRecord {
         let document = json!({
             "specversion": "1.0",
-            "id": self.uuid(),
+            "id": id,
             "source": "demo",
             "type": format!("patron.{event_type}.v1"),
             "subject": customer,
