@@ -481,18 +481,30 @@ pub fn fit_due(
 
 /// Fits on a schedule until `shutdown`: looks every `check` (at most a minute is sensible) and
 /// fits when [`fit_due`] says so. Rejected fits and unreachable databases are logged, never fatal.
+/// With `only_while`, fits are scheduled only while it is true: in `patron serve` it is the
+/// projector's [`crate::ProjectorConfig::active`], so that of several replicas only the one
+/// running the active projector fits.
 pub async fn run_fitter(
     fitter: Arc<Fitter>,
     interval: std::time::Duration,
     check: std::time::Duration,
     clock: Arc<dyn crate::Clock>,
+    only_while: Option<Arc<std::sync::atomic::AtomicBool>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
     let interval = chrono::TimeDelta::from_std(interval).unwrap_or(chrono::TimeDelta::MAX);
     let mut last_attempt: Option<Attempt> = None;
     loop {
-        match scheduled(&fitter, interval, clock.now(), last_attempt).await {
+        let standing_by = only_while
+            .as_ref()
+            .is_some_and(|active| !active.load(std::sync::atomic::Ordering::SeqCst));
+        let due = if standing_by {
+            Ok(None)
+        } else {
+            scheduled(&fitter, interval, clock.now(), last_attempt).await
+        };
+        match due {
             Ok(Some(attempt)) => last_attempt = Some(attempt),
             Ok(None) => {}
             Err(error) => tracing::warn!(%error, "cannot check whether a CLV fit is due"),

@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -60,6 +61,10 @@ pub struct ProjectorConfig {
     pub lease_ttl: Duration,
     /// How often a standby tries to take the lease.
     pub standby_poll: Duration,
+    /// Whether this instance is the active projector now, kept up to date by [`run`]. Clones of
+    /// the config share it: pass it to work only the active instance should do, such as the
+    /// scheduled CLV fits of `patron serve` (see [`crate::clv::run_fitter`]).
+    pub active: Arc<AtomicBool>,
 }
 
 impl ProjectorConfig {
@@ -75,6 +80,7 @@ impl ProjectorConfig {
             retry_max_delay: Duration::from_secs(10),
             lease_ttl: Duration::from_secs(10),
             standby_poll: Duration::from_secs(1),
+            active: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -277,11 +283,13 @@ pub async fn run(
     let owner = instance_id();
     loop {
         metrics::gauge!("patron_projector_active").set(0.0);
+        config.active.store(false, Ordering::SeqCst);
         let Some(lease) = stand_by(models.as_ref(), &owner, &config, &mut shutdown).await? else {
             return Ok(());
         };
         tracing::info!(owner, "this instance is now the active projector");
         metrics::gauge!("patron_projector_active").set(1.0);
+        config.active.store(true, Ordering::SeqCst);
         let mut leadership = Leadership::hold(lease, config.lease_ttl);
         let outcome = lead(
             &store,
@@ -293,6 +301,7 @@ pub async fn run(
         )
         .await;
         metrics::gauge!("patron_projector_active").set(0.0);
+        config.active.store(false, Ordering::SeqCst);
         leadership.release().await;
         match outcome {
             Ok(Led::Shutdown) => return Ok(()),

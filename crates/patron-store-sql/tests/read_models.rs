@@ -580,6 +580,8 @@ struct Instance {
     task: tokio::task::JoinHandle<Result<(), ReadModelError>>,
     /// The instance's own connections, as a process of its own would have.
     sql: SqlEventStore,
+    /// Whether it says it is the active projector.
+    active: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Instance {
@@ -603,6 +605,7 @@ impl Instance {
         config.lease_ttl = Duration::from_secs(2);
         // No ticks: the log changes only when the test appends.
         config.tick_interval = Duration::MAX;
+        let active = config.active.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(patron_projector::run(
             sql.clone().into_dyn(),
@@ -618,6 +621,7 @@ impl Instance {
             stop: Some(stop),
             task,
             sql,
+            active,
         }
     }
 
@@ -677,6 +681,15 @@ fn split_active(a: Instance, b: Instance, when: &str) -> (Instance, Instance) {
     assert!(
         other.models.standing_by.load(Ordering::SeqCst) > 0,
         "{when}: the other one stood by"
+    );
+    // What gates the work only the active instance does (scheduled CLV fits).
+    assert!(
+        active.active.load(Ordering::SeqCst),
+        "{when}: the active one knows"
+    );
+    assert!(
+        !other.active.load(Ordering::SeqCst),
+        "{when}: the standby knows"
     );
     (active, other)
 }

@@ -46,6 +46,7 @@ pub(crate) async fn run(database: &DatabaseArgs, args: ServeArgs) -> anyhow::Res
             )
         }
     });
+    let projector_active = config.active.clone();
     services.spawn({
         let (store, models, stop) = (store.clone(), models.clone(), stopped(stop.clone()));
         async move {
@@ -68,7 +69,10 @@ pub(crate) async fn run(database: &DatabaseArgs, args: ServeArgs) -> anyhow::Res
         let (interval, clock) = (args.fit_interval, Arc::new(SystemClock));
         let check = interval.min(std::time::Duration::from_secs(60));
         async move {
-            patron_projector::clv::run_fitter(fitter, interval, check, clock, stop).await;
+            // Only the replica whose projector is active fits (the others' would race it).
+            let only_while = Some(projector_active);
+            patron_projector::clv::run_fitter(fitter, interval, check, clock, only_while, stop)
+                .await;
             ("fitter", Ok(()))
         }
     });
