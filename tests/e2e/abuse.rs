@@ -291,8 +291,11 @@ async fn abuse_gets_clean_errors_and_memory_stays_bounded() {
     still_serving(&mut fresh, &customer).await;
     samples.push(rss_kib(pid));
 
-    // After the first round (warm-up: pools, buffers), memory does not grow with more rounds.
-    let warm = samples[0] as f64;
+    // After the first two rounds (warm-up: pools, buffers, the allocator's arenas), memory does
+    // not grow with more rounds. One sample swings by ±10 % from round to round (freed memory is
+    // not always given back), so the warm level is the higher of the two. A leak of 5 KiB per
+    // stream still fails it: 30 MiB over the 6,000 streams after the warm-up with 4 rounds.
+    let warm = samples[0].max(samples[1]) as f64;
     let last = *samples.last().unwrap() as f64;
     assert!(
         last <= warm * 1.10 + 8.0 * 1024.0,
@@ -300,6 +303,6 @@ async fn abuse_gets_clean_errors_and_memory_stays_bounded() {
     );
     still_serving(&mut fresh, &customer).await;
     println!(
-        "server RSS after {rounds} rounds and the abusive connection: {last} KiB (first round {warm} KiB)"
+        "server RSS after {rounds} rounds and the abusive connection: {last} KiB (warm {warm} KiB)"
     );
 }
