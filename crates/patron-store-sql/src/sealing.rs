@@ -173,6 +173,19 @@ pub(crate) fn scrub(event_type: &str, payload: &str) -> Result<Option<String>, S
     Ok(Some(Value::Object(map).to_string()))
 }
 
+/// Whether the payload has a personal field with a value (a feedback without a comment has
+/// nothing to seal, and its customer needs no key for it).
+fn holds_personal_data(event_type: &str, payload: &str) -> Result<bool, StoreError> {
+    let fields = personal_fields(event_type);
+    if fields.is_empty() {
+        return Ok(false);
+    }
+    let map = object(payload)?;
+    Ok(fields
+        .iter()
+        .any(|(field, _)| map.get(*field).is_some_and(|v| !v.is_null())))
+}
+
 /// Whether a stored payload may hold sealed fields (a cheap test before parsing).
 pub(crate) fn may_be_sealed(event_type: &str, payload: &str) -> bool {
     is_personal(event_type) && payload.contains(SEALED)
@@ -267,7 +280,7 @@ pub(crate) fn seal_batch(
         }
         let kind = event.event_type();
         let event_type = kind.as_str();
-        if !is_personal(event_type) {
+        if !holds_personal_data(event_type, &planned.payload)? {
             continue;
         }
         let (key, _) = match keys.entry(customer_id.to_owned()) {
@@ -412,6 +425,30 @@ mod tests {
         );
         assert_eq!(open_comment(&planned[2]), "after");
         assert!(!planned[0].payload.contains("before"));
+    }
+
+    #[test]
+    fn nothing_to_seal_creates_no_key() {
+        use patron_domain::{CustomerId, Event, EventBody};
+        let master = Arc::new(MasterKey::generate().unwrap());
+        let event = Event {
+            event_id: Uuid::new_v4(),
+            customer_id: CustomerId::parse("c-1").unwrap(),
+            occurred_at: chrono::DateTime::UNIX_EPOCH,
+            source: "test".into(),
+            body: EventBody::from_payload_str("feedback", r#"{"nps":7}"#).unwrap(),
+        };
+        let mut planned = vec![PlannedEvent {
+            position: patron_store::Position(1),
+            version: 1,
+            event: &event,
+            payload: event.body.to_payload_string(),
+            digest: event.digest(),
+        }];
+        let before = planned[0].payload.clone();
+        let changes = seal_batch(Some(&master), &mut planned, Vec::new()).unwrap();
+        assert!(changes.created.is_empty());
+        assert_eq!(planned[0].payload, before);
     }
 
     #[test]
