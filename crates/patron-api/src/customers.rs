@@ -184,13 +184,12 @@ fn filter(request: &pb::ListCustomersRequest) -> Result<CustomerFilter, ApiError
 fn consent_purpose(purpose: &str) -> Result<Option<String>, ApiError> {
     match purpose {
         "" => Ok(None),
-        purpose if purpose.len() <= 64 && patron_domain::is_purpose_name(purpose) => {
-            Ok(Some(purpose.to_owned()))
-        }
+        purpose if patron_domain::is_purpose_name(purpose) => Ok(Some(purpose.to_owned())),
         purpose => Err(ApiError::invalid(
             "consent_purpose",
             format!(
-                "{purpose:?} is not a purpose name (1-64 lowercase letters, digits and _ . : -)"
+                "{purpose:?} is not a purpose name (1-{} lowercase letters, digits and _ . : -)",
+                patron_domain::MAX_PURPOSE_CHARS
             ),
         )),
     }

@@ -18,5 +18,6 @@ pub use event::{
 };
 pub use money::{Currency, MAX_ABS_MINOR_UNITS, Money, MoneyError};
 pub use validate::{
-    ErrorClass, RawEvent, RawTime, ValidationError, ValidationPolicy, is_purpose_name, validate,
+    ErrorClass, MAX_PURPOSE_CHARS, RawEvent, RawTime, ValidationError, ValidationPolicy,
+    is_purpose_name, validate,
 };

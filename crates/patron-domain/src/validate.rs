@@ -563,7 +563,7 @@ fn parse_body(event_type: EventType, data: Value) -> Result<EventBody, Validatio
         }),
         EventType::ConsentChanged => {
             let purpose_path = f.path("purpose");
-            let purpose = f.string("purpose", 64)?;
+            let purpose = f.string("purpose", MAX_PURPOSE_CHARS)?;
             if !is_purpose_name(&purpose) {
                 return Err(ValidationError::invalid(
                     &purpose_path,
@@ -681,10 +681,14 @@ fn is_junk_identifier(value: &str) -> bool {
     ) || lower.chars().all(|c| c == '0' || c == '-' || c == ':')
 }
 
-/// Whether `purpose` can name a consent purpose: lowercase ASCII letters, digits, `_`, `.`, `:`
-/// and `-` (one spelling per purpose; read models keep purposes as space-separated lists).
+/// Longest consent purpose name.
+pub const MAX_PURPOSE_CHARS: usize = 64;
+
+/// Whether `purpose` can name a consent purpose: 1 to [`MAX_PURPOSE_CHARS`] lowercase ASCII
+/// letters, digits, `_`, `.`, `:` and `-` (one spelling per purpose; read models keep purposes
+/// as space-separated lists).
 pub fn is_purpose_name(purpose: &str) -> bool {
-    !purpose.is_empty()
+    (1..=MAX_PURPOSE_CHARS).contains(&purpose.len())
         && purpose.bytes().all(|b| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b':' | b'-')
         })
