@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::TryStreamExt as _;
 use patron_domain::{CustomerId, EventDigest};
 use patron_privacy::MasterKey;
 use patron_store::{
@@ -51,33 +52,23 @@ fn decode(row: &PgRow, keys: &PageKeys) -> Result<RecordedEvent, StoreError> {
     .decode(keys)
 }
 
-/// The unwrapped data keys of the customers whose stored personal data `rows` may hold sealed.
-async fn page_keys(
-    rows: &[PgRow],
-    pool: &PgPool,
-    master: Option<&MasterKey>,
-) -> Result<PageKeys, StoreError> {
-    let mut customers = Vec::new();
-    for row in rows {
-        let event_type: &str = row.try_get(4).map_err(map)?;
-        let payload: &str = row.try_get(8).map_err(map)?;
-        if sealing::may_be_sealed(event_type, payload) {
-            customers.push(row.try_get::<&str, _>(2).map_err(map)?);
-        }
-    }
-    if customers.is_empty() {
-        return Ok(PageKeys::default());
-    }
-    customers.sort_unstable();
-    customers.dedup();
-    let stored = sqlx::query_as::<_, (String, Vec<u8>)>(
-        "SELECT customer_id, wrapped_key FROM customer_keys WHERE customer_id = ANY($1)",
-    )
-    .bind(customers)
-    .fetch_all(pool)
-    .await
-    .map_err(map)?;
-    PageKeys::from_stored(master, stored)
+/// Whether a stored row's payload may hold sealed personal data.
+fn may_be_sealed(row: &PgRow) -> Result<bool, StoreError> {
+    let event_type: &str = row.try_get(4).map_err(map)?;
+    let payload: &str = row.try_get(8).map_err(map)?;
+    Ok(sealing::may_be_sealed(event_type, payload))
+}
+
+/// The wrapped data keys stored for `customers` (those that have one).
+async fn stored_keys<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    customers: Vec<&str>,
+) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    sqlx::query_as("SELECT customer_id, wrapped_key FROM customer_keys WHERE customer_id = ANY($1)")
+        .bind(customers)
+        .fetch_all(executor)
+        .await
+        .map_err(map)
 }
 
 /// An event store in PostgreSQL.
@@ -128,14 +119,47 @@ impl PgEventStore {
         self
     }
 
-    /// Decodes the rows of one read, opening sealed personal data.
+    /// Decodes rows as they arrive. Rows with sealed personal data (few) wait until the page is
+    /// read, for one lookup of their customers' keys, and are then put back in their places.
     async fn fetch_events(
         &self,
         query: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
+        capacity: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let rows = query.fetch_all(&self.pool).await.map_err(map)?;
-        let keys = page_keys(&rows, &self.pool, self.master.as_deref()).await?;
-        rows.iter().map(|row| decode(row, &keys)).collect()
+        let plain = PageKeys::default();
+        // Pages are often full: reserve for one, but not absurdly much for a huge limit.
+        let mut events = Vec::with_capacity(capacity.min(100_000));
+        // (index in the page, row) of each row that waits for its key.
+        let mut sealed: Vec<(usize, PgRow)> = Vec::new();
+        {
+            let mut rows = query.fetch(&self.pool);
+            while let Some(row) = rows.try_next().await.map_err(map)? {
+                if may_be_sealed(&row)? {
+                    sealed.push((events.len() + sealed.len(), row));
+                } else {
+                    events.push(decode(&row, &plain)?);
+                }
+            }
+        }
+        if sealed.is_empty() {
+            return Ok(events);
+        }
+        let mut customers: Vec<&str> = sealed
+            .iter()
+            .map(|(_, row)| row.try_get(2).map_err(map))
+            .collect::<Result<_, _>>()?;
+        customers.sort_unstable();
+        customers.dedup();
+        let stored = stored_keys(&self.pool, customers).await?;
+        let keys = PageKeys::from_stored(self.master.as_deref(), stored)?;
+        let mut page = Vec::with_capacity(events.len() + sealed.len());
+        let mut events = events.into_iter();
+        for (index, row) in &sealed {
+            page.extend(events.by_ref().take(index - page.len()));
+            page.push(decode(row, &keys)?);
+        }
+        page.extend(events);
+        Ok(page)
     }
 
     /// The underlying pool (for read models that live in the same database).
@@ -333,13 +357,7 @@ async fn seal(
     let stored = if customers.is_empty() {
         Vec::new()
     } else {
-        sqlx::query_as::<_, (String, Vec<u8>)>(
-            "SELECT customer_id, wrapped_key FROM customer_keys WHERE customer_id = ANY($1)",
-        )
-        .bind(customers)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(map)?
+        stored_keys(&mut **tx, customers.iter().map(String::as_str).collect()).await?
     };
     sealing::seal_batch(master, events, stored)
 }
@@ -358,7 +376,7 @@ async fn apply_key_changes(
         )
         .bind(customer_id)
         .bind(position)
-        .bind(&sealing::PERSONAL_TYPES[..])
+        .bind(sealing::personal_types())
         .fetch_all(&mut **tx)
         .await
         .map_err(map)?;
@@ -526,7 +544,7 @@ impl EventStore for PgEventStore {
         let query = sqlx::query(&sql)
             .bind(to_i64(after.0))
             .bind(limit(limit_to));
-        self.fetch_events(query).await
+        self.fetch_events(query, limit_to).await
     }
 
     async fn read_stream(
@@ -542,7 +560,7 @@ impl EventStore for PgEventStore {
             .bind(customer_id.as_str())
             .bind(to_i64(after_version))
             .bind(limit(limit_to));
-        self.fetch_events(query).await
+        self.fetch_events(query, limit_to).await
     }
 
     async fn head(&self) -> Result<Position, StoreError> {

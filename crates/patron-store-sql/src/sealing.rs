@@ -35,19 +35,16 @@ pub(crate) const SEALED: &str = "$sealed";
 /// The extra field that marks an event whose personal data was erased.
 pub(crate) const ERASED: &str = "$erased";
 
-/// The event types that carry personal data, as stored (`event_type` column).
-pub(crate) const PERSONAL_TYPES: [&str; 3] = ["feedback", "profile_updated", "identities_linked"];
-
-/// The top-level payload fields of `event_type` that hold personal data, each with what it
-/// reads as once erased.
 /// A personal field: its name and what it reads as once erased.
 type PersonalField = (&'static str, fn() -> Value);
 
+/// The top-level payload fields of `event_type` (as stored) that hold personal data.
 fn personal_fields(event_type: &str) -> &'static [PersonalField] {
-    personal_fields_of(EventType::from_name(event_type))
+    personal_fields_of(&EventType::from_name(event_type))
 }
 
-fn personal_fields_of(event_type: EventType) -> &'static [PersonalField] {
+/// The top-level payload fields of events of this type that hold personal data.
+fn personal_fields_of(event_type: &EventType) -> &'static [PersonalField] {
     match event_type {
         EventType::Feedback => &[("comment", || Value::Null)],
         EventType::ProfileUpdated => &[("traits", || Value::Object(Map::new()))],
@@ -59,6 +56,15 @@ fn personal_fields_of(event_type: EventType) -> &'static [PersonalField] {
 /// Whether events of this type can carry personal data.
 pub(crate) fn is_personal(event_type: &str) -> bool {
     !personal_fields(event_type).is_empty()
+}
+
+/// The names of the event types that can carry personal data (`event_type` column values).
+pub(crate) fn personal_types() -> Vec<&'static str> {
+    EventType::KNOWN
+        .iter()
+        .filter(|t| !personal_fields_of(t).is_empty())
+        .map(EventType::as_str)
+        .collect()
 }
 
 /// What a sealed value is bound to: its customer and its event.
@@ -81,7 +87,8 @@ fn object(payload: &str) -> Result<Map<String, Value>, StoreError> {
 }
 
 /// The payload with its personal fields sealed under `key`.
-pub(crate) fn seal(
+#[cfg(test)]
+fn seal(
     event_type: &str,
     payload: &str,
     customer_id: &str,
@@ -89,20 +96,30 @@ pub(crate) fn seal(
     key: &DataKey,
 ) -> Result<String, StoreError> {
     let mut map = object(payload)?;
-    let aad = aad(customer_id, event_id);
+    seal_fields(&mut map, event_type, &aad(customer_id, event_id), key)?;
+    Ok(Value::Object(map).to_string())
+}
+
+/// Seals the personal fields of a parsed payload under `key`, bound to `aad`.
+fn seal_fields(
+    map: &mut Map<String, Value>,
+    event_type: &str,
+    aad: &[u8],
+    key: &DataKey,
+) -> Result<(), StoreError> {
     for (field, _) in personal_fields(event_type) {
         let Some(value) = map.get_mut(*field).filter(|v| !v.is_null()) else {
             continue;
         };
         let plain = serde_json::to_vec(value).map_err(|e| backend(e.to_string()))?;
         let sealed = key
-            .seal(&aad, &plain)
+            .seal(aad, &plain)
             .map_err(|e| backend(format!("sealing personal data: {e}")))?;
         let mut envelope = Map::new();
         envelope.insert(SEALED.into(), Value::String(STANDARD.encode(sealed)));
         *value = Value::Object(envelope);
     }
-    Ok(Value::Object(map).to_string())
+    Ok(())
 }
 
 /// The key a stored event's sealed fields open with.
@@ -173,17 +190,12 @@ pub(crate) fn scrub(event_type: &str, payload: &str) -> Result<Option<String>, S
     Ok(Some(Value::Object(map).to_string()))
 }
 
-/// Whether the payload has a personal field with a value (a feedback without a comment has
+/// Whether a parsed payload has a personal field with a value (a feedback without a comment has
 /// nothing to seal, and its customer needs no key for it).
-fn holds_personal_data(event_type: &str, payload: &str) -> Result<bool, StoreError> {
-    let fields = personal_fields(event_type);
-    if fields.is_empty() {
-        return Ok(false);
-    }
-    let map = object(payload)?;
-    Ok(fields
+fn holds_personal_data(map: &Map<String, Value>, event_type: &str) -> bool {
+    personal_fields(event_type)
         .iter()
-        .any(|(field, _)| map.get(*field).is_some_and(|v| !v.is_null())))
+        .any(|(field, _)| map.get(*field).is_some_and(|v| !v.is_null()))
 }
 
 /// Whether a stored payload may hold sealed fields (a cheap test before parsing).
@@ -254,18 +266,13 @@ pub(crate) fn seal_batch(
     stored: Vec<(String, Vec<u8>)>,
 ) -> Result<KeyChanges, StoreError> {
     let mut changes = KeyChanges::default();
-    let mut keys: HashMap<String, (DataKey, bool)> = HashMap::new();
-    if let Some(master) = master {
-        for (customer_id, wrapped) in stored {
-            let key = master.unwrap(&customer_id, &wrapped).map_err(|e| {
-                backend(format!(
-                    "the data key of customer {customer_id} does not unwrap under master key {}: {e}",
-                    master.id()
-                ))
-            })?;
-            keys.insert(customer_id, (key, false));
-        }
-    }
+    // Each customer's current key, and whether this batch created it.
+    let mut keys: HashMap<String, (DataKey, bool)> =
+        PageKeys::from_stored(master.map(Arc::as_ref), stored)?
+            .keys
+            .into_iter()
+            .map(|(customer_id, key)| (customer_id, (key, false)))
+            .collect();
     for planned in events.iter_mut() {
         let event = planned.event;
         let customer_id = event.customer_id.as_str();
@@ -280,7 +287,11 @@ pub(crate) fn seal_batch(
         }
         let kind = event.event_type();
         let event_type = kind.as_str();
-        if !holds_personal_data(event_type, &planned.payload)? {
+        if !is_personal(event_type) {
+            continue;
+        }
+        let mut map = object(&planned.payload)?;
+        if !holds_personal_data(&map, event_type) {
             continue;
         }
         let (key, _) = match keys.entry(customer_id.to_owned()) {
@@ -290,13 +301,13 @@ pub(crate) fn seal_batch(
                 entry.insert((key, true))
             }
         };
-        planned.payload = seal(
+        seal_fields(
+            &mut map,
             event_type,
-            &planned.payload,
-            customer_id,
-            &event.event_id,
+            &aad(customer_id, &event.event_id),
             key,
         )?;
+        planned.payload = Value::Object(map).to_string();
     }
     if let Some(master) = master {
         for (customer_id, (key, new)) in &keys {
@@ -315,7 +326,7 @@ pub(crate) fn seal_batch(
 pub(crate) fn personal_customers(events: &[PlannedEvent<'_>]) -> Vec<String> {
     let mut customers: Vec<String> = events
         .iter()
-        .filter(|p| !personal_fields_of(p.event.event_type()).is_empty())
+        .filter(|p| !personal_fields_of(&p.event.event_type()).is_empty())
         .map(|p| p.event.customer_id.as_str().to_owned())
         .collect();
     customers.sort_unstable();

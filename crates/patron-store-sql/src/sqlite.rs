@@ -146,14 +146,7 @@ impl SqliteEventStore {
         } else {
             customers.sort_unstable();
             customers.dedup();
-            let stored = sqlx::query_as::<_, (String, Vec<u8>)>(
-                "SELECT customer_id, wrapped_key FROM customer_keys \
-                 WHERE customer_id IN (SELECT value FROM json_each(?1))",
-            )
-            .bind(json!(customers).to_string())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map)?;
+            let stored = stored_keys(&self.pool, &customers).await?;
             PageKeys::from_stored(self.master.as_deref(), stored)?
         };
         rows.into_iter().map(|row| decode(row, &keys)).collect()
@@ -291,16 +284,24 @@ async fn seal(
     let stored = if customers.is_empty() {
         Vec::new()
     } else {
-        sqlx::query_as::<_, (String, Vec<u8>)>(
-            "SELECT customer_id, wrapped_key FROM customer_keys \
-             WHERE customer_id IN (SELECT value FROM json_each(?1))",
-        )
-        .bind(json!(customers).to_string())
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(map)?
+        stored_keys(&mut **tx, &customers).await?
     };
     sealing::seal_batch(master, events, stored)
+}
+
+/// The wrapped data keys stored for `customers` (those that have one).
+async fn stored_keys<'e, S: serde::Serialize>(
+    executor: impl sqlx::SqliteExecutor<'e>,
+    customers: &[S],
+) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    sqlx::query_as(
+        "SELECT customer_id, wrapped_key FROM customer_keys \
+         WHERE customer_id IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(json!(customers).to_string())
+    .fetch_all(executor)
+    .await
+    .map_err(map)
 }
 
 /// Erasures first — the customer's earlier personal data scrubbed in place, its digests
@@ -318,7 +319,7 @@ async fn apply_key_changes(
         )
         .bind(customer_id)
         .bind(position)
-        .bind(json!(sealing::PERSONAL_TYPES).to_string())
+        .bind(json!(sealing::personal_types()).to_string())
         .fetch_all(&mut **tx)
         .await
         .map_err(map)?;
