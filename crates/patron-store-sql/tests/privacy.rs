@@ -247,6 +247,15 @@ async fn sealed_then_erased(sql: SqlEventStore, files: Option<std::path::PathBuf
         .await
         .unwrap();
     assert_eq!(all.len(), 7);
+    assert!(
+        all.iter().map(|e| e.position.0).eq(1..=7),
+        "sealed and plain rows come back in log order"
+    );
+    assert_eq!(
+        all[4].event.body.to_payload()["comment"],
+        OTHER,
+        "a sealed row read with the page opens"
+    );
     let text = format!("{:?}", all);
     for secret in [EMAIL, PHONE, NAME] {
         assert!(!text.contains(secret), "{secret} in a replay");
