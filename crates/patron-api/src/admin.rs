@@ -1,9 +1,9 @@
 //! `patron.api.v1.AdminService`: fitting the predictive CLV models on demand, the model in
-//! force, and erasing a customer's personal data.
+//! force, erasing a customer's personal data, and undoing a wrong merge of two customers.
 
 use std::sync::Arc;
 
-use patron_domain::{CustomerId, ErasureRequested, Event, EventBody};
+use patron_domain::{CustomerId, CustomersUnmerged, ErasureRequested, Event, EventBody};
 use patron_projector::clv::{FitError, Fitter};
 use patron_proto::api::v1 as pb;
 use patron_proto::api::v1::admin_service_server::AdminService;
@@ -17,7 +17,7 @@ use crate::error::ApiError;
 pub const ADMIN_SOURCE: &str = "patron-admin";
 
 /// The admin calls over a [`Fitter`] (none: FitModel and GetModel are UNIMPLEMENTED) and the
-/// event log (none: EraseCustomer is UNIMPLEMENTED).
+/// event log (none: EraseCustomer and UnmergeCustomer are UNIMPLEMENTED).
 #[derive(Clone)]
 pub struct AdminApi {
     fitter: Option<Arc<Fitter>>,
@@ -40,22 +40,55 @@ impl AdminApi {
         &self,
         request: pb::EraseCustomerRequest,
     ) -> Result<pb::EraseCustomerResponse, ApiError> {
-        let customer_id = CustomerId::parse(&request.customer_id)
-            .map_err(|reason| ApiError::invalid("customer_id", reason))?;
-        if customer_id.is_reserved() {
+        let customer_id = customer("customer_id", &request.customer_id)?;
+        let reason = reason(&request.reason, "why the data is erased")?;
+        let body = EventBody::ErasureRequested(ErasureRequested {
+            reason: Some(reason),
+            extra: Default::default(),
+        });
+        let (event_id, position) = self.append(customer_id, &request.event_id, body).await?;
+        tracing::info!(%event_id, position, "customer erasure requested");
+        Ok(pb::EraseCustomerResponse {
+            event_id: event_id.to_string(),
+            position,
+        })
+    }
+
+    async fn unmerge(
+        &self,
+        request: pb::UnmergeCustomerRequest,
+    ) -> Result<pb::UnmergeCustomerResponse, ApiError> {
+        let customer_id = customer("customer_id", &request.customer_id)?;
+        let merged = customer("merged_customer_id", &request.merged_customer_id)?;
+        if merged == customer_id {
             return Err(ApiError::invalid(
-                "customer_id",
-                "Patron's own streams hold no personal data",
+                "merged_customer_id",
+                "a customer cannot be unmerged from itself",
             ));
         }
-        let reason = request.reason.trim();
-        if reason.is_empty() || reason.chars().count() > 1024 {
-            return Err(ApiError::invalid(
-                "reason",
-                "required, 1-1024 characters: why the data is erased (kept with the event)",
-            ));
-        }
-        let event_id = match request.event_id.as_str() {
+        let reason = reason(&request.reason, "why the merge was wrong")?;
+        let body = EventBody::CustomersUnmerged(CustomersUnmerged {
+            merged_customer_id: merged,
+            reason: Some(reason),
+            extra: Default::default(),
+        });
+        let (event_id, position) = self.append(customer_id, &request.event_id, body).await?;
+        tracing::info!(%event_id, position, "customers unmerged");
+        Ok(pb::UnmergeCustomerResponse {
+            event_id: event_id.to_string(),
+            position,
+        })
+    }
+
+    /// Appends an operator's event to an existing customer's stream; returns its id and
+    /// position. A retried call (the same client event id) is answered with the stored event.
+    async fn append(
+        &self,
+        customer_id: CustomerId,
+        event_id: &str,
+        body: EventBody,
+    ) -> Result<(uuid::Uuid, u64), ApiError> {
+        let event_id = match event_id {
             "" => uuid::Uuid::new_v4(),
             text => uuid::Uuid::parse_str(text)
                 .map_err(|e| ApiError::invalid("event_id", format!("not a UUID: {e}")))?,
@@ -69,15 +102,13 @@ impl AdminApi {
                 customer_id.as_str()
             )));
         }
+        let event_type = body.event_type();
         let event = Event {
             event_id,
             customer_id: customer_id.clone(),
             occurred_at: chrono::Utc::now(),
             source: ADMIN_SOURCE.to_owned(),
-            body: EventBody::ErasureRequested(ErasureRequested {
-                reason: Some(reason.to_owned()),
-                extra: Default::default(),
-            }),
+            body,
         };
         let mut batch = AppendBatch::default();
         batch.streams.push(StreamAppend {
@@ -88,19 +119,15 @@ impl AdminApi {
         let position = match log.append(&batch).await {
             Ok(receipt) => match receipt.last_position {
                 Some(position) => position.0,
-                None => previous_erasure(log.as_ref(), &batch, event_id).await?,
+                None => previous(log.as_ref(), &batch, event_id, &event_type).await?,
             },
-            // A retried call: the same id, another time. The erasure it names stands.
+            // A retried call: the same id, another time. The event it names stands.
             Err(patron_store::StoreError::DuplicateEventIds(_)) => {
-                previous_erasure(log.as_ref(), &batch, event_id).await?
+                previous(log.as_ref(), &batch, event_id, &event_type).await?
             }
             Err(error) => return Err(error.into()),
         };
-        tracing::info!(%event_id, position, "customer erasure requested");
-        Ok(pb::EraseCustomerResponse {
-            event_id: event_id.to_string(),
-            position,
-        })
+        Ok((event_id, position))
     }
 
     fn fitter(&self) -> Result<&Fitter, ApiError> {
@@ -129,17 +156,40 @@ impl AdminApi {
     }
 }
 
-/// The position of the erasure stored earlier under `event_id` in the batch's stream (a retried
-/// call); an error when the id is taken by another kind of event.
-async fn previous_erasure(
+/// A customer id an operator names: valid and not one of Patron's own streams.
+fn customer(field: &'static str, id: &str) -> Result<CustomerId, ApiError> {
+    let customer_id = CustomerId::parse(id).map_err(|reason| ApiError::invalid(field, reason))?;
+    if customer_id.is_reserved() {
+        return Err(ApiError::invalid(
+            field,
+            "names one of Patron's own streams, not a customer",
+        ));
+    }
+    Ok(customer_id)
+}
+
+/// The required reason of an operator's call, trimmed.
+fn reason(text: &str, what: &str) -> Result<String, ApiError> {
+    let reason = text.trim();
+    if reason.is_empty() || reason.chars().count() > 1024 {
+        return Err(ApiError::invalid(
+            "reason",
+            format!("required, 1-1024 characters: {what} (kept with the event)"),
+        ));
+    }
+    Ok(reason.to_owned())
+}
+
+/// The position of the event of `event_type` stored earlier under `event_id` in the batch's
+/// stream (a retried call); an error when the id is taken by another event.
+async fn previous(
     log: &dyn EventStore,
     batch: &AppendBatch,
     event_id: uuid::Uuid,
+    event_type: &patron_domain::EventType,
 ) -> Result<u64, ApiError> {
     let Some(stream) = batch.streams.first() else {
-        return Err(ApiError::Internal(
-            "an erasure batch without a stream".into(),
-        ));
+        return Err(ApiError::Internal("an admin batch without a stream".into()));
     };
     let mut after = 0;
     loop {
@@ -152,9 +202,9 @@ async fn previous_erasure(
         };
         after = last.version;
         if let Some(found) = page.iter().find(|e| e.event.event_id == event_id) {
-            return match found.event.body {
-                EventBody::ErasureRequested(_) => Ok(found.position.0),
-                _ => Err(ApiError::invalid(
+            return match found.event.event_type() == *event_type {
+                true => Ok(found.position.0),
+                false => Err(ApiError::invalid(
                     "event_id",
                     "is taken by another event of this customer",
                 )),
@@ -186,5 +236,12 @@ impl AdminService for AdminApi {
         request: Request<pb::EraseCustomerRequest>,
     ) -> Result<Response<pb::EraseCustomerResponse>, Status> {
         Ok(Response::new(self.erase(request.into_inner()).await?))
+    }
+
+    async fn unmerge_customer(
+        &self,
+        request: Request<pb::UnmergeCustomerRequest>,
+    ) -> Result<Response<pb::UnmergeCustomerResponse>, Status> {
+        Ok(Response::new(self.unmerge(request.into_inner()).await?))
     }
 }

@@ -81,6 +81,7 @@ fn detail(customer_id: &CustomerId, view: &CustomerView, snapshot: Snapshot) -> 
         consents: (!view.consents.is_empty())
             .then(|| serde_json::to_string(&view.consents).ok())
             .flatten(),
+        merged_into: view.merged_into.as_ref().map(|c| c.as_str().to_owned()),
     };
     let history = lifecycle
         .history

@@ -374,6 +374,7 @@ mod tests {
                 rfm_segment: None,
                 tier: None,
                 consents: None,
+                merged_into: None,
             },
             history: Vec::new(),
             prediction: None,

@@ -97,6 +97,7 @@ pub(crate) fn customer(row: &CustomerRow, snapshot: &Snapshot) -> Result<pb::Cus
         last_event_at: row.last_event_at.map(timestamp),
         prediction: None,
         consents: consents(row)?,
+        merged_into: row.merged_into.clone().unwrap_or_default(),
     })
 }
 

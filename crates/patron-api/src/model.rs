@@ -42,6 +42,8 @@ pub struct CustomerRow {
     /// Every consent answer as stored (JSON, see `patron_projector::Consents`); none when the
     /// customer answered nothing.
     pub consents: Option<String>,
+    /// The customer this one was merged into, if it was.
+    pub merged_into: Option<String>,
 }
 
 /// One row of `stage_history`.

@@ -135,7 +135,7 @@ const RULES: &str = "SELECT rules FROM projection_generations WHERE generation =
 const CUSTOMER_COLUMNS: &str = "customer_id, stage, stage_since, orders, refunds, \
      gross_revenue_minor, refunded_minor, net_revenue_minor, average_order_minor, \
      first_purchase_at, last_purchase_at, last_event_at, rfm_r, rfm_f, rfm_m, rfm_segment, tier, \
-     consents";
+     consents, merged_into";
 
 /// One customer with its history, and the active generation, in one round trip: one row per
 /// history entry (customer columns repeated), a row of NULLs when the customer is unknown. The
@@ -146,7 +146,7 @@ const CUSTOMER_DETAIL: &str = "SELECT g.generation, g.watermark, g.created_at, g
      c.customer_id, c.stage, c.stage_since, c.orders, c.refunds, c.gross_revenue_minor, \
      c.refunded_minor, c.net_revenue_minor, c.average_order_minor, c.first_purchase_at, \
      c.last_purchase_at, c.last_event_at, c.rfm_r, c.rfm_f, c.rfm_m, c.rfm_segment, c.tier, \
-     c.consents, h.seq, h.from_stage, h.to_stage, h.entered_at, h.rule, CAST(h.facts AS TEXT) AS facts, \
+     c.consents, c.merged_into, h.seq, h.from_stage, h.to_stage, h.entered_at, h.rule, CAST(h.facts AS TEXT) AS facts, \
      p.model_version, m.evaluated_at AS model_evaluated_at, m.horizon_days, p.p_alive, \
      p.expected_purchases, p.expected_spend_minor, p.expected_revenue_minor, p.clv_minor \
      FROM projection_generations g \
@@ -236,7 +236,10 @@ impl SqlReadModels {
 
 /// The listing's SQL: one condition per present filter, numbered placeholders in bind order.
 fn list_sql(query: &CustomerQuery) -> String {
-    let mut sql = format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE generation = $1");
+    // A merged customer is counted by the one it was merged into.
+    let mut sql = format!(
+        "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE generation = $1 AND merged_into IS NULL"
+    );
     let mut n = 1;
     let mut condition = |sql: &mut String, column: &str| {
         n += 1;
@@ -527,8 +530,8 @@ mod tests {
         let sql = list_sql(&query);
         assert!(
             sql.ends_with(
-                "generation = $1 AND stage = $2 AND net_revenue_minor >= $3 \
-                 AND customer_id > $4 ORDER BY customer_id LIMIT $5"
+                "generation = $1 AND merged_into IS NULL AND stage = $2 \
+                 AND net_revenue_minor >= $3 AND customer_id > $4 ORDER BY customer_id LIMIT $5"
             ),
             "{sql}"
         );

@@ -53,6 +53,7 @@ fn record(
         currency: "USD".into(),
     };
     let message = pb::CustomerEvent {
+        identity: None,
         event_id: event.event_id.to_string(),
         customer_id: event.customer_id.as_str().to_owned(),
         occurred_at: Some(prost_types::Timestamp {

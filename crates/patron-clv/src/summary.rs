@@ -70,6 +70,17 @@ impl PurchaseSummary {
         Self::default()
     }
 
+    /// Adds `other`'s days to this summary, as if one customer had made both customers'
+    /// purchases (two customers found to be one): the totals of a day both have are summed.
+    pub fn absorb(&mut self, other: &PurchaseSummary) {
+        for (day, total) in &other.days {
+            let entry = self.days.entry(*day).or_default();
+            entry.purchases = entry.purchases.saturating_add(total.purchases);
+            entry.gross_minor = entry.gross_minor.saturating_add(total.gross_minor);
+            entry.refunded_minor = entry.refunded_minor.saturating_add(total.refunded_minor);
+        }
+    }
+
     /// Records a purchase of `amount_minor` (not negative) on calendar day `day`.
     pub fn record_purchase(&mut self, day: NaiveDate, amount_minor: i64) -> Result<()> {
         if amount_minor < 0 {

@@ -10,7 +10,7 @@
 //! `OtherEvent { type: "model_fitted", data }` (`data` holds the stored fields; the parameters are
 //! strings, so they travel exactly).
 
-use patron_domain::{Event, EventBody, IdentityKind, InteractionKind, Money};
+use patron_domain::{Event, EventBody, InteractionKind, Money};
 use patron_proto::events::v1 as pb;
 use pb::customer_event::Body;
 use serde_json::{Map, Value};
@@ -28,6 +28,7 @@ pub fn to_proto(event: &Event) -> pb::CustomerEvent {
         source: event.source.clone(),
         extra: extra.filter(|extra| !extra.is_empty()).map(to_struct),
         body: Some(body),
+        identity: None,
     }
 }
 
@@ -46,19 +47,6 @@ fn interaction_kind(kind: &InteractionKind) -> String {
         InteractionKind::EmailClick => "email_click",
         InteractionKind::SupportContact => "support_contact",
         InteractionKind::Other(name) => name,
-    }
-    .to_owned()
-}
-
-fn identity_kind(kind: &IdentityKind) -> String {
-    match kind {
-        IdentityKind::Email => "email",
-        IdentityKind::Phone => "phone",
-        IdentityKind::DeviceId => "device_id",
-        IdentityKind::WechatOpenid => "wechat_openid",
-        IdentityKind::WechatUnionid => "wechat_unionid",
-        IdentityKind::LoyaltyCard => "loyalty_card",
-        IdentityKind::Other(name) => name,
     }
     .to_owned()
 }
@@ -138,13 +126,20 @@ fn body(body: &EventBody) -> (Body, Option<&Map<String, Value>>) {
                     .identities
                     .iter()
                     .map(|identity| pb::Identity {
-                        kind: identity_kind(&identity.kind),
+                        kind: identity.kind.as_str().to_owned(),
                         value: identity.value.clone(),
                     })
                     .collect(),
                 evidence: l.evidence.clone().unwrap_or_default(),
             }),
             Some(&l.extra),
+        ),
+        EventBody::CustomersUnmerged(u) => (
+            Body::CustomersUnmerged(pb::CustomersUnmerged {
+                merged_customer_id: u.merged_customer_id.to_string(),
+                reason: u.reason.clone().unwrap_or_default(),
+            }),
+            Some(&u.extra),
         ),
         EventBody::Tick(_) => (
             Body::Other(pb::OtherEvent {
@@ -153,9 +148,9 @@ fn body(body: &EventBody) -> (Body, Option<&Map<String, Value>>) {
             }),
             None,
         ),
-        EventBody::ModelFitted(_) => (
+        EventBody::ModelFitted(_) | EventBody::CustomersMerged(_) => (
             Body::Other(pb::OtherEvent {
-                r#type: "model_fitted".into(),
+                r#type: body.event_type().as_str().to_owned(),
                 data: match body.to_payload() {
                     Value::Object(map) => Some(to_struct(&map)),
                     _ => None,

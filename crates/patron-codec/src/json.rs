@@ -19,6 +19,8 @@ const CONTEXT_ATTRIBUTES: &[&str] = &[
     "dataschema",
     "data",
     "customerid",
+    "identitykind",
+    "identityvalue",
 ];
 
 fn undecodable(message: impl Into<String>) -> ValidationError {
@@ -75,7 +77,14 @@ pub(crate) fn decode_structured(payload: &[u8]) -> Result<RawEvent, ValidationEr
         occurred_at: text(&attributes, "time")?.map(RawTime::Text),
         source: text(&attributes, "source")?,
         data: attributes.remove("data").unwrap_or(Value::Null),
+        identity: None,
     };
+    if let Some(kind) = text(&attributes, "identitykind")? {
+        raw.identity = Some((
+            kind,
+            text(&attributes, "identityvalue")?.unwrap_or_default(),
+        ));
+    }
     let extensions: Map<String, Value> = attributes
         .into_iter()
         .filter(|(k, _)| !CONTEXT_ATTRIBUTES.contains(&k.as_str()))
@@ -119,7 +128,11 @@ pub(crate) fn decode_binary(
         occurred_at: take("time").map(RawTime::Text),
         source: take("source"),
         data,
+        identity: None,
     };
+    if let Some(kind) = take("identitykind") {
+        raw.identity = Some((kind, take("identityvalue").unwrap_or_default()));
+    }
     attributes.retain(|k, _| !CONTEXT_ATTRIBUTES.contains(&k.as_str()));
     keep_extensions(&mut raw, attributes);
     Ok(raw)

@@ -132,11 +132,21 @@ fn header<'a>(headers: &[(&str, &'a [u8])], name: &str) -> Option<&'a [u8]> {
 }
 
 /// The key is the customer id: it fills a missing one, and must agree with a present one
-/// (partitioning by key would otherwise split a customer's stream across partitions).
+/// (partitioning by key would otherwise split a customer's stream across partitions). An event
+/// that names its customer only by an identifier may be keyed by anything (the identifier,
+/// say): its key is only a partitioning key.
 fn reconcile_key(raw: &mut RawEvent, key: Option<&[u8]>) -> Result<(), ValidationError> {
     let Some(key) = key.filter(|k| !k.is_empty()) else {
         return Ok(());
     };
+    if raw.identity.is_some()
+        && raw
+            .customer_id
+            .as_deref()
+            .is_none_or(|id| id.trim().is_empty())
+    {
+        return Ok(());
+    }
     let key = std::str::from_utf8(key).map_err(|_| {
         ValidationError::new(ErrorClass::InvalidField, "key", "message key is not UTF-8")
     })?;

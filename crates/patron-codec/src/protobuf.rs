@@ -42,6 +42,7 @@ pub fn to_raw(event: pb::CustomerEvent) -> RawEvent {
         }),
         source: non_empty(event.source),
         data,
+        identity: event.identity.map(|i| (i.kind, i.value)),
     }
 }
 
@@ -151,6 +152,13 @@ fn body_to_json(body: Body) -> (String, Value) {
                     )),
                 ),
                 ("evidence", text(l.evidence)),
+            ]),
+        ),
+        Body::CustomersUnmerged(u) => (
+            "customers_unmerged".into(),
+            object([
+                ("merged_customer_id", text(u.merged_customer_id)),
+                ("reason", text(u.reason)),
             ]),
         ),
         Body::Other(o) => (

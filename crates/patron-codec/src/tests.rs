@@ -22,6 +22,7 @@ fn message<'a>(content_type: Option<&'a str>, payload: &'a [u8]) -> Message<'a> 
 
 fn pb_purchase() -> pb::CustomerEvent {
     pb::CustomerEvent {
+        identity: None,
         event_id: EVENT_ID.into(),
         customer_id: "c-42".into(),
         occurred_at: Some(prost_types::Timestamp {

@@ -330,6 +330,7 @@ impl Generator {
             currency: "USD".into(),
         };
         let event = pb::CustomerEvent {
+            identity: None,
             event_id: self.uuid().to_string(),
             customer_id: customer.to_owned(),
             occurred_at: Some(prost_types::Timestamp {

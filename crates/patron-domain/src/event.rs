@@ -59,6 +59,31 @@ impl CustomerId {
         Self("$clv".to_owned())
     }
 
+    /// Customer ids starting with this are given by Patron to customers known only by an
+    /// identifier (an event that named no customer, only e.g. a device id): provisional
+    /// customers, merged into a named customer once an `identities_linked` event links them.
+    pub const PROVISIONAL_PREFIX: char = '~';
+
+    /// The provisional customer of an identifier, from the kind and a hex digest of its value.
+    pub fn provisional(kind: &IdentityKind, digest_hex: &str) -> Self {
+        Self(format!(
+            "{}{}:{digest_hex}",
+            Self::PROVISIONAL_PREFIX,
+            kind.as_str()
+        ))
+    }
+
+    /// Whether this is a provisional customer, see [`CustomerId::PROVISIONAL_PREFIX`].
+    pub fn is_provisional(&self) -> bool {
+        self.0.starts_with(Self::PROVISIONAL_PREFIX)
+    }
+
+    /// The placeholder customer of an event that named only an identifier, until ingest
+    /// resolves it (see [`crate::validate_subject`]); never stored.
+    pub fn unresolved() -> Self {
+        Self("$unresolved".to_owned())
+    }
+
     /// Whether this is one of Patron's own streams rather than a customer.
     pub fn is_reserved(&self) -> bool {
         self.0.starts_with(Self::RESERVED_PREFIX)
@@ -114,6 +139,12 @@ pub enum EventType {
     ErasureRequested,
     /// Several identifiers were found to belong to one customer.
     IdentitiesLinked,
+    /// Another customer (with everyone merged into it) was found to be this one: written by
+    /// Patron's store when an `identities_linked` event links an identifier another customer
+    /// holds (never accepted from producers).
+    CustomersMerged,
+    /// A merge was wrong: the merged customer is a customer of its own again.
+    CustomersUnmerged,
     /// Event time moved on with no customer event: written by the projector (never accepted
     /// from outside) so that time-driven lifecycle changes replay exactly.
     Tick,
@@ -126,7 +157,7 @@ pub enum EventType {
 
 impl EventType {
     /// Every type this version understands.
-    pub const KNOWN: [EventType; 11] = [
+    pub const KNOWN: [EventType; 13] = [
         EventType::Purchase,
         EventType::Refund,
         EventType::Interaction,
@@ -136,6 +167,8 @@ impl EventType {
         EventType::ConsentChanged,
         EventType::ErasureRequested,
         EventType::IdentitiesLinked,
+        EventType::CustomersMerged,
+        EventType::CustomersUnmerged,
         EventType::Tick,
         EventType::ModelFitted,
     ];
@@ -152,6 +185,8 @@ impl EventType {
             EventType::ConsentChanged => "consent_changed",
             EventType::ErasureRequested => "erasure_requested",
             EventType::IdentitiesLinked => "identities_linked",
+            EventType::CustomersMerged => "customers_merged",
+            EventType::CustomersUnmerged => "customers_unmerged",
             EventType::Tick => "tick",
             EventType::ModelFitted => "model_fitted",
             EventType::Unknown(name) => name,
@@ -194,6 +229,10 @@ pub enum EventBody {
     ErasureRequested(ErasureRequested),
     /// See [`IdentitiesLinked`].
     IdentitiesLinked(IdentitiesLinked),
+    /// See [`CustomersMerged`].
+    CustomersMerged(CustomersMerged),
+    /// See [`CustomersUnmerged`].
+    CustomersUnmerged(CustomersUnmerged),
     /// See [`Tick`].
     Tick(Tick),
     /// See [`ModelFitted`].
@@ -215,6 +254,8 @@ impl EventBody {
             EventBody::ConsentChanged(_) => EventType::ConsentChanged,
             EventBody::ErasureRequested(_) => EventType::ErasureRequested,
             EventBody::IdentitiesLinked(_) => EventType::IdentitiesLinked,
+            EventBody::CustomersMerged(_) => EventType::CustomersMerged,
+            EventBody::CustomersUnmerged(_) => EventType::CustomersUnmerged,
             EventBody::Tick(_) => EventType::Tick,
             EventBody::ModelFitted(_) => EventType::ModelFitted,
             EventBody::Unknown(body) => EventType::Unknown(body.event_type.clone()),
@@ -251,6 +292,8 @@ impl EventBody {
             EventBody::ConsentChanged(b) => f(b),
             EventBody::ErasureRequested(b) => f(b),
             EventBody::IdentitiesLinked(b) => f(b),
+            EventBody::CustomersMerged(b) => f(b),
+            EventBody::CustomersUnmerged(b) => f(b),
             EventBody::Tick(b) => f(b),
             EventBody::ModelFitted(b) => f(b),
             EventBody::Unknown(b) => f(&b.data),
@@ -271,6 +314,8 @@ impl EventBody {
             EventType::ConsentChanged => EventBody::ConsentChanged(from_str(payload)?),
             EventType::ErasureRequested => EventBody::ErasureRequested(from_str(payload)?),
             EventType::IdentitiesLinked => EventBody::IdentitiesLinked(from_str(payload)?),
+            EventType::CustomersMerged => EventBody::CustomersMerged(from_str(payload)?),
+            EventType::CustomersUnmerged => EventBody::CustomersUnmerged(from_str(payload)?),
             EventType::Tick => EventBody::Tick(from_str(payload)?),
             EventType::ModelFitted => EventBody::ModelFitted(from_str(payload)?),
             EventType::Unknown(name) => EventBody::Unknown(UnknownBody {
@@ -293,6 +338,8 @@ impl EventBody {
             EventType::ConsentChanged => EventBody::ConsentChanged(from_value(payload)?),
             EventType::ErasureRequested => EventBody::ErasureRequested(from_value(payload)?),
             EventType::IdentitiesLinked => EventBody::IdentitiesLinked(from_value(payload)?),
+            EventType::CustomersMerged => EventBody::CustomersMerged(from_value(payload)?),
+            EventType::CustomersUnmerged => EventBody::CustomersUnmerged(from_value(payload)?),
             EventType::Tick => EventBody::Tick(from_value(payload)?),
             EventType::ModelFitted => EventBody::ModelFitted(from_value(payload)?),
             EventType::Unknown(name) => EventBody::Unknown(UnknownBody {
@@ -547,6 +594,35 @@ pub enum IdentityKind {
 }
 
 impl IdentityKind {
+    /// The stable name, e.g. `email` or `wechat_openid`.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Email => "email",
+            Self::Phone => "phone",
+            Self::DeviceId => "device_id",
+            Self::WechatOpenid => "wechat_openid",
+            Self::WechatUnionid => "wechat_unionid",
+            Self::LoyaltyCard => "loyalty_card",
+            Self::Other(name) => name,
+        }
+    }
+
+    /// The most identifiers of this kind one customer (together with everyone merged into it)
+    /// may hold. A link past the limit links nothing more of that kind, and a merge that would
+    /// pass it is refused: a shared device or a pooled family email must not fuse strangers
+    /// into one ever-growing customer.
+    pub fn limit(&self) -> usize {
+        match self {
+            Self::Email => 10,
+            Self::Phone => 5,
+            Self::DeviceId => 50,
+            Self::WechatOpenid => 20,
+            Self::WechatUnionid => 1,
+            Self::LoyaltyCard => 5,
+            Self::Other(_) => 20,
+        }
+    }
+
     /// Parses a kind name; unknown names are kept as [`IdentityKind::Other`].
     pub fn from_name(name: &str) -> Self {
         match name {
@@ -570,6 +646,23 @@ pub struct Identity {
     pub value: String,
 }
 
+impl Identity {
+    /// The value as compared and indexed: surrounding spaces dropped; emails lowercased; phone
+    /// numbers without spaces, dashes, dots and parentheses. Two spellings of one identifier
+    /// give the same normalized value.
+    pub fn normalized_value(&self) -> String {
+        let value = self.value.trim();
+        match self.kind {
+            IdentityKind::Email => value.to_lowercase(),
+            IdentityKind::Phone => value
+                .chars()
+                .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
+                .collect(),
+            _ => value.to_owned(),
+        }
+    }
+}
+
 /// Several identifiers were found to belong to this customer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IdentitiesLinked {
@@ -578,6 +671,42 @@ pub struct IdentitiesLinked {
     /// The evidence for the link, e.g. `login` or `order_match`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<String>,
+    /// Fields not understood by this version.
+    #[serde(flatten, default, skip_serializing_if = "Map::is_empty")]
+    pub extra: Extra,
+}
+
+/// Another customer was found to be the one whose stream this event is in: from this event on,
+/// both streams (and the streams of everyone already merged into the other customer) project
+/// into this customer. Written by Patron's store, in the same transaction as the
+/// `identities_linked` event that caused it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomersMerged {
+    /// The customer merged into this one.
+    pub merged_customer_id: CustomerId,
+    /// The `identities_linked` event that linked an identifier the merged customer held.
+    pub link_event_id: Uuid,
+    /// The kind of the shared identifier (the value is personal data and stays in the link).
+    pub identity_kind: IdentityKind,
+    /// The evidence the link gave, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<String>,
+    /// Fields not understood by this version.
+    #[serde(flatten, default, skip_serializing_if = "Map::is_empty")]
+    pub extra: Extra,
+}
+
+/// A merge into this customer is undone: the merged customer (with everyone merged into it) is
+/// a customer of its own again, and both are projected from their own streams. Sent in the
+/// stream of the customer the other was merged into; an unmerge of a customer that is not
+/// merged into this one changes nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomersUnmerged {
+    /// The customer to split off again.
+    pub merged_customer_id: CustomerId,
+    /// Why the merge was wrong, or the ticket that said so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// Fields not understood by this version.
     #[serde(flatten, default, skip_serializing_if = "Map::is_empty")]
     pub extra: Extra,

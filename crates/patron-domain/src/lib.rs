@@ -12,12 +12,12 @@ mod validate;
 
 pub use digest::EventDigest;
 pub use event::{
-    Acquired, ConsentChanged, CustomerId, ErasureRequested, Event, EventBody, EventType, Feedback,
-    IdentitiesLinked, Identity, IdentityKind, Interaction, InteractionKind, LineItem, ModelFitted,
-    ProfileUpdated, Purchase, Refund, Tick, UnknownBody,
+    Acquired, ConsentChanged, CustomerId, CustomersMerged, CustomersUnmerged, ErasureRequested,
+    Event, EventBody, EventType, Feedback, IdentitiesLinked, Identity, IdentityKind, Interaction,
+    InteractionKind, LineItem, ModelFitted, ProfileUpdated, Purchase, Refund, Tick, UnknownBody,
 };
 pub use money::{Currency, MAX_ABS_MINOR_UNITS, Money, MoneyError};
 pub use validate::{
     ErrorClass, MAX_PURPOSE_CHARS, RawEvent, RawTime, ValidationError, ValidationPolicy,
-    is_purpose_name, validate,
+    is_purpose_name, validate, validate_subject,
 };

@@ -11,9 +11,9 @@ use serde_json::{Map, Number, Value};
 use uuid::Uuid;
 
 use crate::event::{
-    Acquired, ConsentChanged, CustomerId, ErasureRequested, Event, EventBody, EventType, Feedback,
-    IdentitiesLinked, Identity, IdentityKind, Interaction, InteractionKind, LineItem,
-    ProfileUpdated, Purchase, Refund, UnknownBody,
+    Acquired, ConsentChanged, CustomerId, CustomersUnmerged, ErasureRequested, Event, EventBody,
+    EventType, Feedback, IdentitiesLinked, Identity, IdentityKind, Interaction, InteractionKind,
+    LineItem, ProfileUpdated, Purchase, Refund, UnknownBody,
 };
 use crate::money::{Currency, MAX_ABS_MINOR_UNITS, Money};
 
@@ -127,6 +127,9 @@ pub struct RawEvent {
     pub source: Option<String>,
     /// The body, as a JSON object.
     pub data: Value,
+    /// An identifier of the customer (`kind`, `value`), for events that name no customer id:
+    /// ingest resolves it to the customer holding it (see [`validate_subject`]).
+    pub identity: Option<(String, String)>,
 }
 
 /// What "absurd" means for timestamps, and the clock reading to judge them by.
@@ -151,25 +154,29 @@ impl ValidationPolicy {
     }
 }
 
-/// Checks a raw event and turns it into a typed [`Event`].
+/// Checks a raw event and turns it into a typed [`Event`]; the event must name its customer.
 pub fn validate(raw: RawEvent, policy: &ValidationPolicy) -> Result<Event, ValidationError> {
-    let event_id = parse_event_id(raw.event_id.as_deref())?;
-    let customer_id = raw
-        .customer_id
-        .as_deref()
-        .ok_or_else(|| ValidationError::missing("customer_id"))
-        .and_then(|id| {
-            CustomerId::parse(id).map_err(|reason| ValidationError::invalid("customer_id", reason))
-        })?;
-    if customer_id.is_reserved() {
-        return Err(ValidationError::invalid(
-            "customer_id",
-            format!(
-                "must not start with {:?}: such ids are reserved for Patron's own streams",
-                CustomerId::RESERVED_PREFIX
-            ),
-        ));
+    match validate_subject(raw, policy)? {
+        (event, None) => Ok(event),
+        (_, Some(_)) => Err(ValidationError::missing("customer_id")),
     }
+}
+
+/// Checks a raw event that names its customer either by id or by an identifier only.
+///
+/// With a customer id, returns the event and `None`. With only an identifier (`identity`),
+/// returns the event with the placeholder [`CustomerId::unresolved`] and the identifier, which
+/// ingest resolves to the customer holding it before the event is stored.
+pub fn validate_subject(
+    raw: RawEvent,
+    policy: &ValidationPolicy,
+) -> Result<(Event, Option<Identity>), ValidationError> {
+    let event_id = parse_event_id(raw.event_id.as_deref())?;
+    let (customer_id, identity) = match (raw.customer_id.as_deref(), &raw.identity) {
+        (Some(id), _) => (customer_id(id)?, None),
+        (None, Some((kind, value))) => (CustomerId::unresolved(), Some(subject(kind, value)?)),
+        (None, None) => return Err(ValidationError::missing("customer_id")),
+    };
     let occurred_at = parse_time(raw.occurred_at.as_ref(), policy)?;
     let source = match raw.source.as_deref() {
         None => return Err(ValidationError::missing("source")),
@@ -199,13 +206,64 @@ pub fn validate(raw: RawEvent, policy: &ValidationPolicy) -> Result<Event, Valid
         ));
     }
     let body = parse_body(event_type, raw.data)?;
-    Ok(Event {
-        event_id,
-        customer_id,
-        occurred_at,
-        source,
-        body,
-    })
+    if let EventBody::CustomersUnmerged(unmerged) = &body
+        && unmerged.merged_customer_id == customer_id
+    {
+        return Err(ValidationError::invalid(
+            "data.merged_customer_id",
+            "a customer cannot be unmerged from itself",
+        ));
+    }
+    Ok((
+        Event {
+            event_id,
+            customer_id,
+            occurred_at,
+            source,
+            body,
+        },
+        identity,
+    ))
+}
+
+/// A customer id as a producer may send it: valid, and not one of the reserved or provisional
+/// ids Patron gives out itself.
+fn customer_id(id: &str) -> Result<CustomerId, ValidationError> {
+    customer_id_at("customer_id", id)
+}
+
+fn customer_id_at(path: &str, id: &str) -> Result<CustomerId, ValidationError> {
+    let customer_id =
+        CustomerId::parse(id).map_err(|reason| ValidationError::invalid(path, reason))?;
+    if customer_id.is_reserved() {
+        return Err(ValidationError::invalid(
+            path,
+            format!(
+                "must not start with {:?}: such ids are reserved for Patron's own streams",
+                CustomerId::RESERVED_PREFIX
+            ),
+        ));
+    }
+    if customer_id.is_provisional() {
+        return Err(ValidationError::invalid(
+            path,
+            format!(
+                "must not start with {:?}: such ids are given by Patron to customers known only \
+                 by an identifier; send the identifier instead",
+                CustomerId::PROVISIONAL_PREFIX
+            ),
+        ));
+    }
+    Ok(customer_id)
+}
+
+/// The identifier an event names its customer by, checked like a linked identity.
+fn subject(kind: &str, value: &str) -> Result<Identity, ValidationError> {
+    let kind = text("identity.kind", kind, 64)?;
+    if kind.is_empty() {
+        return Err(ValidationError::missing("identity.kind"));
+    }
+    identity(IdentityKind::from_name(&kind), value, "identity.value")
 }
 
 /// The path of the first string (key or value) holding a NUL character, if any.
@@ -600,6 +658,27 @@ fn parse_body(event_type: EventType, data: Value) -> Result<EventBody, Validatio
                 extra: f.extra(),
             })
         }
+        EventType::CustomersMerged => {
+            return Err(ValidationError::invalid(
+                "type",
+                "customers_merged events are written by Patron's store when identities link \
+                 two customers, never accepted from producers (send identities_linked)",
+            ));
+        }
+        EventType::CustomersUnmerged => {
+            let path = f.path("merged_customer_id");
+            let merged = f.string("merged_customer_id", CustomerId::MAX_LEN)?;
+            // A provisional customer can be split off again: its id came from Patron.
+            let merged_customer_id = match CustomerId::parse(&merged) {
+                Ok(id) if id.is_provisional() => id,
+                _ => customer_id_at(&path, &merged)?,
+            };
+            EventBody::CustomersUnmerged(CustomersUnmerged {
+                merged_customer_id,
+                reason: f.opt_string("reason", 1024)?,
+                extra: f.extra(),
+            })
+        }
         // Refused by `validate` before the body is parsed; an empty tick is all a tick can be.
         EventType::Tick => EventBody::Tick(crate::event::Tick {}),
         // Refused by `validate` before the body is parsed.
@@ -708,15 +787,27 @@ fn identities(f: &mut Fields) -> Result<Vec<Identity>, ValidationError> {
             let kind = IdentityKind::from_name(&id.string("kind", 64)?);
             let value_path = id.path("value");
             let value = id.string("value", 256)?;
-            if is_junk_identifier(&value) {
-                return Err(ValidationError::invalid(
-                    &value_path,
-                    format!("{value:?} is a placeholder, not an identifier"),
-                ));
-            }
-            Ok(Identity { kind, value })
+            identity(kind, &value, &value_path)
         })
         .collect()
+}
+
+/// An identifier whose value is not a placeholder (after normalizing, see
+/// [`Identity::normalized_value`]).
+fn identity(
+    kind: IdentityKind,
+    value: &str,
+    value_path: &str,
+) -> Result<Identity, ValidationError> {
+    let value = text(value_path, value, 256)?;
+    let identity = Identity { kind, value };
+    if is_junk_identifier(&identity.normalized_value()) {
+        return Err(ValidationError::invalid(
+            value_path,
+            format!("{:?} is a placeholder, not an identifier", identity.value),
+        ));
+    }
+    Ok(identity)
 }
 
 #[cfg(test)]

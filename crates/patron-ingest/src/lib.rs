@@ -20,7 +20,7 @@ mod prepare;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use patron_domain::ErrorClass;
+use patron_domain::{ErrorClass, ValidationError};
 use patron_store::{EventStore, Position, StoreError};
 
 pub use dead_letter::{DeadLetter, headers as dead_letter_headers};
@@ -95,6 +95,7 @@ impl Ingestor {
     #[tracing::instrument(name = "ingest.commit", skip_all,
         fields(records = prepared.records, appended, duplicates))]
     pub async fn commit(&self, prepared: &mut PreparedBatch) -> Result<BatchReport, IngestError> {
+        self.resolve(prepared).await?;
         let (receipt, started) = loop {
             self.deliver_dead_letters(prepared).await?;
             let started = std::time::Instant::now();
@@ -128,6 +129,36 @@ impl Ingestor {
                 .collect(),
             last_position: receipt.last_position,
         })
+    }
+
+    /// Finds the customer of every event that named only an identifier and puts the event in
+    /// that customer's stream. A store that cannot resolve identifiers at all (no identity
+    /// index) sends such records to dead letters; an outage fails the commit (nothing placed
+    /// is lost: resolving again gives the same customer).
+    async fn resolve(&self, prepared: &mut PreparedBatch) -> Result<(), IngestError> {
+        // In arrival order: events of one customer keep their order in its stream.
+        while !prepared.unresolved.is_empty() {
+            let (event, identity, record) = prepared.unresolved.remove(0);
+            match self.store.resolve_identity(&identity).await {
+                Ok(customer) => {
+                    metrics::counter!("patron_ingest_resolved_total").increment(1);
+                    prepared.place(event, customer, record);
+                }
+                Err(error) if error.is_transient() => {
+                    prepared.unresolved.insert(0, (event, identity, record));
+                    return Err(error.into());
+                }
+                Err(error) => prepared.dead_letters.push(DeadLetter {
+                    record,
+                    error: ValidationError::new(
+                        ErrorClass::InvalidField,
+                        "identity",
+                        format!("the customer could not be resolved: {error}"),
+                    ),
+                }),
+            }
+        }
+        Ok(())
     }
 
     /// Delivers the batch's dead letters not delivered yet.

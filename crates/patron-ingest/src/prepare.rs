@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use patron_codec::{Limits, Message};
-use patron_domain::{CustomerId, ErrorClass, Event, ValidationError, ValidationPolicy, validate};
+use patron_domain::{
+    CustomerId, ErrorClass, Event, Identity, ValidationError, ValidationPolicy, validate_subject,
+};
 use patron_store::{AppendBatch, EventIdConflict, ExpectedVersion, SourceOffset, StreamAppend};
 
 use crate::dead_letter::DeadLetter;
@@ -60,6 +62,9 @@ pub struct PreparedBatch {
     /// The record each event came from, in the same shape: `origins[s][i]` carried
     /// `batch.streams[s].events[i]` (kept to dead-letter it if the store refuses it).
     pub origins: Vec<Vec<InboundRecord>>,
+    /// Valid events that name their customer only by an identifier, with it and their records:
+    /// [`PreparedBatch::place`] adds them to `batch` once the store has resolved the customer.
+    pub unresolved: Vec<(Event, Identity, InboundRecord)>,
     /// Records that failed, with their reasons.
     pub dead_letters: Vec<DeadLetter>,
     /// How many of `dead_letters` have been delivered (a retried commit does not resend them).
@@ -83,6 +88,7 @@ pub fn prepare(
     let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let mut events: Vec<(Event, InboundRecord)> = Vec::with_capacity(records.len());
     let mut dead_letters = Vec::new();
+    let mut unresolved = Vec::new();
     let count = records.len();
     for record in records {
         let slot = next
@@ -101,9 +107,10 @@ pub fn prepare(
             payload: &record.payload,
         };
         match patron_codec::decode(&message, &settings.limits)
-            .and_then(|raw| validate(raw, &policy))
+            .and_then(|raw| validate_subject(raw, &policy))
         {
-            Ok(event) => events.push((event, record)),
+            Ok((event, None)) => events.push((event, record)),
+            Ok((event, Some(identity))) => unresolved.push((event, identity, record)),
             Err(error) => {
                 tracing::debug!(
                     topic = %record.topic, partition = record.partition, offset = record.offset,
@@ -126,6 +133,7 @@ pub fn prepare(
     PreparedBatch {
         batch: AppendBatch { streams, offsets },
         origins,
+        unresolved,
         dead_letters,
         dead_letters_sent: 0,
         records: count,
@@ -157,6 +165,31 @@ fn group_by_customer(
 }
 
 impl PreparedBatch {
+    /// Adds an event whose customer was resolved to `customer` (see `unresolved`) to the batch:
+    /// at the end of that customer's stream, after the events that named the customer directly.
+    pub fn place(&mut self, mut event: Event, customer: CustomerId, record: InboundRecord) {
+        event.customer_id = customer;
+        match self
+            .batch
+            .streams
+            .iter()
+            .position(|s| s.customer_id == event.customer_id)
+        {
+            Some(slot) => {
+                self.batch.streams[slot].events.push(event);
+                self.origins[slot].push(record);
+            }
+            None => {
+                self.batch.streams.push(StreamAppend {
+                    customer_id: event.customer_id.clone(),
+                    expected: ExpectedVersion::Any,
+                    events: vec![event],
+                });
+                self.origins.push(vec![record]);
+            }
+        }
+    }
+
     /// Takes the events the store refused for re-using an id with different content out of the
     /// batch and turns their records into dead letters (class `duplicate_event_id_conflict`).
     /// The offsets stay: those records are done with once their letters are delivered.

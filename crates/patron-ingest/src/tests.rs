@@ -43,6 +43,7 @@ fn json_record(
 
 fn protobuf_record(partition: i32, offset: i64, id: u128, customer: &str) -> InboundRecord {
     let event = pb::CustomerEvent {
+        identity: None,
         event_id: format!("{:032x}", id | (1 << 120)),
         customer_id: customer.into(),
         occurred_at: Some(prost_types::Timestamp {

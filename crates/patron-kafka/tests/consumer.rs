@@ -313,3 +313,144 @@ async fn a_rebalance_between_two_consumers_loses_and_repeats_nothing() {
     );
     assert_eq!(store.head().await.unwrap(), Position(8000));
 }
+
+/// An interaction naming its customer only by a device id, in protobuf or CloudEvents binary
+/// mode.
+fn by_device(n: u64, device: &str, protobuf_format: bool) -> TestRecord {
+    use prost::Message as _;
+    if protobuf_format {
+        let mut record = protobuf(n, "");
+        let mut event =
+            patron_proto::events::v1::CustomerEvent::decode(record.payload.as_slice()).unwrap();
+        event.identity = Some(patron_proto::events::v1::Identity {
+            kind: "device_id".into(),
+            value: device.into(),
+        });
+        record.payload = event.encode_to_vec();
+        record.key = Some(device.as_bytes().to_vec());
+        record
+    } else {
+        let mut record = binary(n, "");
+        record.key = None;
+        record
+            .headers
+            .push(("ce_identitykind".into(), b"device_id".to_vec()));
+        record
+            .headers
+            .push(("ce_identityvalue".into(), device.as_bytes().to_vec()));
+        record
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_naming_only_an_identifier_are_stored_for_the_customer_holding_it() {
+    use patron_domain::EventBody;
+
+    let kafka = MockKafka::start_for_test(1);
+    kafka.create_topic(TOPIC, 1).expect("create a mock topic");
+    kafka
+        .create_topic("customer-events.dlq", 1)
+        .expect("create a mock topic");
+    let (sqlite, _dir) = patron_store_sql::testing::fresh_sqlite().await;
+    let store: Arc<dyn EventStore> = Arc::new(sqlite);
+    let (stop, task) = start(
+        &kafka.bootstrap(),
+        options("identities"),
+        Arc::clone(&store),
+    );
+    let offsets = |n: i64| {
+        let store = Arc::clone(&store);
+        move || {
+            let store = Arc::clone(&store);
+            async move { stored_offsets_total(&*store, "identities").await == n }
+        }
+    };
+
+    // Two events from a device nobody knows yet, and one whose identifier is a placeholder.
+    let mut junk = by_device(3, "null", false);
+    junk.key = None;
+    let first = [
+        by_device(1, "dev-7c1e", true),
+        by_device(2, "dev-7c1e", false),
+        junk,
+    ];
+    patron_kafka::testing::produce(&kafka.bootstrap(), TOPIC, &first).await;
+    eventually(
+        Duration::from_secs(60),
+        "the first records are done",
+        offsets(3),
+    )
+    .await;
+    let stored = store.read_all(Position::ZERO, 100).await.unwrap();
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    let provisional = stored[0].event.customer_id.clone();
+    assert!(provisional.is_provisional(), "{provisional}");
+    assert_eq!(
+        stored[1].event.customer_id, provisional,
+        "the same device, the same customer"
+    );
+
+    // The shop links the device to a signed-in customer: the provisional customer is merged
+    // into c-42, and later device-only events are c-42's.
+    let link = serde_json::json!({
+        "specversion": "1.0", "id": event_id(4), "source": "shop",
+        "type": "patron.identities_linked.v1", "subject": "c-42", "time": "2026-11-20T11:00:00Z",
+        "data": {"identities": [{"kind": "device_id", "value": "dev-7c1e"}], "evidence": "login"}
+    });
+    let link = TestRecord {
+        key: Some(b"c-42".to_vec()),
+        headers: vec![(
+            "content-type".into(),
+            b"application/cloudevents+json".to_vec(),
+        )],
+        payload: link.to_string().into_bytes(),
+    };
+    patron_kafka::testing::produce(&kafka.bootstrap(), TOPIC, &[link]).await;
+    eventually(Duration::from_secs(60), "the link is done", offsets(4)).await;
+    patron_kafka::testing::produce(&kafka.bootstrap(), TOPIC, &[by_device(5, "dev-7c1e", true)])
+        .await;
+    eventually(
+        Duration::from_secs(60),
+        "the last record is done",
+        offsets(5),
+    )
+    .await;
+    stop.send(()).unwrap();
+    let summary = task.await.unwrap();
+    assert_eq!(summary.dead_letters, 1, "{summary:?}");
+
+    let stored = store.read_all(Position::ZERO, 100).await.unwrap();
+    let merged: Vec<_> = stored
+        .iter()
+        .filter_map(|r| match &r.event.body {
+            EventBody::CustomersMerged(m) => Some((r.event.customer_id.as_str(), m)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(merged.len(), 1, "{stored:?}");
+    assert_eq!(merged[0].0, "c-42");
+    assert_eq!(merged[0].1.merged_customer_id, provisional);
+    let last = stored.last().unwrap();
+    assert_eq!(last.event.event_id.to_string(), event_id(5));
+    assert_eq!(last.event.customer_id.as_str(), "c-42");
+
+    let letters = read_topic(
+        &kafka.bootstrap(),
+        "customer-events.dlq",
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        letters[0].header(h::ERROR_CLASS).as_deref(),
+        Some("invalid_field")
+    );
+    assert!(
+        letters[0]
+            .header(h::ERROR_REASON)
+            .unwrap()
+            .contains("placeholder"),
+        "{:?}",
+        letters[0].header(h::ERROR_REASON)
+    );
+}

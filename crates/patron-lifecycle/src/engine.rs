@@ -7,6 +7,9 @@
 //! watermark, earliest first, each stamped at its own deadline; [`apply`] first advances to the
 //! event's time. Because deadlines depend on the state and not on when anyone looked, one late
 //! watermark and many small ones give the same history.
+//!
+//! [`settle`] is for a projector that replaces a customer's facts wholesale (customers merged or
+//! split): it enters the stage the new facts imply, under the rule the projector names.
 
 use std::collections::BTreeMap;
 
@@ -93,6 +96,83 @@ pub fn advance(
 /// `None` if only an event can move the customer.
 pub fn next_deadline(state: &CustomerLifecycle, rules: &Rules) -> Option<DateTime<Utc>> {
     next_due(state, rules).map(|(deadline, _)| deadline)
+}
+
+/// Puts the customer in the stage its facts imply at `at`, when that is not its current stage:
+/// enters it, stamped `state.clock(at)`, with `rule` and `facts`, and returns the transition
+/// (also appended to the history). For a projector that has just replaced the facts wholesale
+/// (customers merged or split, see [`crate::rule::MERGE`]), where no single event explains the
+/// stage.
+///
+/// The implied stage, in order: no purchase → `prospect`; a probability-alive crossing at or
+/// before `at` (churn first), or without a schedule inactivity since the last purchase reaching
+/// the churn or at-risk multiple of the usual gap → `churned` or `at_risk`; fewer than
+/// `active_min_orders` orders or still inside the honeymoon → `new`; otherwise `loyal` if orders
+/// and net revenue reach the tier, else `active`. A `reactivated` customer whose implied stage
+/// is `active` or `loyal` stays `reactivated` (its window ends by the usual rule). A state that
+/// has never seen an event (no stage, no event time) is left alone.
+///
+/// The implied stage has no time-driven deadline at or before `at`, except a reactivation
+/// window already over, which the next [`advance`] fires.
+pub fn settle(
+    state: &mut CustomerLifecycle,
+    at: DateTime<Utc>,
+    rule: &str,
+    facts: BTreeMap<String, String>,
+    rules: &Rules,
+) -> Option<Transition> {
+    if state.stage.is_none() && state.last_event_at.is_none() {
+        return None;
+    }
+    let to = match (state.stage, implied_stage(state, at, rules)) {
+        (Some(Stage::Reactivated), Stage::Active | Stage::Loyal) => Stage::Reactivated,
+        (_, implied) => implied,
+    };
+    if state.stage == Some(to) {
+        return None;
+    }
+    let now = state.clock(at);
+    Some(state.enter(to, now, rule, facts))
+}
+
+/// The stage the facts of `state` imply at `at`, see [`settle`].
+fn implied_stage(state: &CustomerLifecycle, at: DateTime<Utc>, rules: &Rules) -> Stage {
+    if state.purchases == 0 || state.last_purchase_at.is_none() {
+        return Stage::Prospect;
+    }
+    let passed = |deadline: Option<DateTime<Utc>>| deadline.is_some_and(|d| d <= at);
+    let (churned, at_risk) = match &state.p_alive {
+        Some(schedule) => (
+            passed(schedule.churn.as_ref().map(|crossing| crossing.at)),
+            passed(schedule.at_risk.as_ref().map(|crossing| crossing.at)),
+        ),
+        None => (
+            passed(inactivity_deadline(
+                state,
+                rules.churn_gap_multiple_percent,
+                rules,
+            )),
+            passed(inactivity_deadline(
+                state,
+                rules.at_risk_gap_multiple_percent,
+                rules,
+            )),
+        ),
+    };
+    if churned {
+        return Stage::Churned;
+    }
+    if at_risk {
+        return Stage::AtRisk;
+    }
+    let in_honeymoon = !passed(honeymoon_end(state, rules));
+    if !state.has_orders(rules.active_min_orders) || in_honeymoon {
+        Stage::New
+    } else if state.qualifies_loyal(rules) {
+        Stage::Loyal
+    } else {
+        Stage::Active
+    }
 }
 
 /// The earliest pending time-driven rule; at equal deadlines inactivity (or probability alive)

@@ -4,8 +4,9 @@
 //! into a [`CustomerLifecycle`]; [`advance`] fires the transitions that the mere passing of
 //! (event) time causes, each stamped at its own deadline, so that replaying a stream, or
 //! advancing the watermark in one step or in many, yields the same [`Transition`] history.
-//! [`next_deadline`] tells a projector when a customer next needs [`advance`]. The thresholds
-//! are data: [`Rules`], read from TOML.
+//! [`next_deadline`] tells a projector when a customer next needs [`advance`]; [`settle`] puts a
+//! customer whose facts a projector replaced (customers merged or split) in the stage they
+//! imply. The thresholds are data: [`Rules`], read from TOML.
 
 mod engine;
 pub mod rule;
@@ -13,7 +14,7 @@ mod rules;
 mod stage;
 mod state;
 
-pub use engine::{advance, apply, next_deadline};
+pub use engine::{advance, apply, next_deadline, settle};
 pub use rules::{Rules, RulesError};
 pub use stage::{Stage, UnknownStage};
 pub use state::{CustomerLifecycle, MAX_GAPS, PAliveCrossing, PAliveSchedule, Transition};

@@ -1,5 +1,9 @@
 //! The names of the rules that move customers between stages, as stored in
 //! [`Transition::rule`](crate::Transition::rule). They are stable: consumers may match on them.
+//!
+//! Most are fired by the engine itself ([`crate::apply`], [`crate::advance`]). [`MERGE`] and
+//! [`UNMERGE`] are fired by a projector through [`crate::settle`] when it combines or splits
+//! customers: they enter whatever stage the customer's (new) facts imply, from any stage.
 
 /// Any first event of a customer: `prospect`.
 pub const FIRST_SEEN: &str = "first_seen";
@@ -27,3 +31,12 @@ pub const REACTIVATION_END: &str = "reactivation_end";
 pub const P_ALIVE_AT_RISK: &str = "p_alive_at_risk";
 /// A fitted model's probability alive fell below the churn threshold: `at_risk` → `churned`.
 pub const P_ALIVE_CHURN: &str = "p_alive_churn";
+/// Another customer was merged into this one: → the stage the combined facts imply (see
+/// [`crate::settle`]). Facts: `merged_customer_id`, `identity_kind`, `evidence` (if any), and the
+/// combined `orders` and `net_revenue_minor`.
+pub const MERGE: &str = "customers_merged";
+/// A merge was undone: each of the two customers → the stage its own facts imply again (see
+/// [`crate::settle`]). Facts: `merged_customer_id` (for the customer split from) or
+/// `into_customer_id` (for the customer split off), `reason` (if any), `orders` and
+/// `net_revenue_minor`.
+pub const UNMERGE: &str = "customers_unmerged";

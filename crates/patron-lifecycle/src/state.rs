@@ -99,6 +99,43 @@ impl CustomerLifecycle {
         Self::default()
     }
 
+    /// Replaces the facts (purchases, net revenue, other-currency events, first and last
+    /// purchase, recent purchases and last event time) by those of `parts` taken together, as if
+    /// one customer had had all their events: counts and sums are added (saturating), the first
+    /// purchase is the earliest, the last purchase and last event the latest, and the recent
+    /// purchases are the latest [`MAX_GAPS`] + 1 of all. Stage, history and probability-alive
+    /// schedule are kept (see [`crate::settle`] for the stage the new facts imply). The result
+    /// does not depend on the order of `parts`.
+    pub fn combine_facts<'a>(&mut self, parts: impl IntoIterator<Item = &'a CustomerLifecycle>) {
+        let mut purchases = 0_u64;
+        let mut net_revenue_minor = 0_i64;
+        let mut other_currency_events = 0_u64;
+        let mut first_purchase_at: Option<DateTime<Utc>> = None;
+        let mut last_purchase_at: Option<DateTime<Utc>> = None;
+        let mut last_event_at: Option<DateTime<Utc>> = None;
+        let mut recent_purchases = Vec::new();
+        for part in parts {
+            purchases = purchases.saturating_add(part.purchases);
+            net_revenue_minor = net_revenue_minor.saturating_add(part.net_revenue_minor);
+            other_currency_events =
+                other_currency_events.saturating_add(part.other_currency_events);
+            first_purchase_at = earliest(first_purchase_at, part.first_purchase_at);
+            last_purchase_at = last_purchase_at.max(part.last_purchase_at);
+            last_event_at = last_event_at.max(part.last_event_at);
+            recent_purchases.extend_from_slice(&part.recent_purchases);
+        }
+        recent_purchases.sort_unstable();
+        let excess = recent_purchases.len().saturating_sub(MAX_GAPS + 1);
+        recent_purchases.drain(..excess);
+        self.purchases = purchases;
+        self.net_revenue_minor = net_revenue_minor;
+        self.other_currency_events = other_currency_events;
+        self.first_purchase_at = first_purchase_at;
+        self.last_purchase_at = last_purchase_at;
+        self.recent_purchases = recent_purchases;
+        self.last_event_at = last_event_at;
+    }
+
     /// The median of the kept gaps between purchases, in seconds; `None` with fewer than two.
     pub fn median_gap_seconds(&self) -> Option<i64> {
         // Called for nearly every event: the gaps go on the stack unless a state holds more than
@@ -206,5 +243,13 @@ impl CustomerLifecycle {
         self.since = Some(at);
         self.history.push(transition.clone());
         transition
+    }
+}
+
+/// The earlier of two optional times (`None` is no time, not the earliest).
+fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }

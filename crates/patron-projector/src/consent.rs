@@ -56,6 +56,31 @@ impl Consents {
         }
     }
 
+    /// The answers of several customers taken as one's: per purpose the latest answer by event
+    /// time, at equal times a grant over a refusal (so the result does not depend on the order
+    /// of `parts`). At most [`MAX_PURPOSES`] are kept, the first by purpose name.
+    pub fn combine<'a>(parts: impl IntoIterator<Item = &'a Consents>) -> Consents {
+        let mut answers: BTreeMap<String, Answer> = BTreeMap::new();
+        for part in parts {
+            for (purpose, answer) in &part.0 {
+                match answers.get_mut(purpose) {
+                    Some(current) => {
+                        if (answer.at, answer.granted) > (current.at, current.granted) {
+                            *current = *answer;
+                        }
+                    }
+                    None => {
+                        answers.insert(purpose.clone(), *answer);
+                    }
+                }
+            }
+        }
+        while answers.len() > MAX_PURPOSES {
+            answers.pop_last();
+        }
+        Consents(answers)
+    }
+
     /// Whether no purpose has an answer.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -158,6 +183,39 @@ mod tests {
                 ("sms".to_owned(), true),
             ])
         );
+    }
+
+    #[test]
+    fn combined_answers_are_the_latest_per_purpose_whatever_the_order() {
+        let mut a = Consents::default();
+        a.apply(&change("sms", true, 5));
+        a.apply(&change("email", false, 3));
+        a.apply(&change("post", false, 7));
+        let mut b = Consents::default();
+        b.apply(&change("sms", false, 6));
+        b.apply(&change("email", true, 2));
+        b.apply(&change("post", true, 7));
+        b.apply(&change("push", true, 1));
+        let mut all = Consents::default();
+        for event in [
+            change("push", true, 1),
+            change("email", true, 2),
+            change("email", false, 3),
+            change("sms", true, 5),
+            change("sms", false, 6),
+            change("post", false, 7),
+            change("post", true, 7),
+        ] {
+            all.apply(&event);
+        }
+        assert_eq!(Consents::combine([&a, &b]), all);
+        assert_eq!(
+            Consents::combine([&b, &a]),
+            all,
+            "order does not matter; a tie goes to the grant"
+        );
+        assert_eq!(Consents::combine([&a]), a, "one part is itself");
+        assert!(Consents::combine([]).is_empty());
     }
 
     #[test]

@@ -19,7 +19,10 @@ use serde::{Deserialize, Serialize};
 use crate::projection::CustomerView;
 
 /// Stage-to-stage moves per day: period = day, dim1 = from stage (`none` for the first), dim2 =
-/// to stage. Stage distribution on a day is the running sum of entries minus exits.
+/// to stage. Stage distribution on a day is the running sum of entries minus exits. A customer
+/// merged into another leaves the counts (a move from its stage to `none`: the merged customer
+/// is counted once, as the one it was merged into) and one split off again re-enters them (a
+/// move from `none` to its stage).
 pub const STAGE_FLOW: &str = "stage_flow";
 /// Customers whose first purchase fell in a month: period = cohort month.
 pub const COHORT_SIZE: &str = "cohort_size";
@@ -70,6 +73,22 @@ pub struct CustomerKpi {
     /// purchases and net revenue.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub months: BTreeMap<i32, MonthActivity>,
+}
+
+impl CustomerKpi {
+    /// The activity of several customers taken as one's: purchases and net revenue summed per
+    /// month (saturating).
+    pub fn combine<'a>(parts: impl IntoIterator<Item = &'a CustomerKpi>) -> CustomerKpi {
+        let mut months: BTreeMap<i32, MonthActivity> = BTreeMap::new();
+        for part in parts {
+            for (month, activity) in &part.months {
+                let entry = months.entry(*month).or_default();
+                entry.purchases = entry.purchases.saturating_add(activity.purchases);
+                entry.net_minor = entry.net_minor.saturating_add(activity.net_minor);
+            }
+        }
+        CustomerKpi { months }
+    }
 }
 
 /// One customer's activity in one month.
@@ -160,9 +179,31 @@ pub(crate) fn transition_counter(transition: &Transition, out: &mut BTreeMap<Kpi
     add(out, key, 1);
 }
 
-/// What a customer's current view contributes to the state-driven counters.
+/// The counter a customer merged into another adds: it leaves its stage (see [`STAGE_FLOW`]).
+pub(crate) fn stage_exit(stage: Stage, at: DateTime<Utc>, out: &mut BTreeMap<KpiKey, i64>) {
+    add(
+        out,
+        KpiKey::new(STAGE_FLOW, day(at), stage.as_str(), "none"),
+        1,
+    );
+}
+
+/// The counter a customer split off a merge adds: it re-enters its stage (see [`STAGE_FLOW`]).
+pub(crate) fn stage_entry(stage: Stage, at: DateTime<Utc>, out: &mut BTreeMap<KpiKey, i64>) {
+    add(
+        out,
+        KpiKey::new(STAGE_FLOW, day(at), "none", stage.as_str()),
+        1,
+    );
+}
+
+/// What a customer's current view contributes to the state-driven counters: nothing for a
+/// customer merged into another (the one it was merged into counts its activity).
 pub(crate) fn state_contributions(view: &CustomerView) -> Vec<(KpiKey, i64)> {
     let mut out = Vec::new();
+    if view.merged_into.is_some() {
+        return out;
+    }
     let tier = view
         .scores
         .as_ref()

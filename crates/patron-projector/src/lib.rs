@@ -9,6 +9,11 @@
 //! across replays. An adapter calls [`catch_up`] (or [`Projection::apply`] itself) and writes
 //! the resulting [`Changes`] (views, outbox and checkpoint) in one transaction.
 //!
+//! Customers found to be one (`customers_merged`, written by the store) are projected as one:
+//! the survivor's view combines everyone's, the merged customer's view is frozen with
+//! [`CustomerView::merged_into`] set, and `customers_unmerged` splits them again (see
+//! [`Projection`]).
+//!
 //! There is no SQL and no I/O here besides the [`EventStore`] port.
 
 pub mod clv;

@@ -1,10 +1,15 @@
 //! The in-memory projection: per-customer views, the event-time watermark, the checkpoint, and
 //! an index of pending time-driven deadlines.
+//!
+//! Customers can be merged (`customers_merged`) and split again (`customers_unmerged`), see
+//! [`merge`](self::merge) for what that does to the views.
+
+mod merge;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use patron_domain::{Currency, CustomerId, EventBody, ModelFitted};
+use patron_domain::{Currency, CustomerId, Event, EventBody, ModelFitted};
 use patron_lifecycle::{CustomerLifecycle, PAliveSchedule, Rules, Transition};
 use patron_store::{Position, RecordedEvent};
 use patron_value::{CustomerValue, DEFAULT_A_SHARE_PERCENT, DEFAULT_B_SHARE_PERCENT};
@@ -17,6 +22,10 @@ use crate::purchases::{self, Purchases};
 use crate::scores::{Scores, midnight};
 
 /// What the projector knows about one customer: its lifecycle and its value.
+///
+/// A customer merged into another keeps the view it had then (`merged_into` set) and the one it
+/// was merged into shows the combined customer; both keep, in `own`, what their own events
+/// alone give, for a split. See [`Projection`].
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CustomerView {
     /// Stage, stage history and the facts the lifecycle rules need.
@@ -37,6 +46,17 @@ pub struct CustomerView {
     /// The latest answer per consent purpose (empty until the first `consent_changed`).
     #[serde(default, skip_serializing_if = "Consents::is_empty")]
     pub consents: Consents,
+    /// The customer this one is merged into (directly; follow these to the combined customer,
+    /// which has none). While it is set, this view is frozen as it was at the merge (except
+    /// `own`): its events count for the combined customer, and it has no deadline, no outbox
+    /// entries, no scores and no state-driven KPIs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<CustomerId>,
+    /// While the customer is part of a merged group (as the combined customer or merged into
+    /// it): what its own events alone give (lifecycle facts, value, purchases, consents and
+    /// KPI facts; no stage history, scores, `merged_into` or `own`), for a split to restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub own: Option<Box<CustomerView>>,
 }
 
 /// One lifecycle transition to publish, written to the outbox with the projection's batch.
@@ -88,6 +108,16 @@ impl Changes {
 /// Invariant: after every [`Projection::apply`] or [`Projection::tick`], no customer has a
 /// pending time-driven deadline at or before the watermark. The same [`Rules`] and currency must
 /// be passed to every call for the life of a projection (a rules change is a rebuild).
+///
+/// Merges: a `customers_merged` event in a customer's stream merges the named customer (with
+/// everyone merged into it) into the stream's customer (or into the one that customer is merged
+/// into). From then on the combined customer's view holds everyone's facts, value, purchases,
+/// consents and KPI facts, folds every member's events, and continues its own stage history and
+/// outbox; a member's view is frozen. `customers_unmerged` splits a member (with everyone merged
+/// into it) off again; each side's view is then rebuilt from its members' own folds. Both enter
+/// the stage their new facts imply (rules [`patron_lifecycle::rule::MERGE`] and
+/// [`patron_lifecycle::rule::UNMERGE`]). All of it follows from the log alone, so a rebuild
+/// still equals live processing.
 #[derive(Debug, Clone, Default)]
 pub struct Projection {
     customers: BTreeMap<CustomerId, CustomerView>,
@@ -107,6 +137,9 @@ pub struct Projection {
     /// The latest valid model event applied (probability-alive rules), see [`crate::p_alive`].
     model: Option<FittedModel>,
     outbox: Vec<OutboxEntry>,
+    /// Every customer that others are merged into directly, with those others (sorted): the
+    /// inverse of the views' `merged_into`. Empty while nobody is merged.
+    members: BTreeMap<CustomerId, Vec<CustomerId>>,
 }
 
 impl Projection {
@@ -116,7 +149,8 @@ impl Projection {
     }
 
     /// A projection resumed from persisted views, watermark, checkpoint and last scoring (what
-    /// an adapter loads at start); the deadline index is rebuilt from the views with `rules`.
+    /// an adapter loads at start); the deadline index is rebuilt from the views with `rules`,
+    /// and who is merged into whom from their `merged_into`.
     pub fn restore(
         customers: impl IntoIterator<Item = (CustomerId, CustomerView)>,
         watermark: Option<DateTime<Utc>>,
@@ -131,6 +165,15 @@ impl Projection {
             scored_at,
             ..Self::default()
         };
+        for (id, view) in &projection.customers {
+            if let Some(parent) = &view.merged_into {
+                let members = projection.members.entry(parent.clone()).or_default();
+                members.push(id.clone());
+            }
+        }
+        for members in projection.members.values_mut() {
+            members.sort_unstable();
+        }
         let ids: Vec<CustomerId> = projection.customers.keys().cloned().collect();
         for id in ids {
             projection.reindex(&id, rules);
@@ -238,28 +281,32 @@ impl Projection {
                     Some(view) => view,
                     None => self.customers.entry(customer_id.clone()).or_default(),
                 };
-                let fired = patron_lifecycle::apply(&mut view.lifecycle, &event.event, rules);
-                patron_value::apply(&mut view.value, &event.event, currency);
-                purchases::apply(&mut view.purchases, &event.event, currency);
-                view.consents.apply(&event.event);
-                if let Some(model) = &self.model
-                    && matches!(
-                        event.event.body,
-                        EventBody::Purchase(_) | EventBody::Refund(_)
-                    )
-                {
-                    let from = self
-                        .watermark
-                        .map_or(event.event.occurred_at, |w| w.max(event.event.occurred_at));
-                    view.lifecycle.p_alive =
-                        p_alive::schedule(&view.purchases.summary, model, from, rules);
+                if view.own.is_some() {
+                    // Part of a merged group (rare): see `merge`.
+                    self.apply_merged(&event.event, rules, currency);
+                } else {
+                    let (model, watermark) = (self.model.as_ref(), self.watermark);
+                    let fired = fold(view, &event.event, rules, currency, model, watermark);
+                    kpi::event_counters(
+                        &event.event,
+                        view.lifecycle.stage,
+                        currency,
+                        &mut self.kpis,
+                    );
+                    let history = view.lifecycle.history.len();
+                    let next = patron_lifecycle::next_deadline(&view.lifecycle, rules);
+                    self.record_at(customer_id, history, fired);
+                    self.set_deadline(customer_id, next);
                 }
-                kpi::apply_state(&mut view.kpi, &event.event, currency);
-                kpi::event_counters(&event.event, view.lifecycle.stage, currency, &mut self.kpis);
-                let history = view.lifecycle.history.len();
-                let next = patron_lifecycle::next_deadline(&view.lifecycle, rules);
-                self.record_at(customer_id, history, fired);
-                self.set_deadline(customer_id, next);
+                match &event.event.body {
+                    EventBody::CustomersMerged(merged) => {
+                        self.merge(customer_id, merged, event.event.occurred_at, rules);
+                    }
+                    EventBody::CustomersUnmerged(unmerged) => {
+                        self.unmerge(customer_id, unmerged, event.event.occurred_at, rules);
+                    }
+                    _ => {}
+                }
             } else if let EventBody::ModelFitted(fitted) = &event.event.body
                 && *customer_id == CustomerId::clv()
             {
@@ -285,18 +332,30 @@ impl Projection {
         };
         self.model = Some(model);
         let from = self.watermark.map_or(occurred_at, |w| w.max(occurred_at));
-        let changed: Vec<(CustomerId, Option<PAliveSchedule>)> = self
+        let schedule = |view: &CustomerView| {
+            let schedule = p_alive::schedule(&view.purchases.summary, &model, from, rules);
+            (schedule != view.lifecycle.p_alive).then_some(schedule)
+        };
+        // A member's (frozen) view keeps its schedule; own folds follow the model like a
+        // customer's would.
+        let changed: Vec<ScheduleChange> = self
             .customers
             .iter()
             .filter_map(|(id, view)| {
-                let schedule = p_alive::schedule(&view.purchases.summary, &model, from, rules);
-                (schedule != view.lifecycle.p_alive).then(|| (id.clone(), schedule))
+                let public = view.merged_into.is_none().then(|| schedule(view)).flatten();
+                let own = view.own.as_deref().and_then(schedule);
+                (public.is_some() || own.is_some()).then(|| (id.clone(), public, own))
             })
             .collect();
-        for (id, schedule) in changed {
+        for (id, public, own) in changed {
             self.touch(&id);
             if let Some(view) = self.customers.get_mut(&id) {
-                view.lifecycle.p_alive = schedule;
+                if let Some(schedule) = public {
+                    view.lifecycle.p_alive = schedule;
+                }
+                if let (Some(schedule), Some(own)) = (own, view.own.as_deref_mut()) {
+                    own.lifecycle.p_alive = schedule;
+                }
             }
             self.reindex(&id, rules);
         }
@@ -322,12 +381,14 @@ impl Projection {
     }
 
     /// Recomputes every buyer's RFM scores, segment and tier as of `as_of`; customers whose
-    /// scores change become dirty.
+    /// scores change become dirty. Customers merged into another are left out (the one they
+    /// are merged into has their purchases).
     fn score(&mut self, as_of: DateTime<Utc>) {
         self.scored_at = Some(as_of);
         let inputs: Vec<(&CustomerId, patron_value::RfmInput)> = self
             .customers
             .iter()
+            .filter(|(_, view)| view.merged_into.is_none())
             .filter_map(|(id, view)| Some((id, view.value.rfm_input(as_of)?)))
             .collect();
         let revenue: Vec<(&CustomerId, i64)> = inputs
@@ -447,7 +508,8 @@ impl Projection {
                 break;
             };
             self.deadline_of.remove(&customer_id);
-            if !self.customers.contains_key(&customer_id) {
+            let merged = |view: &CustomerView| view.merged_into.is_some();
+            if self.customers.get(&customer_id).is_none_or(merged) {
                 continue;
             }
             self.touch(&customer_id);
@@ -506,11 +568,13 @@ impl Projection {
         );
     }
 
-    /// Puts the customer's current next deadline in the index (replacing any previous one).
+    /// Puts the customer's current next deadline in the index (replacing any previous one); a
+    /// customer merged into another has none.
     fn reindex(&mut self, customer_id: &CustomerId, rules: &Rules) {
         let next = self
             .customers
             .get(customer_id)
+            .filter(|view| view.merged_into.is_none())
             .and_then(|view| patron_lifecycle::next_deadline(&view.lifecycle, rules));
         self.set_deadline(customer_id, next);
     }
@@ -530,4 +594,37 @@ impl Projection {
             self.deadline_of.insert(customer_id.clone(), deadline);
         }
     }
+}
+
+/// A customer whose probability-alive schedules a new model changes: the new schedule of its
+/// view and of its own fold, where they change.
+type ScheduleChange = (
+    CustomerId,
+    Option<Option<PAliveSchedule>>,
+    Option<Option<PAliveSchedule>>,
+);
+
+/// Folds one event of the customer into a view (lifecycle, value, purchases, consents, KPI facts
+/// and, with a model in force, the probability-alive schedule after a purchase or refund);
+/// returns the transitions fired, also in the view's history.
+fn fold(
+    view: &mut CustomerView,
+    event: &Event,
+    rules: &Rules,
+    currency: Currency,
+    model: Option<&FittedModel>,
+    watermark: Option<DateTime<Utc>>,
+) -> Vec<Transition> {
+    let fired = patron_lifecycle::apply(&mut view.lifecycle, event, rules);
+    patron_value::apply(&mut view.value, event, currency);
+    purchases::apply(&mut view.purchases, event, currency);
+    view.consents.apply(event);
+    if let Some(model) = model
+        && matches!(event.body, EventBody::Purchase(_) | EventBody::Refund(_))
+    {
+        let from = watermark.map_or(event.occurred_at, |w| w.max(event.occurred_at));
+        view.lifecycle.p_alive = p_alive::schedule(&view.purchases.summary, model, from, rules);
+    }
+    kpi::apply_state(&mut view.kpi, event, currency);
+    fired
 }

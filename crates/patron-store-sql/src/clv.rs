@@ -151,9 +151,10 @@ impl ClvStore for SqlClvStore {
         &self,
         generation: GenerationId,
     ) -> Result<Vec<(CustomerId, PurchaseSummary)>, ReadModelError> {
-        // Customers without an order have an empty summary: not worth parsing.
-        const SQL: &str =
-            "SELECT customer_id, state FROM customers WHERE generation = $1 AND orders > 0";
+        // Customers without an order have an empty summary: not worth parsing. A merged
+        // customer's purchases are in the customer it was merged into.
+        const SQL: &str = "SELECT customer_id, state FROM customers \
+             WHERE generation = $1 AND orders > 0 AND merged_into IS NULL";
         let rows: Vec<(String, String)> = match self {
             Self::Postgres(pool) => sqlx::query_as(SQL).bind(generation).fetch_all(pool).await,
             Self::Sqlite(pool) => sqlx::query_as(SQL).bind(generation).fetch_all(pool).await,

@@ -7,6 +7,7 @@
 
 mod clv;
 mod error;
+mod identity;
 mod postgres;
 mod row;
 mod sealing;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::TryStreamExt as _;
-use patron_domain::{CustomerId, EventDigest};
+use patron_domain::{CustomerId, EventDigest, Identity};
 use patron_privacy::MasterKey;
 use patron_store::{
     AppendBatch, AppendReceipt, EventStore, PlannedEvent, Position, RecordedEvent, SourceOffset,
@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use crate::ConnectOptions;
 use crate::error::{self, map};
+use crate::identity;
 use crate::row::{EventRow, limit, to_i64};
 use crate::sealing::{self, KeyChanges, PageKeys};
 
@@ -285,22 +286,9 @@ async fn append_events(
         .into_iter()
         .map(|c| c.as_str().to_owned())
         .collect();
-    let versions: HashMap<CustomerId, u64> = sqlx::query_as::<_, (String, i64)>(
-        // One backward index probe per stream on (customer_id, version), not a scan of its events.
-        "SELECT c.customer_id, v.version FROM UNNEST($1::text[]) AS c(customer_id) \
-         CROSS JOIN LATERAL (SELECT max(version) AS version FROM events e \
-                             WHERE e.customer_id = c.customer_id) v \
-         WHERE v.version IS NOT NULL",
-    )
-    .bind(customers)
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(map)?
-    .into_iter()
-    .filter_map(|(c, v)| Some((CustomerId::parse(&c).ok()?, u64::try_from(v).ok()?)))
-    .collect();
+    let mut versions = stream_versions(tx, customers).await?;
 
-    let mut plan = match plan_append(batch, &stored, &versions, head) {
+    let plan = match plan_append(batch, &stored, &versions, head) {
         // A stale expectation may just be a retry of events already stored, and an id repeated
         // in the batch may be stored too (then the stored content is the one to compare with):
         // look before failing.
@@ -311,24 +299,40 @@ async fn append_events(
         }
         other => other?,
     };
+    let merges = identity::index_events(
+        &mut identity::PgIndex(tx),
+        &identity::Digester::new(master.cloned()),
+        &plan.events,
+    )
+    .await?;
+    let survivors: Vec<String> = merges
+        .iter()
+        .map(|(_, merge)| &merge.customer_id)
+        .filter(|c| !versions.contains_key(*c))
+        .map(|c| c.as_str().to_owned())
+        .collect();
+    if !survivors.is_empty() {
+        versions.extend(stream_versions(tx, survivors).await?);
+    }
+    let mut events = identity::interleave(plan.events, &merges, &versions);
     let receipt = AppendReceipt {
-        appended: plan.events.len() as u64,
+        appended: (events.len() - merges.len()) as u64,
         duplicates: plan.duplicates,
-        last_position: plan.events.last().map(|e| e.position),
+        last_position: events.last().map(|e| e.position),
     };
-    if plan.events.is_empty() {
+    if events.is_empty() {
         return Ok(receipt);
     }
-    let keys = seal(tx, &mut plan.events, master).await?;
+    let keys = seal(tx, &mut events, master).await?;
     // COPY is PostgreSQL's bulk path: far less per-row work than INSERT … SELECT FROM UNNEST.
-    let mut rows = CopyRows::new(plan.events.len());
-    for planned in &plan.events {
+    let mut rows = CopyRows::new(events.len());
+    for planned in &events {
         rows.row(planned);
     }
     let inserted = copy_events(tx, rows.finish()).await;
     let inserted = match inserted {
         Ok(()) => sqlx::query("UPDATE event_log_head SET position = $1")
-            .bind(to_i64(plan.last_position(head).0))
+            .bind(to_i64(events.last().map_or(head, |e| e.position).0))
             .execute(&mut **tx)
             .await
             .map(|_| ()),
@@ -341,6 +345,27 @@ async fn append_events(
     }
     apply_key_changes(tx, &keys, master).await?;
     Ok(receipt)
+}
+
+/// The current version of each of `customers`' streams that has events.
+async fn stream_versions(
+    tx: &mut Transaction<'static, Postgres>,
+    customers: Vec<String>,
+) -> Result<HashMap<CustomerId, u64>, StoreError> {
+    Ok(sqlx::query_as::<_, (String, i64)>(
+        // One backward index probe per stream on (customer_id, version), not a scan of its events.
+        "SELECT c.customer_id, v.version FROM UNNEST($1::text[]) AS c(customer_id) \
+         CROSS JOIN LATERAL (SELECT max(version) AS version FROM events e \
+                             WHERE e.customer_id = c.customer_id) v \
+         WHERE v.version IS NOT NULL",
+    )
+    .bind(customers)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(map)?
+    .into_iter()
+    .filter_map(|(c, v)| Some((CustomerId::parse(&c).ok()?, u64::try_from(v).ok()?)))
+    .collect())
 }
 
 /// Seals the personal data of the planned events (see [`crate::sealing`]) with their customers'
@@ -579,6 +604,15 @@ impl EventStore for PgEventStore {
                 .await
                 .map_err(map)?;
         Ok(version.and_then(|v| u64::try_from(v).ok()).unwrap_or(0))
+    }
+
+    async fn resolve_identity(&self, identity: &Identity) -> Result<CustomerId, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map)?;
+        let digester = identity::Digester::new(self.master.clone());
+        let customer =
+            identity::resolve(&mut identity::PgIndex(&mut tx), &digester, identity).await?;
+        tx.commit().await.map_err(map)?;
+        Ok(customer)
     }
 
     async fn source_offsets(&self, consumer: &str) -> Result<Vec<SourceOffset>, StoreError> {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable as _};
 use chrono::{DateTime, Utc};
-use patron_domain::{CustomerId, EventDigest};
+use patron_domain::{CustomerId, EventDigest, Identity};
 use patron_privacy::MasterKey;
 use patron_store::{
     AppendBatch, AppendReceipt, EventStore, PlannedEvent, Position, RecordedEvent, SourceOffset,
@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use crate::ConnectOptions;
 use crate::error::{self, map};
+use crate::identity;
 use crate::row::{EventRow, limit, to_i64};
 use crate::sealing::{self, KeyChanges, PageKeys};
 
@@ -212,30 +213,35 @@ async fn append_events(
         .into_iter()
         .map(|c| c.as_str().to_owned())
         .collect();
-    let versions: HashMap<CustomerId, u64> = sqlx::query_as::<_, (String, i64)>(
-        "SELECT customer_id, max(version) FROM events \
-         WHERE customer_id IN (SELECT value FROM json_each(?1)) GROUP BY customer_id",
-    )
-    .bind(json!(customers).to_string())
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(map)?
-    .into_iter()
-    .filter_map(|(c, v)| Some((CustomerId::parse(&c).ok()?, u64::try_from(v).ok()?)))
-    .collect();
+    let mut versions = stream_versions(tx, &customers).await?;
 
-    let mut plan = plan_append(batch, &stored, &versions, head)?;
+    let plan = plan_append(batch, &stored, &versions, head)?;
+    let merges = identity::index_events(
+        &mut identity::SqliteIndex(tx),
+        &identity::Digester::new(master.cloned()),
+        &plan.events,
+    )
+    .await?;
+    let survivors: Vec<String> = merges
+        .iter()
+        .map(|(_, merge)| &merge.customer_id)
+        .filter(|c| !versions.contains_key(*c))
+        .map(|c| c.as_str().to_owned())
+        .collect();
+    if !survivors.is_empty() {
+        versions.extend(stream_versions(tx, &survivors).await?);
+    }
+    let mut events = identity::interleave(plan.events, &merges, &versions);
     let receipt = AppendReceipt {
-        appended: plan.events.len() as u64,
+        appended: (events.len() - merges.len()) as u64,
         duplicates: plan.duplicates,
-        last_position: plan.events.last().map(|e| e.position),
+        last_position: events.last().map(|e| e.position),
     };
-    if !plan.events.is_empty() {
-        let keys = seal(tx, &mut plan.events, master).await?;
+    if !events.is_empty() {
+        let keys = seal(tx, &mut events, master).await?;
         let recorded_at = Utc::now();
         // One statement for the whole batch: rows travel as a JSON array and SQLite unpacks them.
-        let rows: Vec<serde_json::Value> = plan
-            .events
+        let rows: Vec<serde_json::Value> = events
             .iter()
             .map(|p| {
                 let e = &p.event;
@@ -268,6 +274,24 @@ async fn append_events(
     }
     write_offsets(tx, &batch.offsets).await?;
     Ok(receipt)
+}
+
+/// The current version of each of `customers`' streams that has events.
+async fn stream_versions(
+    tx: &mut Transaction<'static, Sqlite>,
+    customers: &[String],
+) -> Result<HashMap<CustomerId, u64>, StoreError> {
+    Ok(sqlx::query_as::<_, (String, i64)>(
+        "SELECT customer_id, max(version) FROM events \
+         WHERE customer_id IN (SELECT value FROM json_each(?1)) GROUP BY customer_id",
+    )
+    .bind(json!(customers).to_string())
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(map)?
+    .into_iter()
+    .filter_map(|(c, v)| Some((CustomerId::parse(&c).ok()?, u64::try_from(v).ok()?)))
+    .collect())
 }
 
 /// Seals the personal data of the planned events (see [`crate::sealing`]) with their customers'
@@ -444,6 +468,15 @@ impl EventStore for SqliteEventStore {
         .await
         .map_err(map)?;
         Ok(u64::try_from(version).unwrap_or(0))
+    }
+
+    async fn resolve_identity(&self, identity: &Identity) -> Result<CustomerId, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(map)?;
+        let digester = identity::Digester::new(self.master.clone());
+        let customer =
+            identity::resolve(&mut identity::SqliteIndex(&mut tx), &digester, identity).await?;
+        tx.commit().await.map_err(map)?;
+        Ok(customer)
     }
 
     async fn source_offsets(&self, consumer: &str) -> Result<Vec<SourceOffset>, StoreError> {

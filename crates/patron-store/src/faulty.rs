@@ -106,4 +106,15 @@ impl<S: EventStore> EventStore for FaultyStore<S> {
     async fn source_offsets(&self, consumer: &str) -> Result<Vec<SourceOffset>, StoreError> {
         self.inner.source_offsets(consumer).await
     }
+    async fn resolve_identity(
+        &self,
+        identity: &patron_domain::Identity,
+    ) -> Result<CustomerId, StoreError> {
+        if self.should_fail() {
+            return Err(StoreError::Unavailable(
+                "connection refused (injected outage)".into(),
+            ));
+        }
+        self.inner.resolve_identity(identity).await
+    }
 }

@@ -30,7 +30,7 @@ pub use types::{
 };
 
 use async_trait::async_trait;
-use patron_domain::CustomerId;
+use patron_domain::{CustomerId, Identity};
 
 /// The event store: the source of truth, one stream per customer, one global log.
 #[async_trait]
@@ -71,6 +71,18 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// The source offsets stored for one consumer (e.g. a Kafka consumer group).
     async fn source_offsets(&self, consumer: &str) -> Result<Vec<SourceOffset>, StoreError>;
+
+    /// The customer an event naming only `identity` belongs to: the customer holding the
+    /// identifier (the one everyone merged with it was merged into), or a new provisional
+    /// customer ([`CustomerId::provisional`]) that holds it from now on. Stores without an
+    /// identity index (the in-memory one) refuse.
+    async fn resolve_identity(&self, identity: &Identity) -> Result<CustomerId, StoreError> {
+        Err(StoreError::InvalidAppend(format!(
+            "this store keeps no identity index: an event naming only a {} identifier cannot \
+             be stored; name the customer id",
+            identity.kind.as_str()
+        )))
+    }
 }
 
 #[async_trait]
@@ -103,5 +115,8 @@ impl<S: EventStore + ?Sized> EventStore for std::sync::Arc<S> {
     }
     async fn source_offsets(&self, consumer: &str) -> Result<Vec<SourceOffset>, StoreError> {
         (**self).source_offsets(consumer).await
+    }
+    async fn resolve_identity(&self, identity: &Identity) -> Result<CustomerId, StoreError> {
+        (**self).resolve_identity(identity).await
     }
 }

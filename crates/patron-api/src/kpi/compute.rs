@@ -57,7 +57,8 @@ pub(crate) fn stage_distribution(
     for row in rows {
         by_day.entry(row.period.as_str()).or_default().push(row);
     }
-    // Indexed by wire stage; index 0 (no stage) only ever loses customers and is not reported.
+    // Indexed by wire stage; index 0 (no stage: not yet seen, or merged into another customer)
+    // is not reported.
     let mut counts = [0_i64; 8];
     let first = range::day_text(days.from);
     for (_, rows) in by_day.range(..first.as_str()) {

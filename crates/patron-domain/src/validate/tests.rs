@@ -15,6 +15,7 @@ fn raw(event_type: &str, data: Value) -> RawEvent {
         occurred_at: Some(RawTime::Text("2026-11-20T10:00:00Z".into())),
         source: Some("web-shop".into()),
         data,
+        identity: None,
     }
 }
 
@@ -219,6 +220,10 @@ fn every_known_body_validates() {
             "identities_linked",
             json!({"identities": [{"kind": "email", "value": "ada@example.com"}, {"kind": "wechat_unionid", "value": "o6_bmasdasdsad6_2sgVt7hMZOPfL"}], "evidence": "login"}),
         ),
+        (
+            "customers_unmerged",
+            json!({"merged_customer_id": "c-7", "reason": "two people"}),
+        ),
         ("points_earned", json!({"points": 40})),
     ];
     for (event_type, data) in bodies {
@@ -353,6 +358,112 @@ fn producers_cannot_send_ticks_or_use_reserved_streams() {
     reserved.customer_id = Some("$clock".into());
     let err = rejected(reserved, ErrorClass::InvalidField, "customer_id");
     assert!(err.message.contains("reserved"), "explains why: {err}");
+}
+
+#[test]
+fn merges_come_from_patron_and_unmerges_name_another_customer() {
+    let merged = json!({"merged_customer_id": "c-7", "link_event_id": "0193a0c4-1f4e-7b6a-9a55-0c1e2d3f4a5b", "identity_kind": "email"});
+    let err = rejected(
+        raw("customers_merged", merged),
+        ErrorClass::InvalidField,
+        "type",
+    );
+    assert!(
+        err.message.contains("identities_linked"),
+        "says what to send: {err}"
+    );
+    rejected(
+        raw("customers_unmerged", json!({"merged_customer_id": "c-42"})),
+        ErrorClass::InvalidField,
+        "data.merged_customer_id",
+    );
+    rejected(
+        raw(
+            "customers_unmerged",
+            json!({"merged_customer_id": "$clock"}),
+        ),
+        ErrorClass::InvalidField,
+        "data.merged_customer_id",
+    );
+    rejected(
+        raw("customers_unmerged", json!({})),
+        ErrorClass::MissingField,
+        "data.merged_customer_id",
+    );
+    // A provisional customer Patron made can be split off again.
+    let event = check(raw(
+        "customers_unmerged",
+        json!({"merged_customer_id": "~device_id:0123abcd"}),
+    ))
+    .expect("a provisional customer can be named");
+    assert!(
+        matches!(event.body, EventBody::CustomersUnmerged(u) if u.merged_customer_id.is_provisional())
+    );
+}
+
+#[test]
+fn an_event_may_name_its_customer_by_an_identifier_only() {
+    let policy = ValidationPolicy::at(now());
+    let mut by_device = raw("interaction", json!({"channel": "app", "kind": "app_open"}));
+    by_device.customer_id = None;
+    by_device.identity = Some(("device_id".into(), "dev-42".into()));
+    let (event, identity) = validate_subject(by_device.clone(), &policy).expect("valid");
+    assert_eq!(event.customer_id, CustomerId::unresolved());
+    let identity = identity.expect("the identifier to resolve");
+    assert_eq!(
+        (identity.kind.as_str(), identity.value.as_str()),
+        ("device_id", "dev-42")
+    );
+    // `validate` needs a customer id.
+    let err = check(by_device.clone()).expect_err("no customer id");
+    assert_eq!(
+        (err.class, err.field.as_str()),
+        (ErrorClass::MissingField, "customer_id")
+    );
+    // A customer id wins over an identifier.
+    let mut both = by_device.clone();
+    both.customer_id = Some("c-1".into());
+    let (event, identity) = validate_subject(both, &policy).expect("valid");
+    assert_eq!((event.customer_id.as_str(), identity), ("c-1", None));
+    // Placeholders and empty kinds are refused.
+    for (kind, value, field) in [
+        ("device_id", "00000000-0000-0000", "identity.value"),
+        ("email", " NULL ", "identity.value"),
+        ("", "dev-42", "identity.kind"),
+    ] {
+        let mut junk = by_device.clone();
+        junk.identity = Some((kind.into(), value.into()));
+        let err = validate_subject(junk, &policy).expect_err("junk");
+        assert_eq!(err.field, field, "{kind}={value}: {err}");
+    }
+    // Producers cannot write to provisional customers directly.
+    let mut provisional = raw("interaction", json!({"channel": "app", "kind": "app_open"}));
+    provisional.customer_id = Some("~device_id:0123".into());
+    let err = rejected(provisional, ErrorClass::InvalidField, "customer_id");
+    assert!(err.message.contains("identifier"), "{err}");
+}
+
+#[test]
+fn identifiers_normalize_to_one_spelling() {
+    let email = Identity {
+        kind: IdentityKind::Email,
+        value: "  Ada@Example.COM ".into(),
+    };
+    assert_eq!(email.normalized_value(), "ada@example.com");
+    let phone = Identity {
+        kind: IdentityKind::Phone,
+        value: "+44 (7700) 900-123".into(),
+    };
+    assert_eq!(phone.normalized_value(), "+447700900123");
+    let device = Identity {
+        kind: IdentityKind::DeviceId,
+        value: " AbC-1 ".into(),
+    };
+    assert_eq!(
+        device.normalized_value(),
+        "AbC-1",
+        "device ids keep their case"
+    );
 }
 
 #[test]

@@ -45,6 +45,7 @@ pub fn binary(n: u64, customer: &str) -> TestRecord {
 
 pub fn protobuf(n: u64, customer: &str) -> TestRecord {
     let event = pb::CustomerEvent {
+        identity: None,
         event_id: event_id(n),
         customer_id: customer.into(),
         occurred_at: Some(prost_types::Timestamp {

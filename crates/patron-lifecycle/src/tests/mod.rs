@@ -3,6 +3,7 @@
 
 mod determinism;
 mod rules;
+mod settle;
 mod transitions;
 mod value;
 

@@ -6,13 +6,16 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use patron_domain::{
-    Acquired, Currency, CustomerId, Event, EventBody, Feedback, Interaction, InteractionKind,
-    Money, Purchase, Refund, UnknownBody,
+    Acquired, ConsentChanged, Currency, CustomerId, CustomersMerged, CustomersUnmerged, Event,
+    EventBody, Feedback, IdentityKind, Interaction, InteractionKind, Money, Purchase, Refund,
+    UnknownBody,
 };
 use patron_lifecycle::Rules;
 use patron_projector::{CustomerView, KpiKey, OutboxEntry, Projection, catch_up};
 use patron_store::contract::customer;
-use patron_store::{AppendBatch, EventStore, ExpectedVersion, InMemoryEventStore, Position};
+use patron_store::{
+    AppendBatch, EventStore, ExpectedVersion, InMemoryEventStore, Position, RecordedEvent,
+};
 use uuid::Uuid;
 
 /// The reporting currency of every test.
@@ -136,6 +139,73 @@ impl Script {
         );
     }
 
+    /// A refund in USD of the order of `who`'s purchase that was the script's `index`th event
+    /// (from 0), see [`Script::purchase_in`].
+    pub(crate) fn refund_order(&mut self, who: &str, at: DateTime<Utc>, index: usize, minor: i64) {
+        self.push(
+            who,
+            at,
+            EventBody::Refund(Refund {
+                order_id: format!("{who}-{index}"),
+                amount: Money::new(minor, usd()).unwrap(),
+                reason: None,
+                extra: Default::default(),
+            }),
+        );
+    }
+
+    /// How many events the script holds (the index the next one gets).
+    pub(crate) fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// A consent answer.
+    pub(crate) fn consent(&mut self, who: &str, at: DateTime<Utc>, purpose: &str, granted: bool) {
+        self.push(
+            who,
+            at,
+            EventBody::ConsentChanged(ConsentChanged {
+                purpose: purpose.into(),
+                granted,
+                extra: Default::default(),
+            }),
+        );
+    }
+
+    /// `merged` (with everyone merged into it) is merged into `survivor`, in `survivor`'s stream.
+    pub(crate) fn merged(&mut self, survivor: &str, at: DateTime<Utc>, merged: &str) {
+        let link = u128::try_from(self.events.len()).unwrap() + 1_000_000;
+        self.push(
+            survivor,
+            at,
+            EventBody::CustomersMerged(CustomersMerged {
+                merged_customer_id: customer(merged),
+                link_event_id: Uuid::from_u128(link),
+                identity_kind: IdentityKind::Email,
+                evidence: Some("same email".into()),
+                extra: Default::default(),
+            }),
+        );
+    }
+
+    /// `merged` is split off `parent` again, in `parent`'s stream.
+    pub(crate) fn unmerged(&mut self, parent: &str, at: DateTime<Utc>, merged: &str) {
+        self.push(
+            parent,
+            at,
+            EventBody::CustomersUnmerged(CustomersUnmerged {
+                merged_customer_id: customer(merged),
+                reason: Some("ticket 42".into()),
+                extra: Default::default(),
+            }),
+        );
+    }
+
+    /// The events in script order (so that late events stay late).
+    pub(crate) fn into_log(self) -> Vec<Event> {
+        self.events
+    }
+
     /// The events in time order (script order at equal times).
     pub(crate) fn into_events(mut self) -> Vec<Event> {
         self.events.sort_by_key(|e| e.occurred_at);
@@ -183,6 +253,20 @@ pub(crate) fn year() -> Vec<Event> {
     s.feedback("churner", day(11, 2), 3, 2);
     s.unknown("ghost", day(12, 31));
     s.into_events()
+}
+
+/// The events as a store would hand them out: positions 1, 2, ... in the given order.
+pub(crate) fn recorded(events: &[Event]) -> Vec<RecordedEvent> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, event)| RecordedEvent {
+            position: Position(u64::try_from(i).unwrap() + 1),
+            version: 1,
+            recorded_at: event.occurred_at,
+            event: event.clone(),
+        })
+        .collect()
 }
 
 /// Appends events one per append, so that positions follow the given order.

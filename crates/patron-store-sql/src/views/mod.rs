@@ -57,6 +57,8 @@ pub(crate) struct CustomerRow {
     pub(crate) consented: Option<String>,
     /// Every answer as JSON (purpose -> granted and time); `None` when there is none.
     pub(crate) consents: Option<String>,
+    /// The customer this one was merged into, if it was.
+    pub(crate) merged_into: Option<String>,
 }
 
 /// The view as kept in `customers.state`: without its stage history, which `stage_history`
@@ -83,6 +85,8 @@ fn stored(view: &CustomerView) -> CustomerView {
         scores: view.scores.clone(),
         purchases: view.purchases.clone(),
         consents: view.consents.clone(),
+        merged_into: view.merged_into.clone(),
+        own: view.own.clone(),
     }
 }
 
@@ -165,6 +169,7 @@ impl CustomerRow {
                         .map_err(|e| ReadModelError::Corrupt(format!("consents of {id}: {e}")))?,
                 )
             },
+            merged_into: view.merged_into.as_ref().map(|c| c.as_str().to_owned()),
         })
     }
 }

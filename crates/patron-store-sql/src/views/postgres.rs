@@ -108,7 +108,7 @@ async fn bulk_write(
         for (id, view) in &changes.customers {
             let r = CustomerRow::new(id, view)?;
             let rfm = |i: usize| r.rfm.map(|s| s[i]);
-            rows.row(21)
+            rows.row(22)
                 .int8(Some(generation))
                 .text(Some(&r.customer_id))
                 .text(r.stage)
@@ -129,14 +129,16 @@ async fn bulk_write(
                 .text(r.tier)
                 .text(Some(&r.state))
                 .text(r.consented.as_deref())
-                .text(r.consents.as_deref());
+                .text(r.consents.as_deref())
+                .text(r.merged_into.as_deref());
         }
         copy(
             tx,
             "COPY customers (generation, customer_id, stage, stage_since, orders, refunds, \
                 gross_revenue_minor, refunded_minor, net_revenue_minor, average_order_minor, \
                 first_purchase_at, last_purchase_at, last_event_at, rfm_r, rfm_f, rfm_m, \
-                rfm_segment, tier, state, consented, consents) FROM STDIN (FORMAT binary)",
+                rfm_segment, tier, state, consented, consents, merged_into) \
+                FROM STDIN (FORMAT binary)",
             rows,
         )
         .await?;
@@ -193,11 +195,11 @@ async fn write(
             "INSERT INTO customers AS c (generation, customer_id, stage, stage_since, orders, refunds, \
                 gross_revenue_minor, refunded_minor, net_revenue_minor, average_order_minor, \
                 first_purchase_at, last_purchase_at, last_event_at, rfm_r, rfm_f, rfm_m, \
-                rfm_segment, tier, state, consented, consents) \
+                rfm_segment, tier, state, consented, consents, merged_into) \
              SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::timestamptz[], $5::int8[], \
                 $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::timestamptz[], \
                 $12::timestamptz[], $13::timestamptz[], $14::int2[], $15::int2[], $16::int2[], \
-                $17::text[], $18::text[], $19::text[], $20::text[], $21::text[]) \
+                $17::text[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[]) \
              ON CONFLICT (generation, customer_id) DO UPDATE SET stage = excluded.stage, \
                 stage_since = excluded.stage_since, orders = excluded.orders, \
                 refunds = excluded.refunds, gross_revenue_minor = excluded.gross_revenue_minor, \
@@ -207,7 +209,8 @@ async fn write(
                 last_purchase_at = excluded.last_purchase_at, last_event_at = excluded.last_event_at, \
                 rfm_r = excluded.rfm_r, rfm_f = excluded.rfm_f, rfm_m = excluded.rfm_m, \
                 rfm_segment = excluded.rfm_segment, tier = excluded.tier, state = excluded.state, \
-                consented = excluded.consented, consents = excluded.consents",
+                consented = excluded.consented, consents = excluded.consents, \
+                merged_into = excluded.merged_into",
         )
         .bind(generation)
         .bind(rows.iter().map(|r| r.customer_id.as_str()).collect::<Vec<_>>())
@@ -230,6 +233,7 @@ async fn write(
         .bind(rows.iter().map(|r| r.state.as_str()).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.consented.as_deref()).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.consents.as_deref()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.merged_into.as_deref()).collect::<Vec<_>>())
         .execute(&mut **tx)
         .await
         .map_err(db)?;

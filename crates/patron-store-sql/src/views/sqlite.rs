@@ -140,7 +140,8 @@ async fn write(
                 r.tier,
                 r.state,
                 r.consented,
-                r.consents
+                r.consents,
+                r.merged_into
             ]))
         })
         .collect::<Result<Vec<_>, ReadModelError>>()?;
@@ -149,11 +150,11 @@ async fn write(
         "INSERT INTO customers (generation, customer_id, stage, stage_since, orders, refunds, \
             gross_revenue_minor, refunded_minor, net_revenue_minor, average_order_minor, \
             first_purchase_at, last_purchase_at, last_event_at, rfm_r, rfm_f, rfm_m, rfm_segment, \
-            tier, state, consented, consents) \
+            tier, state, consented, consents, merged_into) \
          SELECT ?2, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
             value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, \
             value ->> 12, value ->> 13, value ->> 14, value ->> 15, value ->> 16, value ->> 17, \
-            value ->> 18, value ->> 19 \
+            value ->> 18, value ->> 19, value ->> 20 \
          FROM json_each(?1) WHERE true \
          ON CONFLICT (generation, customer_id) DO UPDATE SET stage = excluded.stage, \
             stage_since = excluded.stage_since, orders = excluded.orders, refunds = excluded.refunds, \
@@ -164,7 +165,7 @@ async fn write(
             last_event_at = excluded.last_event_at, rfm_r = excluded.rfm_r, rfm_f = excluded.rfm_f, \
             rfm_m = excluded.rfm_m, rfm_segment = excluded.rfm_segment, tier = excluded.tier, \
             state = excluded.state, consented = excluded.consented, \
-            consents = excluded.consents",
+            consents = excluded.consents, merged_into = excluded.merged_into",
         customers,
         generation,
     )
