@@ -76,6 +76,40 @@ fn with_consents(mut events: Vec<Event>) -> Vec<Event> {
     events
 }
 
+/// `events` with identities linked mid-year, in time order: demo-0003 and demo-0010 share an
+/// email (demo-0003 merges into demo-0010), demo-0030 then links a phone of demo-0010 (the two
+/// merge into demo-0030), demo-0020 and demo-0021 share an email (demo-0020 merges into
+/// demo-0021) and are split again later.
+fn with_identities(mut events: Vec<Event>) -> Vec<Event> {
+    let event = |customer: &str, day: i64, event_type: &str, payload: String| Event {
+        event_id: uuid::Uuid::new_v4(),
+        customer_id: patron_domain::CustomerId::parse(customer).unwrap(),
+        occurred_at: start() + TimeDelta::days(day),
+        source: "crm".into(),
+        body: patron_domain::EventBody::from_payload_str(event_type, &payload).unwrap(),
+    };
+    let link = |customer: &str, day: i64, kind: &str, value: &str| {
+        let payload = format!(r#"{{"identities":[{{"kind":"{kind}","value":"{value}"}}]}}"#);
+        event(customer, day, "identities_linked", payload)
+    };
+    events.extend([
+        link("demo-0003", 120, "email", "pat@example.com"),
+        link("demo-0010", 121, "email", "PAT@example.com"),
+        link("demo-0010", 122, "phone", "+1 555 0101"),
+        link("demo-0030", 200, "phone", "+15550101"),
+        link("demo-0020", 150, "email", "sam@example.com"),
+        link("demo-0021", 151, "email", "sam@example.com"),
+        event(
+            "demo-0021",
+            250,
+            "customers_unmerged",
+            r#"{"merged_customer_id":"demo-0020","reason":"two people"}"#.into(),
+        ),
+    ]);
+    events.sort_by_key(|event| event.occurred_at);
+    events
+}
+
 /// Like [`demo_year`] from another seed: the same customer ids, fresh event ids.
 fn demo_year_seeded(seed: u64, customers: usize) -> Vec<Event> {
     let mut generator = patron_demo::Generator::new(seed, customers, start());
@@ -148,7 +182,8 @@ impl Db {
                 net_revenue_minor || '|' || coalesce(average_order_minor, -1) || '|' || \
                 coalesce(rfm_segment, '-') || '|' || coalesce(tier, '-') || '|' || \
                 coalesce(rfm_r * 100 + rfm_f * 10 + rfm_m, 0) || '|' || CAST(state AS TEXT) || \
-                '|' || coalesce(consented, '-') || '|' || coalesce(consents, '-') \
+                '|' || coalesce(consented, '-') || '|' || coalesce(consents, '-') || '|' || \
+                coalesce(merged_into, '-') \
              FROM customers WHERE generation = G ORDER BY customer_id",
             "SELECT customer_id || '|' || seq || '|' || coalesce(from_stage, '-') || '|' || \
                 to_stage || '|' || CAST(entered_at AS TEXT) || '|' || rule || '|' || \
@@ -224,7 +259,7 @@ async fn catch_up(live: &mut LiveProjection) {
 /// Live projection in chunks with a restart half-way, then a rebuild: the rebuilt tables equal
 /// the live ones, and the outbox holds every transition exactly once, in commit order.
 async fn rebuild_equals_live(db: Db) {
-    let events = with_consents(demo_year(60));
+    let events = with_consents(with_identities(demo_year(60)));
     let (first, second) = events.split_at(events.len() / 2);
     let store = db.store();
     append(store.as_ref(), first).await;
@@ -241,6 +276,28 @@ async fn rebuild_equals_live(db: Db) {
     assert_eq!(live.projection().checkpoint(), store.head().await.unwrap());
     let live_tables = db.dump().await;
     let outbox = db.outbox().await;
+
+    // Identities linked: two merges in force (one a chain), the split one on its own again.
+    assert_eq!(
+        db.strings(
+            "SELECT customer_id || '>' || merged_into FROM customers WHERE generation = \
+             (SELECT generation FROM projection_active) AND merged_into IS NOT NULL \
+             ORDER BY customer_id"
+        )
+        .await,
+        ["demo-0003>demo-0010", "demo-0010>demo-0030"]
+    );
+    let merges = store
+        .read_all(patron_store::Position::ZERO, 1_000_000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.event.event_type().as_str() == "customers_merged")
+        .count();
+    assert_eq!(
+        merges, 3,
+        "the store appended one merge per shared identifier"
+    );
 
     // Consent is projected: the latest answer by event time, the late withdrawals ignored.
     let customers: std::collections::BTreeSet<&str> =
@@ -290,7 +347,11 @@ async fn rebuild_equals_live(db: Db) {
     .unwrap();
     assert!(progress > 3, "progress is reported");
     assert_eq!(report.replaced, Some(live.generation().id));
-    assert_eq!(report.events, u64::try_from(events.len()).unwrap());
+    assert_eq!(
+        report.events,
+        u64::try_from(events.len() + merges).unwrap(),
+        "every event, and the merges the store appended"
+    );
     assert_eq!(
         db.dump().await,
         live_tables,

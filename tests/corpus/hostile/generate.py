@@ -309,6 +309,17 @@ def build():
            "invalid_field",
            "a consent purpose with capitals and a space (purposes are lowercase identifiers)",
            STRUCTURED)
+    record("ce-forged-merge.json",
+           cloudevent(39, type="patron.customers_merged.v1",
+                      data={"merged_customer_id": "c-victim",
+                            "link_event_id": event_id(39), "identity_kind": "email"}),
+           "invalid_field",
+           "a producer forging customers_merged (only the store writes merges)", STRUCTURED)
+    record("ce-identity-placeholder.json",
+           cloudevent(46, drop=("subject",), identitykind="device_id", identityvalue="00000000"),
+           "invalid_field",
+           "an event naming its customer only by a placeholder device id (no key)",
+           STRUCTURED, key=None)
 
     # CloudEvents binary mode: attributes in ce_* headers, the data in the value.
     record("bin-negative-amount.json", json_text(purchase_data(minor_units=-7)).encode(),
