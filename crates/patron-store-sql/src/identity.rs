@@ -110,13 +110,14 @@ pub(crate) trait IdentityIndex {
         left: &[CustomerId],
         right: &[CustomerId],
     ) -> Result<bool, StoreError>;
-    /// `customer` holds `key` from now on, unless someone already does.
+    /// `customer` holds `key` from now on, unless someone already does; returns whether it
+    /// does now because of this call.
     async fn claim(
         &mut self,
         key: &IdentifierKey,
         customer: &CustomerId,
         position: Option<Position>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
     /// Records that `merged` was merged into `into` at `position`.
     async fn merge(
         &mut self,
@@ -301,19 +302,25 @@ async fn link_identities(
         if !seen.insert(key) {
             continue;
         }
-        let refusal = match owners.get(key) {
-            None => {
-                let cluster = members(index, &survivor).await?;
-                let held = index.kind_counts(&cluster).await?;
-                if held.get(key.kind.as_str()).copied().unwrap_or(0) < kind.limit() {
-                    index.claim(key, &event.customer_id, Some(position)).await?;
-                    None
-                } else {
-                    Some(Refusal::KindLimit)
-                }
+        let mut owner = owners.get(key).cloned();
+        if owner.is_none() {
+            let cluster = members(index, &survivor).await?;
+            let held = index.kind_counts(&cluster).await?;
+            if held.get(key.kind.as_str()).copied().unwrap_or(0) >= kind.limit() {
+                refused(event, key, Refusal::KindLimit);
+                continue;
             }
+            if index.claim(key, &event.customer_id, Some(position)).await? {
+                continue;
+            }
+            // Claimed meanwhile (a provisional customer created by ingest on PostgreSQL, whose
+            // resolution does not wait for appends): whoever holds it now is the other side.
+            owner = index.owners(std::slice::from_ref(key)).await?.remove(key);
+        }
+        let refusal = match owner {
+            None => None,
             Some(owner) => {
-                let other = root(index, owner).await?;
+                let other = root(index, &owner).await?;
                 if other == survivor {
                     None
                 } else {
@@ -330,16 +337,21 @@ async fn link_identities(
             }
         };
         if let Some(refusal) = refusal {
-            metrics::counter!("patron_identity_links_refused_total", "reason" => refusal.as_str())
-                .increment(1);
-            tracing::warn!(
-                customer = %event.customer_id, event_id = %event.event_id, kind = %key.kind,
-                reason = refusal.as_str(),
-                "identities_linked: an identifier was neither claimed nor merged"
-            );
+            refused(event, key, refusal);
         }
     }
     Ok(merges)
+}
+
+/// Reports an identifier of `event` that was neither claimed nor merged.
+fn refused(event: &Event, key: &IdentifierKey, refusal: Refusal) {
+    metrics::counter!("patron_identity_links_refused_total", "reason" => refusal.as_str())
+        .increment(1);
+    tracing::warn!(
+        customer = %event.customer_id, event_id = %event.event_id, kind = %key.kind,
+        reason = refusal.as_str(),
+        "identities_linked: an identifier was neither claimed nor merged"
+    );
 }
 
 /// Checks the bounds for merging the clusters under `linking` and `other`; returns the
@@ -412,13 +424,16 @@ pub(crate) async fn resolve(
         Some(owner) => owner,
         None => {
             let provisional = CustomerId::provisional(&identity.kind, &key.digest[..32]);
-            index.claim(&key, &provisional, None).await?;
-            // Someone else may have claimed it first: whoever holds it now is the answer.
-            index
-                .owners(std::slice::from_ref(&key))
-                .await?
-                .remove(&key)
-                .unwrap_or(provisional)
+            if index.claim(&key, &provisional, None).await? {
+                provisional
+            } else {
+                // Someone else claimed it first: whoever holds it now is the answer.
+                index
+                    .owners(std::slice::from_ref(&key))
+                    .await?
+                    .remove(&key)
+                    .unwrap_or(provisional)
+            }
         }
     };
     root(index, &owner).await
@@ -530,8 +545,8 @@ impl IdentityIndex for SqliteIndex<'_> {
         key: &IdentifierKey,
         customer: &CustomerId,
         position: Option<Position>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
+    ) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(
             "INSERT INTO identities (kind, digest, customer_id, position) VALUES (?1, ?2, ?3, ?4) \
              ON CONFLICT (kind, digest) DO NOTHING",
         )
@@ -542,7 +557,7 @@ impl IdentityIndex for SqliteIndex<'_> {
         .execute(&mut *self.0)
         .await
         .map_err(map)?;
-        Ok(())
+        Ok(inserted.rows_affected() == 1)
     }
 
     async fn merge(
@@ -695,8 +710,8 @@ impl IdentityIndex for PgIndex<'_> {
         key: &IdentifierKey,
         customer: &CustomerId,
         position: Option<Position>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
+    ) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(
             "INSERT INTO identities (kind, digest, customer_id, position) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (kind, digest) DO NOTHING",
         )
@@ -707,7 +722,7 @@ impl IdentityIndex for PgIndex<'_> {
         .execute(&mut *self.0)
         .await
         .map_err(map)?;
-        Ok(())
+        Ok(inserted.rows_affected() == 1)
     }
 
     async fn merge(
@@ -770,5 +785,171 @@ impl IdentityIndex for PgIndex<'_> {
             .await
             .map_err(map)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::{TimeZone, Utc};
+    use patron_domain::IdentitiesLinked;
+
+    use super::*;
+
+    /// The index in memory, with one claim that someone else wins (as a concurrent
+    /// resolution on PostgreSQL can).
+    #[derive(Default)]
+    struct Fake {
+        identities: BTreeMap<IdentifierKey, CustomerId>,
+        merges: BTreeMap<CustomerId, CustomerId>,
+        stolen: Option<(IdentifierKey, CustomerId)>,
+    }
+
+    impl IdentityIndex for Fake {
+        async fn owners(
+            &mut self,
+            keys: &[IdentifierKey],
+        ) -> Result<HashMap<IdentifierKey, CustomerId>, StoreError> {
+            Ok(keys
+                .iter()
+                .filter_map(|k| Some((k.clone(), self.identities.get(k)?.clone())))
+                .collect())
+        }
+        async fn parents(
+            &mut self,
+            customers: &[CustomerId],
+        ) -> Result<HashMap<CustomerId, CustomerId>, StoreError> {
+            Ok(customers
+                .iter()
+                .filter_map(|c| Some((c.clone(), self.merges.get(c)?.clone())))
+                .collect())
+        }
+        async fn children(
+            &mut self,
+            customers: &[CustomerId],
+        ) -> Result<Vec<CustomerId>, StoreError> {
+            Ok(self
+                .merges
+                .iter()
+                .filter(|(_, into)| customers.contains(into))
+                .map(|(merged, _)| merged.clone())
+                .collect())
+        }
+        async fn kind_counts(
+            &mut self,
+            customers: &[CustomerId],
+        ) -> Result<HashMap<String, usize>, StoreError> {
+            let mut counts = HashMap::new();
+            for (key, owner) in &self.identities {
+                if customers.contains(owner) {
+                    *counts.entry(key.kind.clone()).or_default() += 1;
+                }
+            }
+            Ok(counts)
+        }
+        async fn blocked(
+            &mut self,
+            _left: &[CustomerId],
+            _right: &[CustomerId],
+        ) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        async fn claim(
+            &mut self,
+            key: &IdentifierKey,
+            customer: &CustomerId,
+            _position: Option<Position>,
+        ) -> Result<bool, StoreError> {
+            if let Some((stolen, thief)) = self.stolen.take_if(|(k, _)| k == key) {
+                self.identities.insert(stolen, thief);
+                return Ok(false);
+            }
+            Ok(match self.identities.entry(key.clone()) {
+                std::collections::btree_map::Entry::Occupied(_) => false,
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(customer.clone());
+                    true
+                }
+            })
+        }
+        async fn merge(
+            &mut self,
+            merged: &CustomerId,
+            into: &CustomerId,
+            _position: Position,
+        ) -> Result<(), StoreError> {
+            self.merges.insert(merged.clone(), into.clone());
+            Ok(())
+        }
+        async fn unmerge(
+            &mut self,
+            merged: &CustomerId,
+            into: &CustomerId,
+            _position: Position,
+        ) -> Result<bool, StoreError> {
+            Ok(self
+                .merges
+                .remove_entry(merged)
+                .is_some_and(|(_, i)| &i == into))
+        }
+        async fn forget(&mut self, customer: &CustomerId) -> Result<(), StoreError> {
+            self.identities.retain(|_, owner| owner != customer);
+            Ok(())
+        }
+    }
+
+    fn link(customer: &str, value: &str) -> Event {
+        Event {
+            event_id: Uuid::from_u128(7),
+            customer_id: CustomerId::parse(customer).expect("an id"),
+            occurred_at: Utc
+                .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+                .single()
+                .expect("a time"),
+            source: "test".into(),
+            body: EventBody::IdentitiesLinked(IdentitiesLinked {
+                identities: vec![Identity {
+                    kind: IdentityKind::DeviceId,
+                    value: value.into(),
+                }],
+                evidence: None,
+                extra: Default::default(),
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_claim_lost_to_a_concurrent_resolution_merges_with_the_winner() {
+        let digester = Digester::default();
+        let key = digester.key(&Identity {
+            kind: IdentityKind::DeviceId,
+            value: "dev-1".into(),
+        });
+        let thief = CustomerId::provisional(&IdentityKind::DeviceId, &key.digest[..32]);
+        let mut index = Fake {
+            stolen: Some((key.clone(), thief.clone())),
+            ..Fake::default()
+        };
+        let event = link("c-1", "dev-1");
+        let keys = vec![(IdentityKind::DeviceId, key.clone())];
+        let merges = link_identities(&mut index, &event, Position(1), &keys)
+            .await
+            .expect("linked");
+        assert_eq!(merges.len(), 1, "the winner is merged: {merges:?}");
+        let EventBody::CustomersMerged(merge) = &merges[0].body else {
+            panic!("{merges:?}");
+        };
+        assert_eq!(
+            merges[0].customer_id.as_str(),
+            "c-1",
+            "the named customer survives"
+        );
+        assert_eq!(merge.merged_customer_id, thief);
+        assert_eq!(
+            index.identities.get(&key),
+            Some(&thief),
+            "the winner keeps its claim"
+        );
     }
 }
