@@ -3,6 +3,7 @@
 //! ratios much less).
 
 mod api;
+mod fold;
 mod ingest;
 mod rebuild;
 mod store;
@@ -37,6 +38,9 @@ enum Bench {
     /// `GetCustomer` throughput and latency at 64 concurrent requests against the raw
     /// primary-key `SELECT` on the same read models.
     Rebuild(rebuild::Args),
+    /// The projector's fold alone, in memory (no database): the ceiling of the rebuild rate, and
+    /// the thing to profile.
+    Fold(fold::Args),
 }
 
 #[tokio::main]
@@ -46,5 +50,6 @@ async fn main() -> anyhow::Result<()> {
         Bench::Store(args) => store::run(&cli.database_url, args).await,
         Bench::Ingest(args) => ingest::run(&cli.database_url, args).await,
         Bench::Rebuild(args) => rebuild::run_alone(&cli.database_url, args).await,
+        Bench::Fold(args) => fold::run(args),
     }
 }

@@ -28,7 +28,7 @@ fn demo(customers: usize) -> Vec<Event> {
 }
 
 /// At least `events` demo events (more customers until there are enough).
-fn enough_demo(events: usize) -> Vec<Event> {
+pub(crate) fn enough_demo(events: usize) -> Vec<Event> {
     let sample = demo(500).len().max(1);
     let mut customers = (events * 500 / sample).max(1) + 1;
     loop {

@@ -102,7 +102,7 @@ pub struct MonthActivity {
 
 /// `YYYY-MM-DD` of a time, in UTC.
 pub fn day(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%d").to_string()
+    format!("{:04}-{:02}-{:02}", at.year(), at.month(), at.day())
 }
 
 /// `YYYY-MM` of a time, in UTC.
@@ -145,9 +145,9 @@ pub(crate) fn event_counters(
     out: &mut BTreeMap<KpiKey, i64>,
 ) {
     let stage = stage.map_or("none", Stage::as_str);
-    let period = month(event.occurred_at);
     match &event.body {
         EventBody::Feedback(feedback) => {
+            let period = month(event.occurred_at);
             if let Some(nps) = feedback.nps {
                 let bucket = match nps {
                     9.. => "promoter",
@@ -161,6 +161,7 @@ pub(crate) fn event_counters(
             }
         }
         EventBody::Acquired(acquired) => {
+            let period = month(event.occurred_at);
             let channel = acquired.channel.as_str();
             add(out, KpiKey::new(ACQUIRED, period.clone(), channel, ""), 1);
             if let Some(cost) = acquired.cost.filter(|cost| cost.currency == currency) {

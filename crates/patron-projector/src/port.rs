@@ -136,6 +136,16 @@ pub trait ReadModelStore: Send + Sync + 'static {
         changes: &Changes,
     ) -> Result<(), ReadModelError>;
 
+    /// Writes stage-history rows of a generation being built, ahead of the commits that write
+    /// its views: a rebuild writes the transitions it fires while it goes on folding (they are
+    /// never rewritten, and the generation is invisible until activated). A generation that is
+    /// not being built is refused ([`ReadModelError::Superseded`]).
+    async fn write_history(
+        &self,
+        generation: GenerationId,
+        entries: &[OutboxEntry],
+    ) -> Result<(), ReadModelError>;
+
     /// Writes a last batch of changes to `generation` and makes it the active one, in one
     /// transaction; `held` are the transitions it fired while not active: those after the
     /// previously active generation's checkpoint are added to the outbox (already present dedupe

@@ -453,6 +453,13 @@ impl Projection {
         self.changes(|customers, id| customers.get(id).cloned())
     }
 
+    /// Hands over the transitions fired since the last take, leaving the rest of the changes
+    /// for [`Projection::take_changes`] (a rebuild writes transitions as it goes: they are
+    /// never rewritten, unlike views).
+    pub fn take_transitions(&mut self) -> Vec<OutboxEntry> {
+        std::mem::take(&mut self.outbox)
+    }
+
     /// The last [`Projection::take_changes`] of a projection that is done with: the changed
     /// views are moved out rather than copied (what the end of a rebuild hands over is every
     /// customer).

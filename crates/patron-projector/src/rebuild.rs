@@ -14,10 +14,10 @@ use crate::{OutboxEntry, Projection};
 pub struct RebuildOptions {
     /// Events per read.
     pub page: usize,
-    /// Events folded between two writes of the new generation (bounds the memory held by the
-    /// transitions fired meanwhile). No write is made when the head of the log (as of the start)
-    /// is less than a quarter of this away: the last write comes soon anyway, and every customer
-    /// it touches would be written twice.
+    /// Events folded between two writes of the new generation's views (transitions are written
+    /// after every page, in the background, while the next page is folded). No write is made
+    /// when the head of the log (as of the start) is less than a quarter of this away: the last
+    /// write comes soon anyway, and every customer it touches would be written twice.
     pub flush_every: usize,
 }
 
@@ -92,8 +92,9 @@ pub async fn rebuild(
     let mut events = 0u64;
     let mut held: Vec<OutboxEntry> = Vec::new();
     let (mut reading, mut folding, mut writing) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
-    // Read the next page while folding this one.
+    // Read the next page and write the last page's transitions while folding this one.
     let mut next = read(store.clone(), Position::ZERO, page_size);
+    let mut history: Option<Writing> = None;
     loop {
         let waited = Instant::now();
         let page = next
@@ -106,7 +107,13 @@ pub async fn rebuild(
         next = read(store.clone(), last, page_size);
         let fold = Instant::now();
         let applied = projection.apply_page(&page, &config.rules, currency);
+        let fired = projection.take_transitions();
         folding += fold.elapsed();
+        let write = Instant::now();
+        hold(&mut held, &fired, models.as_ref()).await?;
+        finish(history.take()).await?;
+        history = Some(write_history(models.clone(), generation.id, fired));
+        writing += write.elapsed();
         events += u64::try_from(applied).unwrap_or(u64::MAX);
         since_flush += applied;
         progress(RebuildProgress {
@@ -121,18 +128,18 @@ pub async fn rebuild(
             let write = Instant::now();
             let changes = projection.take_changes();
             models.commit(generation.id, written, &changes).await?;
-            tracing::debug!(elapsed = ?write.elapsed(), customers = changes.customers.len(), transitions = changes.outbox.len(), "flushed");
+            tracing::debug!(elapsed = ?write.elapsed(), customers = changes.customers.len(), "flushed");
             written = changes.checkpoint;
             since_flush = 0;
-            hold(&mut held, &changes.outbox, models.as_ref()).await?;
             writing += write.elapsed();
         }
     }
     let write = Instant::now();
+    finish(history.take()).await?;
     let customers = projection.customers().len();
     let checkpoint = projection.checkpoint();
+    // Transitions are all written (taken after every page); the views and KPIs remain.
     let changes = projection.into_changes();
-    hold(&mut held, &changes.outbox, models.as_ref()).await?;
     let replaced = models
         .activate(generation.id, written, &changes, &held)
         .await?;
@@ -170,6 +177,27 @@ async fn hold(
     held.retain(|entry| entry.position > live);
     held.extend(fired.iter().filter(|entry| entry.position > live).cloned());
     Ok(())
+}
+
+/// Stage-history rows being written in the background.
+type Writing = tokio::task::JoinHandle<Result<(), ReadModelError>>;
+
+fn write_history(
+    models: Arc<dyn ReadModelStore>,
+    generation: GenerationId,
+    entries: Vec<OutboxEntry>,
+) -> Writing {
+    tokio::spawn(async move { models.write_history(generation, &entries).await })
+}
+
+/// Waits for a background write, if any, and passes its error on.
+async fn finish(writing: Option<Writing>) -> Result<(), ReadModelError> {
+    match writing {
+        None => Ok(()),
+        Some(writing) => writing
+            .await
+            .map_err(|join| ReadModelError::Corrupt(join.to_string()))?,
+    }
 }
 
 fn read(

@@ -616,6 +616,13 @@ impl ReadModelStore for Watched {
             .activate(generation, expected, changes, held)
             .await
     }
+    async fn write_history(
+        &self,
+        generation: GenerationId,
+        entries: &[OutboxEntry],
+    ) -> Result<(), ReadModelError> {
+        self.inner.write_history(generation, entries).await
+    }
     async fn drop_generation(&self, generation: GenerationId) -> Result<(), ReadModelError> {
         self.inner.drop_generation(generation).await
     }

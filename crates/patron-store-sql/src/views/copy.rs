@@ -103,8 +103,20 @@ impl CopyRows {
         self.buffer
     }
 
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.rows == 0
+    }
+
+    /// Bytes built and not yet taken.
+    pub(crate) fn pending(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// Takes the bytes built so far (the first piece starts with the header), to send them
+    /// while more rows are built.
+    pub(crate) fn take_piece(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buffer)
     }
 }
 

@@ -104,73 +104,106 @@ async fn bulk_write(
                 .await
                 .map_err(db)?;
         }
-        let mut rows = CopyRows::new();
-        for (id, view) in &changes.customers {
-            let r = CustomerRow::new(id, view)?;
-            let rfm = |i: usize| r.rfm.map(|s| s[i]);
-            rows.row(22)
-                .int8(Some(generation))
-                .text(Some(&r.customer_id))
-                .text(r.stage)
-                .time(r.stage_since)
-                .int8(Some(r.orders))
-                .int8(Some(r.refunds))
-                .int8(Some(r.gross_revenue_minor))
-                .int8(Some(r.refunded_minor))
-                .int8(Some(r.net_revenue_minor))
-                .int8(r.average_order_minor)
-                .time(r.first_purchase_at)
-                .time(r.last_purchase_at)
-                .time(r.last_event_at)
-                .int2(rfm(0))
-                .int2(rfm(1))
-                .int2(rfm(2))
-                .text(r.segment)
-                .text(r.tier)
-                .text(Some(&r.state))
-                .text(r.consented.as_deref())
-                .text(r.consents.as_deref())
-                .text(r.merged_into.as_deref());
-        }
-        copy(
+        copy_each(
             tx,
             "COPY customers (generation, customer_id, stage, stage_since, orders, refunds, \
                 gross_revenue_minor, refunded_minor, net_revenue_minor, average_order_minor, \
                 first_purchase_at, last_purchase_at, last_event_at, rfm_r, rfm_f, rfm_m, \
                 rfm_segment, tier, state, consented, consents, merged_into) \
                 FROM STDIN (FORMAT binary)",
-            rows,
+            &changes.customers,
+            |rows, (id, view)| {
+                let r = CustomerRow::new(id, view)?;
+                let rfm = |i: usize| r.rfm.map(|s| s[i]);
+                rows.row(22)
+                    .int8(Some(generation))
+                    .text(Some(&r.customer_id))
+                    .text(r.stage)
+                    .time(r.stage_since)
+                    .int8(Some(r.orders))
+                    .int8(Some(r.refunds))
+                    .int8(Some(r.gross_revenue_minor))
+                    .int8(Some(r.refunded_minor))
+                    .int8(Some(r.net_revenue_minor))
+                    .int8(r.average_order_minor)
+                    .time(r.first_purchase_at)
+                    .time(r.last_purchase_at)
+                    .time(r.last_event_at)
+                    .int2(rfm(0))
+                    .int2(rfm(1))
+                    .int2(rfm(2))
+                    .text(r.segment)
+                    .text(r.tier)
+                    .text(Some(&r.state))
+                    .text(r.consented.as_deref())
+                    .text(r.consents.as_deref())
+                    .text(r.merged_into.as_deref());
+                Ok(())
+            },
         )
         .await?;
     }
-    let mut rows = CopyRows::new();
-    for e in &changes.outbox {
-        rows.row(9)
-            .int8(Some(generation))
-            .text(Some(e.customer_id.as_str()))
-            .int4(seq(e))
-            .text(e.transition.from.map(|s| s.as_str()))
-            .text(Some(e.transition.to.as_str()))
-            .time(Some(e.transition.at))
-            .text(Some(&e.transition.rule))
-            .jsonb(&facts_json(e))
-            .int8(Some(to_i64(e.position.0)));
-    }
-    copy(
-        tx,
-        "COPY stage_history (generation, customer_id, seq, from_stage, to_stage, entered_at, \
-            rule, facts, position) FROM STDIN (FORMAT binary)",
-        rows,
-    )
-    .await?;
+    copy_history(tx, generation, &changes.outbox).await?;
     write_kpis_and_checkpoint(tx, generation, changes).await
 }
 
-async fn copy(tx: &mut Tx, statement: &str, rows: CopyRows) -> Result<(), ReadModelError> {
-    if rows.is_empty() {
+/// Writes stage-history rows of `generation` with `COPY`.
+async fn copy_history(
+    tx: &mut Tx,
+    generation: GenerationId,
+    entries: &[OutboxEntry],
+) -> Result<(), ReadModelError> {
+    copy_each(
+        tx,
+        "COPY stage_history (generation, customer_id, seq, from_stage, to_stage, entered_at, \
+            rule, facts, position) FROM STDIN (FORMAT binary)",
+        entries,
+        |rows, e| {
+            rows.row(9)
+                .int8(Some(generation))
+                .text(Some(e.customer_id.as_str()))
+                .int4(seq(e))
+                .text(e.transition.from.map(|s| s.as_str()))
+                .text(Some(e.transition.to.as_str()))
+                .time(Some(e.transition.at))
+                .text(Some(&e.transition.rule))
+                .jsonb(&facts_json(e))
+                .int8(Some(to_i64(e.position.0)));
+            Ok(())
+        },
+    )
+    .await
+}
+
+/// About this many bytes of rows go in one message, so that PostgreSQL parses one piece while
+/// the next is being built.
+const COPY_PIECE: usize = 1 << 20;
+
+/// `COPY`s one row per item (`row` appends it), sending the data in pieces as it is built.
+async fn copy_each<T>(
+    tx: &mut Tx,
+    statement: &str,
+    items: &[T],
+    mut row: impl FnMut(&mut CopyRows, &T) -> Result<(), ReadModelError>,
+) -> Result<(), ReadModelError> {
+    if items.is_empty() {
         return Ok(());
     }
     let mut copy = tx.copy_in_raw(statement).await.map_err(db)?;
+    let mut rows = CopyRows::new();
+    for item in items {
+        let sent = match row(&mut rows, item) {
+            Err(error) => Err(error),
+            Ok(()) if rows.pending() >= COPY_PIECE => {
+                copy.send(rows.take_piece()).await.map(|_| ()).map_err(db)
+            }
+            Ok(()) => Ok(()),
+        };
+        if let Err(error) = sent {
+            let _ = copy.abort("a row could not be written").await;
+            return Err(error);
+        }
+    }
     if let Err(error) = copy.send(rows.into_bytes()).await {
         let _ = copy.abort("send failed").await;
         return Err(db(error));
@@ -615,6 +648,29 @@ impl ReadModelStore for PgReadModels {
             .map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(previous.filter(|old| *old != generation))
+    }
+
+    async fn write_history(
+        &self,
+        generation: GenerationId,
+        entries: &[OutboxEntry],
+    ) -> Result<(), ReadModelError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let status: Option<String> = sqlx::query_scalar(
+            "SELECT status FROM projection_generations WHERE generation = $1 FOR SHARE",
+        )
+        .bind(generation)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        if status.as_deref() != Some(BUILDING) {
+            return Err(ReadModelError::Superseded(generation));
+        }
+        copy_history(&mut tx, generation, entries).await?;
+        tx.commit().await.map_err(db)
     }
 
     async fn drop_generation(&self, generation: GenerationId) -> Result<(), ReadModelError> {

@@ -170,29 +170,7 @@ async fn write(
         generation,
     )
     .await?;
-    let history = changes.outbox.iter().map(|e| {
-        json!([
-            e.customer_id.as_str(),
-            seq(e),
-            e.transition.from.map(|s| s.as_str()),
-            e.transition.to.as_str(),
-            e.transition.at,
-            e.transition.rule,
-            facts_json(e),
-            to_i64(e.position.0)
-        ])
-    });
-    run(
-        tx,
-        "INSERT INTO stage_history (generation, customer_id, seq, from_stage, to_stage, entered_at, \
-            rule, facts, position) \
-         SELECT ?2, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
-            value ->> 6, value ->> 7 FROM json_each(?1) WHERE true \
-         ON CONFLICT (generation, customer_id, seq) DO NOTHING",
-        history.collect(),
-        generation,
-    )
-    .await?;
+    insert_history(tx, generation, &changes.outbox).await?;
     let kpis = changes
         .kpis
         .iter()
@@ -228,6 +206,37 @@ async fn write(
     .await
     .map_err(db)?;
     Ok(())
+}
+
+/// Inserts stage-history rows of `generation` (rows already there are kept).
+async fn insert_history(
+    tx: &mut Tx,
+    generation: GenerationId,
+    entries: &[OutboxEntry],
+) -> Result<(), ReadModelError> {
+    let history = entries.iter().map(|e| {
+        json!([
+            e.customer_id.as_str(),
+            seq(e),
+            e.transition.from.map(|s| s.as_str()),
+            e.transition.to.as_str(),
+            e.transition.at,
+            e.transition.rule,
+            facts_json(e),
+            to_i64(e.position.0)
+        ])
+    });
+    run(
+        tx,
+        "INSERT INTO stage_history (generation, customer_id, seq, from_stage, to_stage, entered_at, \
+            rule, facts, position) \
+         SELECT ?2, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
+            value ->> 6, value ->> 7 FROM json_each(?1) WHERE true \
+         ON CONFLICT (generation, customer_id, seq) DO NOTHING",
+        history.collect(),
+        generation,
+    )
+    .await
 }
 
 async fn append_outbox<'a>(
@@ -489,6 +498,28 @@ impl ReadModelStore for SqliteReadModels {
             .map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(previous.filter(|old| *old != generation))
+    }
+
+    async fn write_history(
+        &self,
+        generation: GenerationId,
+        entries: &[OutboxEntry],
+    ) -> Result<(), ReadModelError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM projection_generations WHERE generation = ?1")
+                .bind(generation)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+        if status.as_deref() != Some(BUILDING) {
+            return Err(ReadModelError::Superseded(generation));
+        }
+        insert_history(&mut tx, generation, entries).await?;
+        tx.commit().await.map_err(db)
     }
 
     async fn drop_generation(&self, generation: GenerationId) -> Result<(), ReadModelError> {
