@@ -67,6 +67,27 @@ impl AdminApi {
             ));
         }
         let reason = reason(&request.reason, "why the merge was wrong")?;
+        let log = self.log()?;
+        if log.stream_version(&customer_id).await? == 0 {
+            return Err(ApiError::NotFound(format!(
+                "customer {:?}",
+                customer_id.as_str()
+            )));
+        }
+        let parent = log.merged_into(&merged).await?;
+        if parent.as_ref() != Some(&customer_id) {
+            // A retried call finds the merge already undone: it is answered with its event.
+            if let Some(stored) = self.stored(&customer_id, &request.event_id).await? {
+                return Ok(pb::UnmergeCustomerResponse {
+                    event_id: stored.0.to_string(),
+                    position: stored.1,
+                });
+            }
+            return Err(ApiError::FailedPrecondition(match parent {
+                None => format!("{merged} is not merged into another customer"),
+                Some(parent) => format!("{merged} is merged into {parent}, not {customer_id}"),
+            }));
+        }
         let body = EventBody::CustomersUnmerged(CustomersUnmerged {
             merged_customer_id: merged,
             reason: Some(reason),
@@ -93,9 +114,7 @@ impl AdminApi {
             text => uuid::Uuid::parse_str(text)
                 .map_err(|e| ApiError::invalid("event_id", format!("not a UUID: {e}")))?,
         };
-        let log = self.log.as_ref().ok_or_else(|| {
-            ApiError::Unimplemented("this server was started without the event store".into())
-        })?;
+        let log = self.log()?;
         if log.stream_version(&customer_id).await? == 0 {
             return Err(ApiError::NotFound(format!(
                 "customer {:?}",
@@ -128,6 +147,39 @@ impl AdminApi {
             Err(error) => return Err(error.into()),
         };
         Ok((event_id, position))
+    }
+
+    fn log(&self) -> Result<&Arc<dyn EventStore>, ApiError> {
+        self.log.as_ref().ok_or_else(|| {
+            ApiError::Unimplemented("this server was started without the event store".into())
+        })
+    }
+
+    /// The id and position of the customers_unmerged event a client named `event_id` (empty:
+    /// none), if the customer's stream holds it.
+    async fn stored(
+        &self,
+        customer_id: &CustomerId,
+        event_id: &str,
+    ) -> Result<Option<(uuid::Uuid, u64)>, ApiError> {
+        if event_id.is_empty() {
+            return Ok(None);
+        }
+        let event_id = uuid::Uuid::parse_str(event_id)
+            .map_err(|e| ApiError::invalid("event_id", format!("not a UUID: {e}")))?;
+        let log = self.log()?;
+        let mut after = 0;
+        loop {
+            let page = log.read_stream(customer_id, after, 1_000).await?;
+            let Some(last) = page.last() else {
+                return Ok(None);
+            };
+            after = last.version;
+            if let Some(found) = page.iter().find(|e| e.event.event_id == event_id) {
+                return Ok(matches!(found.event.body, EventBody::CustomersUnmerged(_))
+                    .then_some((event_id, found.position.0)));
+            }
+        }
     }
 
     fn fitter(&self) -> Result<&Fitter, ApiError> {

@@ -129,6 +129,32 @@ async fn merge_and_unmerge_through_the_api(db: Db) {
         reason: "two people sharing a family email".into(),
         event_id: "6f1c1d8e-0000-4000-8000-0000000a11ce".into(),
     };
+    // `two` is not merged into `one`: the operator named them the wrong way round.
+    let status = admin
+        .unmerge_customer(pb::UnmergeCustomerRequest {
+            customer_id: one.into(),
+            merged_customer_id: two.into(),
+            reason: "wrong way round".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("not merged"), "{status:?}");
+    let status = admin
+        .unmerge_customer(pb::UnmergeCustomerRequest {
+            customer_id: "demo-0005".into(),
+            merged_customer_id: one.into(),
+            reason: "wrong customer".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().contains("merged into demo-0002"),
+        "{status:?}"
+    );
     let response = admin
         .unmerge_customer(request.clone())
         .await

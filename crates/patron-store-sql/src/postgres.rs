@@ -615,6 +615,16 @@ impl EventStore for PgEventStore {
         Ok(customer)
     }
 
+    async fn merged_into(&self, customer: &CustomerId) -> Result<Option<CustomerId>, StoreError> {
+        let mut connection = self.pool.acquire().await.map_err(map)?;
+        let mut index = identity::PgIndex(&mut connection);
+        Ok(
+            identity::IdentityIndex::parents(&mut index, std::slice::from_ref(customer))
+                .await?
+                .remove(customer),
+        )
+    }
+
     async fn source_offsets(&self, consumer: &str) -> Result<Vec<SourceOffset>, StoreError> {
         Ok(sqlx::query_as::<_, (String, String, i32, i64)>(
             "SELECT consumer, topic, partition, next_offset FROM source_offsets \

@@ -117,4 +117,7 @@ impl<S: EventStore> EventStore for FaultyStore<S> {
         }
         self.inner.resolve_identity(identity).await
     }
+    async fn merged_into(&self, customer: &CustomerId) -> Result<Option<CustomerId>, StoreError> {
+        self.inner.merged_into(customer).await
+    }
 }

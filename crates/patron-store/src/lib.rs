@@ -72,6 +72,13 @@ pub trait EventStore: Send + Sync + 'static {
     /// The source offsets stored for one consumer (e.g. a Kafka consumer group).
     async fn source_offsets(&self, consumer: &str) -> Result<Vec<SourceOffset>, StoreError>;
 
+    /// The customer `customer` is merged into directly, if it is (see `customers_merged`);
+    /// stores without an identity index know no merges.
+    async fn merged_into(&self, customer: &CustomerId) -> Result<Option<CustomerId>, StoreError> {
+        let _ = customer;
+        Ok(None)
+    }
+
     /// The customer an event naming only `identity` belongs to: the customer holding the
     /// identifier (the one everyone merged with it was merged into), or a new provisional
     /// customer ([`CustomerId::provisional`]) that holds it from now on. Stores without an
@@ -118,5 +125,8 @@ impl<S: EventStore + ?Sized> EventStore for std::sync::Arc<S> {
     }
     async fn resolve_identity(&self, identity: &Identity) -> Result<CustomerId, StoreError> {
         (**self).resolve_identity(identity).await
+    }
+    async fn merged_into(&self, customer: &CustomerId) -> Result<Option<CustomerId>, StoreError> {
+        (**self).merged_into(customer).await
     }
 }
