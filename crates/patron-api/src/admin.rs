@@ -42,11 +42,13 @@ impl AdminApi {
     ) -> Result<pb::EraseCustomerResponse, ApiError> {
         let customer_id = customer("customer_id", &request.customer_id)?;
         let reason = reason(&request.reason, "why the data is erased")?;
+        let event_id = event_id(&request.event_id)?;
+        self.existing(&customer_id).await?;
         let body = EventBody::ErasureRequested(ErasureRequested {
             reason: Some(reason),
             extra: Default::default(),
         });
-        let (event_id, position) = self.append(customer_id, &request.event_id, body).await?;
+        let (event_id, position) = self.append(customer_id, event_id, body).await?;
         tracing::info!(%event_id, position, "customer erasure requested");
         Ok(pb::EraseCustomerResponse {
             event_id: event_id.to_string(),
@@ -67,20 +69,18 @@ impl AdminApi {
             ));
         }
         let reason = reason(&request.reason, "why the merge was wrong")?;
-        let log = self.log()?;
-        if log.stream_version(&customer_id).await? == 0 {
-            return Err(ApiError::NotFound(format!(
-                "customer {:?}",
-                customer_id.as_str()
-            )));
-        }
+        let event_id = event_id(&request.event_id)?;
+        let log = self.existing(&customer_id).await?;
         let parent = log.merged_into(&merged).await?;
         if parent.as_ref() != Some(&customer_id) {
             // A retried call finds the merge already undone: it is answered with its event.
-            if let Some(stored) = self.stored(&customer_id, &request.event_id).await? {
+            if let Some(event_id) = event_id
+                && let Some(found) = find_in_stream(log.as_ref(), &customer_id, event_id).await?
+                && matches!(found.event.body, EventBody::CustomersUnmerged(_))
+            {
                 return Ok(pb::UnmergeCustomerResponse {
-                    event_id: stored.0.to_string(),
-                    position: stored.1,
+                    event_id: event_id.to_string(),
+                    position: found.position.0,
                 });
             }
             return Err(ApiError::FailedPrecondition(match parent {
@@ -93,7 +93,7 @@ impl AdminApi {
             reason: Some(reason),
             extra: Default::default(),
         });
-        let (event_id, position) = self.append(customer_id, &request.event_id, body).await?;
+        let (event_id, position) = self.append(customer_id, event_id, body).await?;
         tracing::info!(%event_id, position, "customers unmerged");
         Ok(pb::UnmergeCustomerResponse {
             event_id: event_id.to_string(),
@@ -101,26 +101,29 @@ impl AdminApi {
         })
     }
 
-    /// Appends an operator's event to an existing customer's stream; returns its id and
-    /// position. A retried call (the same client event id) is answered with the stored event.
-    async fn append(
-        &self,
-        customer_id: CustomerId,
-        event_id: &str,
-        body: EventBody,
-    ) -> Result<(uuid::Uuid, u64), ApiError> {
-        let event_id = match event_id {
-            "" => uuid::Uuid::new_v4(),
-            text => uuid::Uuid::parse_str(text)
-                .map_err(|e| ApiError::invalid("event_id", format!("not a UUID: {e}")))?,
-        };
+    /// The event log, once it is known to hold events of `customer_id` (NOT_FOUND otherwise).
+    async fn existing(&self, customer_id: &CustomerId) -> Result<&Arc<dyn EventStore>, ApiError> {
         let log = self.log()?;
-        if log.stream_version(&customer_id).await? == 0 {
+        if log.stream_version(customer_id).await? == 0 {
             return Err(ApiError::NotFound(format!(
                 "customer {:?}",
                 customer_id.as_str()
             )));
         }
+        Ok(log)
+    }
+
+    /// Appends an operator's event to a customer's stream under the client's event id (a new
+    /// one when `None`); returns its id and position. A retried call (the same client event id)
+    /// is answered with the stored event.
+    async fn append(
+        &self,
+        customer_id: CustomerId,
+        event_id: Option<uuid::Uuid>,
+        body: EventBody,
+    ) -> Result<(uuid::Uuid, u64), ApiError> {
+        let event_id = event_id.unwrap_or_else(uuid::Uuid::new_v4);
+        let log = self.log()?;
         let event_type = body.event_type();
         let event = Event {
             event_id,
@@ -153,33 +156,6 @@ impl AdminApi {
         self.log.as_ref().ok_or_else(|| {
             ApiError::Unimplemented("this server was started without the event store".into())
         })
-    }
-
-    /// The id and position of the customers_unmerged event a client named `event_id` (empty:
-    /// none), if the customer's stream holds it.
-    async fn stored(
-        &self,
-        customer_id: &CustomerId,
-        event_id: &str,
-    ) -> Result<Option<(uuid::Uuid, u64)>, ApiError> {
-        if event_id.is_empty() {
-            return Ok(None);
-        }
-        let event_id = uuid::Uuid::parse_str(event_id)
-            .map_err(|e| ApiError::invalid("event_id", format!("not a UUID: {e}")))?;
-        let log = self.log()?;
-        let mut after = 0;
-        loop {
-            let page = log.read_stream(customer_id, after, 1_000).await?;
-            let Some(last) = page.last() else {
-                return Ok(None);
-            };
-            after = last.version;
-            if let Some(found) = page.iter().find(|e| e.event.event_id == event_id) {
-                return Ok(matches!(found.event.body, EventBody::CustomersUnmerged(_))
-                    .then_some((event_id, found.position.0)));
-            }
-        }
     }
 
     fn fitter(&self) -> Result<&Fitter, ApiError> {
@@ -220,6 +196,16 @@ fn customer(field: &'static str, id: &str) -> Result<CustomerId, ApiError> {
     Ok(customer_id)
 }
 
+/// The client's optional event id (empty: none).
+fn event_id(text: &str) -> Result<Option<uuid::Uuid>, ApiError> {
+    match text {
+        "" => Ok(None),
+        text => uuid::Uuid::parse_str(text)
+            .map(Some)
+            .map_err(|e| ApiError::invalid("event_id", format!("not a UUID: {e}"))),
+    }
+}
+
 /// The required reason of an operator's call, trimmed.
 fn reason(text: &str, what: &str) -> Result<String, ApiError> {
     let reason = text.trim();
@@ -243,24 +229,35 @@ async fn previous(
     let Some(stream) = batch.streams.first() else {
         return Err(ApiError::Internal("an admin batch without a stream".into()));
     };
+    let found = find_in_stream(log, &stream.customer_id, event_id).await?;
+    match found {
+        None => Err(ApiError::invalid(
+            "event_id",
+            "is taken by an event of another customer",
+        )),
+        Some(found) if found.event.event_type() == *event_type => Ok(found.position.0),
+        Some(_) => Err(ApiError::invalid(
+            "event_id",
+            "is taken by another event of this customer",
+        )),
+    }
+}
+
+/// The event of `customer_id`'s stream with id `event_id`, if there is one.
+async fn find_in_stream(
+    log: &dyn EventStore,
+    customer_id: &CustomerId,
+    event_id: uuid::Uuid,
+) -> Result<Option<patron_store::RecordedEvent>, ApiError> {
     let mut after = 0;
     loop {
-        let page = log.read_stream(&stream.customer_id, after, 1_000).await?;
+        let page = log.read_stream(customer_id, after, 1_000).await?;
         let Some(last) = page.last() else {
-            return Err(ApiError::invalid(
-                "event_id",
-                "is taken by an event of another customer",
-            ));
+            return Ok(None);
         };
         after = last.version;
-        if let Some(found) = page.iter().find(|e| e.event.event_id == event_id) {
-            return match found.event.event_type() == *event_type {
-                true => Ok(found.position.0),
-                false => Err(ApiError::invalid(
-                    "event_id",
-                    "is taken by another event of this customer",
-                )),
-            };
+        if let Some(found) = page.into_iter().find(|e| e.event.event_id == event_id) {
+            return Ok(Some(found));
         }
     }
 }

@@ -137,6 +137,17 @@ pub(crate) trait IdentityIndex {
     async fn forget(&mut self, customer: &CustomerId) -> Result<(), StoreError>;
 }
 
+/// The customer `customer` was merged into directly, if it was.
+pub(crate) async fn parent(
+    index: &mut impl IdentityIndex,
+    customer: &CustomerId,
+) -> Result<Option<CustomerId>, StoreError> {
+    Ok(index
+        .parents(std::slice::from_ref(customer))
+        .await?
+        .remove(customer))
+}
+
 /// The root of `customer`'s cluster (itself when not merged).
 async fn root(
     index: &mut impl IdentityIndex,
@@ -145,11 +156,7 @@ async fn root(
     let mut current = customer.clone();
     // Merges always join roots, so the path is at most the cluster size long.
     for _ in 0..=MAX_CLUSTER_CUSTOMERS {
-        match index
-            .parents(std::slice::from_ref(&current))
-            .await?
-            .remove(&current)
-        {
+        match parent(index, &current).await? {
             Some(parent) => current = parent,
             None => return Ok(current),
         }
@@ -238,6 +245,21 @@ pub(crate) async fn index_events(
         }
     }
     Ok(merges)
+}
+
+/// The survivors of `merges` whose stream version is not among `versions` yet (each once):
+/// what [`interleave`] still needs to number their merges.
+pub(crate) fn unversioned(
+    merges: &[(usize, Event)],
+    versions: &HashMap<CustomerId, u64>,
+) -> Vec<String> {
+    let survivors: BTreeSet<&str> = merges
+        .iter()
+        .map(|(_, merge)| &merge.customer_id)
+        .filter(|c| !versions.contains_key(*c))
+        .map(CustomerId::as_str)
+        .collect();
+    survivors.into_iter().map(str::to_owned).collect()
 }
 
 /// The events to store: `planned` with each merge of `merges` placed right after the event that

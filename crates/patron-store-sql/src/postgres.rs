@@ -305,12 +305,7 @@ async fn append_events(
         &plan.events,
     )
     .await?;
-    let survivors: Vec<String> = merges
-        .iter()
-        .map(|(_, merge)| &merge.customer_id)
-        .filter(|c| !versions.contains_key(*c))
-        .map(|c| c.as_str().to_owned())
-        .collect();
+    let survivors = identity::unversioned(&merges, &versions);
     if !survivors.is_empty() {
         versions.extend(stream_versions(tx, survivors).await?);
     }
@@ -617,12 +612,7 @@ impl EventStore for PgEventStore {
 
     async fn merged_into(&self, customer: &CustomerId) -> Result<Option<CustomerId>, StoreError> {
         let mut connection = self.pool.acquire().await.map_err(map)?;
-        let mut index = identity::PgIndex(&mut connection);
-        Ok(
-            identity::IdentityIndex::parents(&mut index, std::slice::from_ref(customer))
-                .await?
-                .remove(customer),
-        )
+        identity::parent(&mut identity::PgIndex(&mut connection), customer).await
     }
 
     async fn source_offsets(&self, consumer: &str) -> Result<Vec<SourceOffset>, StoreError> {
