@@ -15,9 +15,10 @@
 //!   while it was read (an epoch counter). Then every later change to it is still ahead in the
 //!   feed and will drop it.
 //!
-//! A served customer carries the feed's checkpoint and watermark: nothing changed it since it was
-//! read, so its state at the newer position is the same, and tenure and time in stage are
-//! measured to the newer watermark as a fresh read would.
+//! Entries are answers as they go on the wire, converted once when read from the database. A
+//! served customer is measured to the feed's watermark: nothing changed it since it was read, so
+//! its state at the newer position is the same, and tenure and time in stage are re-measured to
+//! the newer watermark as a fresh read would ([`Measures`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,8 +27,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use patron_domain::CustomerId;
 use patron_lifecycle::Rules;
+use patron_proto::api::v1 as pb;
 use patron_store::{EventStore, RecordedEvent};
 
+use crate::convert::{self, Measures};
 use crate::error::ApiError;
 use crate::model::{
     ChangeHead, CustomerDetail, CustomerPage, CustomerQuery, Forecast, KpiQuery, KpiRows,
@@ -59,7 +62,13 @@ struct State {
     epoch: u64,
     /// What the feed has been applied up to; `None`: nothing is served or inserted.
     head: Option<ChangeHead>,
-    entries: HashMap<String, Arc<CustomerDetail>>,
+    entries: HashMap<String, Arc<Entry>>,
+}
+
+/// A cached customer: the answer as converted when it was read, and what to re-measure in it.
+struct Entry {
+    wire: pb::Customer,
+    measures: Measures,
 }
 
 impl State {
@@ -72,7 +81,8 @@ impl State {
     }
 }
 
-/// [`ReadModels`] with cached customers; everything else goes to the inner read models.
+/// [`ReadModels`] with `GetCustomer` answers cached; everything else goes to the inner read
+/// models.
 pub struct CachedReadModels {
     inner: Arc<dyn ReadModels>,
     state: Arc<Mutex<State>>,
@@ -114,24 +124,27 @@ impl CachedReadModels {
         })
     }
 
-    fn cached(&self, customer_id: &str, min_position: u64) -> Result<CustomerDetail, u64> {
-        let state = lock(&self.state);
-        if let Some(head) = &state.head
-            && head.checkpoint >= min_position
-            && let Some(entry) = state.entries.get(customer_id)
-        {
-            let mut detail = CustomerDetail::clone(entry);
-            detail.snapshot = Snapshot {
-                checkpoint: head.checkpoint,
-                watermark: head.watermark,
-                ..detail.snapshot
-            };
-            return Ok(detail);
-        }
-        Err(state.epoch)
+    /// The cached answer for `customer_id`, measured to the feed's watermark; otherwise the
+    /// epoch to insert a database read under.
+    fn cached(&self, customer_id: &str, min_position: u64) -> Result<pb::Customer, u64> {
+        let (entry, watermark) = {
+            let state = lock(&self.state);
+            match (&state.head, state.entries.get(customer_id)) {
+                (Some(head), Some(entry)) if head.checkpoint >= min_position => {
+                    (entry.clone(), head.watermark)
+                }
+                _ => return Err(state.epoch),
+            }
+        };
+        // Copied outside the lock: concurrent hits contend only for the lookup.
+        let mut wire = entry.wire.clone();
+        entry.measures.apply(&mut wire, watermark);
+        Ok(wire)
     }
 
-    fn insert(&self, epoch: u64, detail: &CustomerDetail) {
+    /// Caches `wire`, the conversion of `detail`, if the read is fresh enough (see the module
+    /// documentation).
+    fn insert(&self, epoch: u64, detail: &CustomerDetail, wire: &pb::Customer) {
         let mut state = lock(&self.state);
         let fresh = state.epoch == epoch
             && state.head.as_ref().is_some_and(|head| {
@@ -151,7 +164,10 @@ impl CachedReadModels {
         }
         state.entries.insert(
             detail.customer.customer_id.clone(),
-            Arc::new(detail.clone()),
+            Arc::new(Entry {
+                wire: wire.clone(),
+                measures: Measures::of(detail),
+            }),
         );
         metrics::gauge!("patron_api_cache_customers").set(state.entries.len() as f64);
     }
@@ -230,7 +246,7 @@ async fn refresh_once(inner: &dyn ReadModels, state: &Mutex<State>) -> Result<()
 #[async_trait]
 impl ReadModels for CachedReadModels {
     async fn customer(&self, customer_id: &str) -> Result<Option<CustomerDetail>, ApiError> {
-        self.customer_at_least(customer_id, 0).await
+        self.inner.customer(customer_id).await
     }
 
     async fn customer_at_least(
@@ -238,19 +254,30 @@ impl ReadModels for CachedReadModels {
         customer_id: &str,
         min_position: u64,
     ) -> Result<Option<CustomerDetail>, ApiError> {
+        self.inner
+            .customer_at_least(customer_id, min_position)
+            .await
+    }
+
+    async fn customer_on_wire(
+        &self,
+        customer_id: &str,
+        min_position: u64,
+    ) -> Result<Option<pb::Customer>, ApiError> {
         let epoch = match self.cached(customer_id, min_position) {
-            Ok(detail) => {
+            Ok(wire) => {
                 metrics::counter!("patron_api_cache_hits_total").increment(1);
-                return Ok(Some(detail));
+                return Ok(Some(wire));
             }
             Err(epoch) => epoch,
         };
         metrics::counter!("patron_api_cache_misses_total").increment(1);
-        let detail = self.inner.customer(customer_id).await?;
-        if let Some(detail) = &detail {
-            self.insert(epoch, detail);
-        }
-        Ok(detail)
+        let Some(detail) = self.inner.customer(customer_id).await? else {
+            return Ok(None);
+        };
+        let wire = convert::customer_detail(&detail)?;
+        self.insert(epoch, &detail, &wire);
+        Ok(Some(wire))
     }
 
     async fn customers(&self, query: &CustomerQuery) -> Result<CustomerPage, ApiError> {
@@ -312,7 +339,8 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-    use crate::model::{ChangeRecord, CustomerRow};
+    use crate::model::{ChangeRecord, CustomerRow, HistoryRow};
+    use chrono::{DateTime, TimeDelta, Utc};
 
     /// Read models whose every answer the test sets, counting customer reads.
     #[derive(Default)]
@@ -330,6 +358,8 @@ mod tests {
         records: Vec<ChangeRecord>,
         reads: usize,
         down: bool,
+        /// Event time the projection has reached.
+        watermark: Option<DateTime<Utc>>,
     }
 
     impl World {
@@ -365,7 +395,7 @@ mod tests {
                 refunded_minor: 0,
                 net_revenue_minor: 0,
                 average_order_minor: None,
-                first_purchase_at: None,
+                first_purchase_at: Some(first_purchase()),
                 last_purchase_at: None,
                 last_event_at: None,
                 rfm_r: None,
@@ -376,9 +406,20 @@ mod tests {
                 consents: None,
                 merged_into: None,
             },
-            history: Vec::new(),
+            history: vec![HistoryRow {
+                seq: 0,
+                from_stage: None,
+                to_stage: "new".into(),
+                entered_at: first_purchase(),
+                rule: "first_purchase".into(),
+                facts: r#"{"orders":"1"}"#.into(),
+            }],
             prediction: None,
         }
+    }
+
+    fn first_purchase() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000, 0).unwrap()
     }
 
     #[async_trait]
@@ -386,10 +427,11 @@ mod tests {
         async fn customer(&self, id: &str) -> Result<Option<CustomerDetail>, ApiError> {
             let mut world = self.world.lock().unwrap();
             world.reads += 1;
-            Ok(world
-                .orders
-                .get(id)
-                .map(|orders| detail(id, *orders, world.generation, world.checkpoint)))
+            Ok(world.orders.get(id).map(|orders| {
+                let mut detail = detail(id, *orders, world.generation, world.checkpoint);
+                detail.snapshot.watermark = world.watermark;
+                detail
+            }))
         }
         async fn customers(&self, _: &CustomerQuery) -> Result<CustomerPage, ApiError> {
             unreachable!()
@@ -428,7 +470,7 @@ mod tests {
             Ok(Some(ChangeHead {
                 generation: world.generation,
                 checkpoint: world.checkpoint,
-                watermark: None,
+                watermark: world.watermark,
                 changes_head: world.records.last().map_or(0, |r| r.id),
                 model_version: world.model_version,
             }))
@@ -456,12 +498,17 @@ mod tests {
 
     async fn orders(cache: &CachedReadModels, id: &str, min_position: u64) -> i64 {
         cache
-            .customer_at_least(id, min_position)
+            .customer_on_wire(id, min_position)
             .await
             .unwrap()
             .unwrap()
-            .customer
+            .value
+            .unwrap()
             .orders
+    }
+
+    fn insert(cache: &CachedReadModels, epoch: u64, detail: &CustomerDetail) {
+        cache.insert(epoch, detail, &convert::customer_detail(detail).unwrap());
     }
 
     fn reads(inner: &Scripted) -> usize {
@@ -504,9 +551,43 @@ mod tests {
         assert_eq!(orders(&cache, "a", head).await, 2);
         assert_eq!(reads(&inner), 6);
         // Unknown customers are not cached.
-        assert!(cache.customer("zz").await.unwrap().is_none());
-        assert!(cache.customer("zz").await.unwrap().is_none());
+        assert!(cache.customer_on_wire("zz", 0).await.unwrap().is_none());
+        assert!(cache.customer_on_wire("zz", 0).await.unwrap().is_none());
         assert_eq!(reads(&inner), 8);
+    }
+
+    #[tokio::test]
+    async fn a_cached_customer_is_measured_to_the_watermark_of_the_feed() {
+        let inner = Arc::new(Scripted::default());
+        let start = first_purchase() + TimeDelta::days(3);
+        {
+            let mut world = inner.world.lock().unwrap();
+            world.watermark = Some(start);
+            world.commit(&[("a", 1)]);
+        }
+        let cache = cache(&inner);
+        apply(&cache).await;
+        let fresh = |inner: &Scripted| {
+            let world = inner.world.lock().unwrap();
+            let mut detail = detail("a", 1, world.generation, world.checkpoint);
+            detail.snapshot.watermark = world.watermark;
+            convert::customer_detail(&detail).unwrap()
+        };
+        let first = cache.customer_on_wire("a", 0).await.unwrap().unwrap();
+        assert_eq!(first, fresh(&inner));
+        // Time passes; another customer changes, "a" does not and stays cached.
+        {
+            let mut world = inner.world.lock().unwrap();
+            world.watermark = Some(start + TimeDelta::days(40));
+            world.commit(&[("b", 1)]);
+        }
+        apply(&cache).await;
+        let before = reads(&inner);
+        let later = cache.customer_on_wire("a", 0).await.unwrap().unwrap();
+        assert_eq!(reads(&inner), before, "served from the cache");
+        assert_eq!(later, fresh(&inner));
+        assert_eq!(later.value.unwrap().tenure_days, 43);
+        assert_eq!(later.stage_history[0].seconds_in_stage, 43 * 86_400);
     }
 
     #[tokio::test]
@@ -521,14 +602,14 @@ mod tests {
         let stale = detail("a", 1, 0, inner.world.lock().unwrap().checkpoint);
         inner.world.lock().unwrap().commit(&[("a", 2)]);
         apply(&cache).await;
-        cache.insert(epoch, &stale);
+        insert(&cache, epoch, &stale);
         assert_eq!(orders(&cache, "a", 0).await, 2);
         // And a read that started before a reset is refused too.
         let epoch = cache.cached("b", 0).unwrap_err();
         inner.world.lock().unwrap().model_version = Some(1);
         apply(&cache).await;
         let head = inner.world.lock().unwrap().checkpoint;
-        cache.insert(epoch, &detail("b", 9, 0, head));
+        insert(&cache, epoch, &detail("b", 9, 0, head));
         inner.world.lock().unwrap().orders.insert("b".into(), 3);
         assert_eq!(orders(&cache, "b", 0).await, 3);
     }

@@ -62,10 +62,7 @@ fn score(value: Option<i16>) -> Option<u32> {
 
 /// A customer without history.
 pub(crate) fn customer(row: &CustomerRow, snapshot: &Snapshot) -> Result<pb::Customer, ApiError> {
-    let tenure_days = match (row.first_purchase_at, snapshot.watermark) {
-        (Some(first), Some(watermark)) if watermark > first => (watermark - first).num_days(),
-        _ => 0,
-    };
+    let tenure_days = tenure_days(row.first_purchase_at, snapshot.watermark);
     let rfm = match (score(row.rfm_r), score(row.rfm_f), score(row.rfm_m)) {
         (Some(recency), Some(frequency), Some(monetary)) => Some(pb::RfmScores {
             recency,
@@ -146,10 +143,7 @@ fn history(
         .enumerate()
         .map(|(i, row)| {
             let exited = rows.get(i + 1).map(|next| next.entered_at);
-            let end = exited.or(watermark);
-            let seconds_in_stage = end
-                .map(|end| (end - row.entered_at).num_seconds().max(0))
-                .unwrap_or(0);
+            let seconds_in_stage = seconds_in_stage(row.entered_at, exited.or(watermark));
             Ok(pb::StageHistoryEntry {
                 from_stage: stored_stage(row.from_stage.as_deref())?,
                 to_stage: stored_stage(Some(&row.to_stage))?,
@@ -169,6 +163,54 @@ pub(crate) fn customer_detail(detail: &CustomerDetail) -> Result<pb::Customer, A
     customer.stage_history = history(&detail.history, detail.snapshot.watermark)?;
     customer.prediction = detail.prediction.as_ref().map(prediction).transpose()?;
     Ok(customer)
+}
+
+/// Whole days from the first purchase to the watermark (0 without either, or before it).
+fn tenure_days(first_purchase_at: Option<DateTime<Utc>>, watermark: Option<DateTime<Utc>>) -> i64 {
+    match (first_purchase_at, watermark) {
+        (Some(first), Some(watermark)) if watermark > first => (watermark - first).num_days(),
+        _ => 0,
+    }
+}
+
+/// Seconds of a stay in a stage entered at `entered`, to `end` (0 without an end).
+fn seconds_in_stage(entered: DateTime<Utc>, end: Option<DateTime<Utc>>) -> i64 {
+    end.map(|end| (end - entered).num_seconds().max(0))
+        .unwrap_or(0)
+}
+
+/// What, in a customer on the wire, is measured to the watermark: tenure (from the first
+/// purchase) and the time in the current stage (from entering it). The rest of a customer stays
+/// the same while nothing happens to it, so an answer converted once can be re-measured to a
+/// later watermark instead of converted again (the customer cache does this).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Measures {
+    first_purchase_at: Option<DateTime<Utc>>,
+    current_stage_entered_at: Option<DateTime<Utc>>,
+}
+
+impl Measures {
+    /// The measures of the customer `detail` converts to.
+    pub(crate) fn of(detail: &CustomerDetail) -> Self {
+        Self {
+            first_purchase_at: detail.customer.first_purchase_at,
+            current_stage_entered_at: detail.history.last().map(|row| row.entered_at),
+        }
+    }
+
+    /// Sets the figures of `customer` (converted from the detail these measures are of) as a
+    /// conversion at `watermark` would.
+    pub(crate) fn apply(&self, customer: &mut pb::Customer, watermark: Option<DateTime<Utc>>) {
+        if let Some(value) = &mut customer.value {
+            value.tenure_days = tenure_days(self.first_purchase_at, watermark);
+        }
+        if let (Some(entered), Some(current)) = (
+            self.current_stage_entered_at,
+            customer.stage_history.last_mut(),
+        ) {
+            current.seconds_in_stage = seconds_in_stage(entered, watermark);
+        }
+    }
 }
 
 /// A stored prediction on the wire.
@@ -254,6 +296,76 @@ mod tests {
         );
         assert_eq!(entries[1].facts["orders"], "2");
         assert_eq!(entries[1].facts["gap"], "3");
+    }
+
+    fn detail(first_purchase_day: Option<u32>, history: Vec<HistoryRow>) -> CustomerDetail {
+        CustomerDetail {
+            snapshot: Snapshot {
+                generation: 1,
+                currency: "EUR".into(),
+                watermark: Some(at(10)),
+                checkpoint: 40,
+            },
+            customer: CustomerRow {
+                customer_id: "c-1".into(),
+                stage: history.last().map(|row| row.to_stage.clone()),
+                stage_since: history.last().map(|row| row.entered_at),
+                orders: 2,
+                refunds: 0,
+                gross_revenue_minor: 5_000,
+                refunded_minor: 0,
+                net_revenue_minor: 5_000,
+                average_order_minor: Some(2_500),
+                first_purchase_at: first_purchase_day.map(at),
+                last_purchase_at: first_purchase_day.map(at),
+                last_event_at: Some(at(9)),
+                rfm_r: Some(3),
+                rfm_f: Some(2),
+                rfm_m: Some(4),
+                rfm_segment: Some("promising".into()),
+                tier: Some("B".into()),
+                consents: None,
+                merged_into: None,
+            },
+            history,
+            prediction: None,
+        }
+    }
+
+    #[test]
+    fn a_conversion_re_measured_to_another_watermark_equals_a_conversion_at_it() {
+        let histories = [
+            Vec::new(),
+            vec![row(0, None, "prospect", 1)],
+            vec![
+                row(0, None, "prospect", 1),
+                row(1, Some("prospect"), "new", 3),
+                row(2, Some("new"), "active", 8),
+            ],
+        ];
+        let watermarks = [None, Some(at(2)), Some(at(10)), Some(at(27))];
+        for history in histories {
+            for first_purchase in [None, Some(3), Some(20)] {
+                let detail = detail(first_purchase, history.clone());
+                let measures = Measures::of(&detail);
+                for from in watermarks {
+                    for to in watermarks {
+                        let mut then = detail.clone();
+                        then.snapshot.watermark = from;
+                        let mut now = detail.clone();
+                        now.snapshot.watermark = to;
+                        let mut moved = customer_detail(&then).unwrap();
+                        measures.apply(&mut moved, to);
+                        assert_eq!(
+                            moved,
+                            customer_detail(&now).unwrap(),
+                            "{from:?} → {to:?}, first purchase {first_purchase:?}, {} stays",
+                            history.len()
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

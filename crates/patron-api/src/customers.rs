@@ -51,12 +51,10 @@ impl CustomerApi {
 
     async fn get(&self, request: pb::GetCustomerRequest) -> Result<pb::Customer, ApiError> {
         let id = customer_id(&request.customer_id)?;
-        let detail = self
-            .models
-            .customer_at_least(id.as_str(), request.min_position)
+        self.models
+            .customer_on_wire(id.as_str(), request.min_position)
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("customer {:?}", id.as_str())))?;
-        convert::customer_detail(&detail)
+            .ok_or_else(|| ApiError::NotFound(format!("customer {:?}", id.as_str())))
     }
 
     async fn list(

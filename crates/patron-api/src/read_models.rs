@@ -9,11 +9,13 @@ use patron_store_sql::SqlEventStore;
 
 use patron_domain::CustomerId;
 use patron_lifecycle::Rules;
+use patron_proto::api::v1 as pb;
 use sqlx::{FromRow as _, Row as _};
 use std::sync::{Arc, Mutex};
 
 use patron_store::{EventStore, RecordedEvent};
 
+use crate::convert;
 use crate::error::ApiError;
 use crate::model::{
     ChangeHead, ChangeRecord, CustomerDetail, CustomerPage, CustomerQuery, CustomerRow, Forecast,
@@ -35,6 +37,18 @@ pub trait ReadModels: Send + Sync + 'static {
     ) -> Result<Option<CustomerDetail>, ApiError> {
         let _ = min_position;
         self.customer(customer_id).await
+    }
+    /// One customer as `GetCustomer` answers it, read at a checkpoint of at least
+    /// `min_position`; `None` when unknown.
+    async fn customer_on_wire(
+        &self,
+        customer_id: &str,
+        min_position: u64,
+    ) -> Result<Option<pb::Customer>, ApiError> {
+        self.customer_at_least(customer_id, min_position)
+            .await?
+            .map(|detail| convert::customer_detail(&detail))
+            .transpose()
     }
     /// Customers matching the query, by id.
     async fn customers(&self, query: &CustomerQuery) -> Result<CustomerPage, ApiError>;

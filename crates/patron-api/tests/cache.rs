@@ -36,25 +36,33 @@ async fn tamper(db: &Db, customer: &str) {
     .await;
 }
 
-async fn orders(models: &dyn ReadModels, customer: &str, min_position: u64) -> i64 {
+/// The customer as GetCustomer answers it (what the cache holds).
+async fn answer(
+    models: &dyn ReadModels,
+    customer: &str,
+    min_position: u64,
+) -> patron_proto::api::v1::Customer {
     models
-        .customer_at_least(customer, min_position)
+        .customer_on_wire(customer, min_position)
         .await
         .unwrap()
         .unwrap()
-        .customer
+}
+
+async fn orders(models: &dyn ReadModels, customer: &str, min_position: u64) -> i64 {
+    answer(models, customer, min_position)
+        .await
+        .value
+        .unwrap()
         .orders
 }
 
 async fn last_event(models: &dyn ReadModels, customer: &str, min_position: u64) -> DateTime<Utc> {
-    models
-        .customer_at_least(customer, min_position)
+    let at = answer(models, customer, min_position)
         .await
-        .unwrap()
-        .unwrap()
-        .customer
         .last_event_at
-        .unwrap()
+        .unwrap();
+    DateTime::from_timestamp(at.seconds, u32::try_from(at.nanos).unwrap()).unwrap()
 }
 
 /// Waits until the cache serves what it read (its feed applied once, so inserts are kept): one

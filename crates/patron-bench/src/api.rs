@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use patron_proto::api::v1::GetCustomerRequest;
-use patron_proto::api::v1::customer_service_client::CustomerServiceClient;
 use sqlx::postgres::PgPoolOptions;
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::MetadataValue;
 
 /// Concurrent requests in flight (HTTP/2 streams over one connection; pool connections for SQL).
@@ -17,6 +17,23 @@ const CONCURRENCY: usize = 64;
 /// How long each side is measured.
 const DURATION: Duration = Duration::from_secs(10);
 const TOKEN: &str = "bench-token";
+
+/// What the load generator reads of a `GetCustomerResponse`: the customer's id. prost skips the
+/// rest of the message without building it, so decoding answers (dozens of history entries with
+/// their facts) does not take the cores from the server being measured; every byte is still
+/// received and framed.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Answer {
+    #[prost(message, optional, tag = "1")]
+    customer: Option<AnswerCustomer>,
+}
+
+/// `Customer.customer_id` alone.
+#[derive(Clone, PartialEq, prost::Message)]
+struct AnswerCustomer {
+    #[prost(string, tag = "1")]
+    customer_id: String,
+}
 
 /// Latencies in microseconds of every request, and requests per second.
 struct Measured {
@@ -69,6 +86,29 @@ where
         rate: latencies.len() as f64 / elapsed,
         latencies,
     })
+}
+
+/// Options of the stand-alone API benchmark.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// At least this many demo events are stored and projected before the API is measured.
+    #[arg(long, default_value_t = 200_000)]
+    events: usize,
+}
+
+/// Stores and projects demo events into a scratch database, then measures the API over it.
+pub(crate) async fn run_alone(url: &str, args: Args) -> anyhow::Result<()> {
+    let patron = std::env::current_exe()?
+        .parent()
+        .context("bench binary directory")?
+        .join("patron");
+    let demo = crate::rebuild::enough_demo(args.events);
+    crate::rebuild::in_scratch_database(url, |db_url| async move {
+        let mut out = std::io::stdout();
+        crate::rebuild::store_and_project(&db_url, &patron, &demo, &mut out).await?;
+        run(&db_url, &patron, &mut out).await
+    })
+    .await
 }
 
 /// Measures both sides against the read models in `db_url` (already projected).
@@ -199,17 +239,25 @@ async fn serve_and_measure(
         let call = {
             let ids = ids.clone();
             move |n: usize| {
-                let mut client = CustomerServiceClient::new(channel.clone());
+                let mut client = tonic::client::Grpc::new(channel.clone());
+                let id = ids[n % ids.len()].clone();
                 let mut request = tonic::Request::new(GetCustomerRequest {
-                    customer_id: ids[n % ids.len()].clone(),
+                    customer_id: id.clone(),
                     min_position: 0,
                 });
                 request
                     .metadata_mut()
                     .insert("authorization", bearer.clone());
                 async move {
-                    let response = client.get_customer(request).await?;
-                    anyhow::ensure!(response.into_inner().customer.is_some(), "no customer");
+                    client.ready().await?;
+                    let codec = tonic_prost::ProstCodec::<GetCustomerRequest, Answer>::default();
+                    let path =
+                        PathAndQuery::from_static("/patron.api.v1.CustomerService/GetCustomer");
+                    let answer = client.unary(request, path, codec).await?.into_inner();
+                    anyhow::ensure!(
+                        answer.customer.map(|c| c.customer_id) == Some(id),
+                        "GetCustomer answered for another customer"
+                    );
                     Ok(())
                 }
             }

@@ -10,6 +10,11 @@ mod store;
 
 use clap::{Parser, Subcommand};
 
+/// The allocator `patron` itself runs with: the load generators and baselines here should not
+/// be slowed by a weaker one.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Patron benchmarks.
 #[derive(Debug, Parser)]
 struct Cli {
@@ -38,6 +43,10 @@ enum Bench {
     /// `GetCustomer` throughput and latency at 64 concurrent requests against the raw
     /// primary-key `SELECT` on the same read models.
     Rebuild(rebuild::Args),
+    /// `GetCustomer` throughput and latency alone (the last part of `rebuild`): stores and
+    /// projects demo events into a scratch database, then measures the API against the raw
+    /// primary-key `SELECT` on the same read models.
+    Api(api::Args),
     /// The projector's fold alone, in memory (no database): the ceiling of the rebuild rate, and
     /// the thing to profile.
     Fold(fold::Args),
@@ -50,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Store(args) => store::run(&cli.database_url, args).await,
         Bench::Ingest(args) => ingest::run(&cli.database_url, args).await,
         Bench::Rebuild(args) => rebuild::run_alone(&cli.database_url, args).await,
+        Bench::Api(args) => api::run_alone(&cli.database_url, args).await,
         Bench::Fold(args) => fold::run(args),
     }
 }

@@ -56,10 +56,22 @@ pub(crate) async fn run(
     events: usize,
     ingest_rate: f64,
 ) -> anyhow::Result<()> {
-    let mut out = std::io::stdout();
     let demo = enough_demo(events);
+    in_scratch_database(url, |db_url| async move {
+        measure(&db_url, patron, &demo, ingest_rate, &mut std::io::stdout()).await
+    })
+    .await
+}
+
+/// Runs `body` with the URL of a new, empty database on the server of `url`, and drops the
+/// database afterwards (also when `body` fails).
+pub(crate) async fn in_scratch_database<F, Fut>(url: &str, body: F) -> anyhow::Result<()>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
     let mut admin = PgConnection::connect(url).await?;
-    let database = format!("patron_bench_rebuild_{}", std::process::id());
+    let database = format!("patron_bench_{}", std::process::id());
     admin
         .execute(format!("DROP DATABASE IF EXISTS {database}").as_str())
         .await?;
@@ -67,21 +79,21 @@ pub(crate) async fn run(
         .execute(format!("CREATE DATABASE {database}").as_str())
         .await?;
     let base = url.rsplit_once('/').map_or(url, |(b, _)| b);
-    let db_url = format!("{base}/{database}");
-    let result = measure(&db_url, patron, &demo, ingest_rate, &mut out).await;
+    let result = body(format!("{base}/{database}")).await;
     admin
         .execute(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)").as_str())
         .await?;
     result
 }
 
-async fn measure(
+/// Stores `demo` in the (empty) database at `db_url`, then runs `patron project` from nothing
+/// to the head and returns how long that took.
+pub(crate) async fn store_and_project(
     db_url: &str,
     patron: &Path,
     demo: &[Event],
-    ingest_rate: f64,
     out: &mut impl std::io::Write,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Duration> {
     let store = PgEventStore::connect(&ConnectOptions::new(db_url)).await?;
     store.migrate().await?;
     for chunk in demo.chunks(5_000) {
@@ -140,6 +152,19 @@ async fn measure(
         .status();
     let _ = projector.wait_with_output();
     drop(db);
+    Ok(project_elapsed)
+}
+
+async fn measure(
+    db_url: &str,
+    patron: &Path,
+    demo: &[Event],
+    ingest_rate: f64,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<()> {
+    let project_elapsed = store_and_project(db_url, patron, demo, out).await?;
+    let target = demo.len();
+    let log = std::env::var("PATRON_LOG").unwrap_or_else(|_| "warn".into());
 
     let started = Instant::now();
     let rebuild = Command::new(patron)
