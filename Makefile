@@ -132,11 +132,16 @@ check-domain: ## Prove that the domain crates (patron-domain, patron-lifecycle, 
 	done
 
 .PHONY: bench
-bench: postgres broker-binary ## Benchmarks (store append, ingest, projection and rebuild), each printed as a ratio to a baseline measured in the same run
+bench: postgres broker-binary ## Benchmarks (store append, ingest, projection, rebuild and the GetCustomer API), each printed as a ratio to a baseline measured in the same run
 	$(CARGO) build --release -p patron -p patron-bench
 	./target/release/patron-bench store
 	@set -e; $(MAKE) --no-print-directory broker-start; trap '$(MAKE) --no-print-directory broker-stop' EXIT; \
 		PATRON_BENCH_KAFKA_BROKERS=$(BROKER) ./target/release/patron-bench ingest
+
+.PHONY: bench-api
+bench-api: postgres ## GetCustomer throughput and p50/p99 over loopback gRPC alone (200,000 demo events), next to the raw primary-key SELECT in the same run
+	$(CARGO) build --release -p patron -p patron-bench
+	./target/release/patron-bench api
 
 .PHONY: bench-clv
 bench-clv: ## BG/NBD fit time on CDNOW and 1,000,000 synthetic customers, next to Python lifetimes on the same data (when it installs)
