@@ -1,5 +1,5 @@
-//! The `patron` command end to end, on both backends: migrate, import (with bad lines and a
-//! re-run), read back.
+//! The `patron` command end to end, on both backends: migrate, import (with bad lines, a re-run,
+//! conflicting ids and events naming only an identifier), read back.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -109,6 +109,123 @@ fn import_and_read_back(url: &str) {
         })
         .collect();
     assert_eq!(paged, vec![11, 12, 13, 14, 15]);
+}
+
+/// One CloudEvents JSON line: a purchase of `minor` cents, for `subject` (`Ok`: a customer id,
+/// `Err`: an email address the customer is known by).
+fn purchase(id: u32, subject: Result<&str, &str>, minor: i64) -> String {
+    let mut event = serde_json::json!({
+        "specversion": "1.0", "id": format!("7e57c0de-0000-4000-8000-{id:012}"),
+        "source": "backfill", "type": "patron.purchase.v1", "time": "2026-02-01T10:00:00Z",
+        "data": {"order_id": format!("o-{id}"), "amount": {"minor_units": minor, "currency": "EUR"}},
+    });
+    match subject {
+        Ok(customer) => event["subject"] = customer.into(),
+        Err(email) => {
+            event["identitykind"] = "email".into();
+            event["identityvalue"] = email.into();
+        }
+    }
+    event.to_string()
+}
+
+/// A backfill run again with one event's content changed: that line is rejected (listed in
+/// `--rejects`), the lines after it in the same batch are still appended, and the stored event
+/// keeps its first content. Events naming only an identifier go to the customer holding it, or
+/// to a new provisional customer.
+fn import_rejects_conflicts_and_resolves_identifiers(url: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, lines: &[String]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let link = serde_json::json!({
+        "specversion": "1.0", "id": "7e57c0de-0000-4000-8000-000000000001", "source": "login",
+        "type": "patron.identities_linked.v1", "subject": "c-1", "time": "2026-01-31T10:00:00Z",
+        "data": {"identities": [{"kind": "email", "value": "Ann@Example.com"}], "evidence": "login"},
+    })
+    .to_string();
+    let first = write("first.jsonl", &[link, purchase(2, Ok("c-1"), 1_000)]);
+    let second = write(
+        "second.jsonl",
+        &[
+            purchase(2, Ok("c-1"), 2_000),
+            purchase(3, Err(" ann@example.com"), 3_000),
+            purchase(4, Ok("c-2"), 4_000),
+            purchase(5, Err("new@example.com"), 5_000),
+        ],
+    );
+    patron(url, &["migrate"]).success();
+    patron(url, &["import", &first]).success();
+    let rejects = dir.path().join("rejects.jsonl");
+    let run = patron(
+        url,
+        &["import", &second, "--rejects", rejects.to_str().unwrap()],
+    )
+    .success();
+    assert!(
+        run.stdout()
+            .contains("read 4 records: 3 appended, 0 already stored, 1 rejected"),
+        "{}",
+        run.stdout()
+    );
+    let rejected: Vec<Value> = std::fs::read_to_string(&rejects)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected[0]["line"], 1);
+    assert_eq!(rejected[0]["error_class"], "duplicate_event_id_conflict");
+    assert!(
+        rejected[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("7e57c0de-0000-4000-8000-000000000002"),
+        "{rejected:?}"
+    );
+
+    let events: Vec<Value> = patron(url, &["events", "--limit", "100"])
+        .success()
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |n: u32| {
+        let id = format!("7e57c0de-0000-4000-8000-{n:012}");
+        events
+            .iter()
+            .find(|e| e["event_id"] == id.as_str())
+            .unwrap_or_else(|| panic!("event {n} is not stored: {events:?}"))
+    };
+    assert_eq!(events.len(), 5, "{events:?}");
+    assert_eq!(of(2)["customer_id"], "c-1");
+    assert_eq!(
+        of(2)["data"]["amount"]["minor_units"],
+        1_000,
+        "first content kept"
+    );
+    assert_eq!(of(3)["customer_id"], "c-1", "the email's holder");
+    assert_eq!(of(4)["customer_id"], "c-2");
+    let provisional = of(5)["customer_id"].as_str().unwrap();
+    assert!(provisional.starts_with("~email:"), "{provisional}");
+}
+
+#[test]
+fn sqlite_import_rejects_conflicts_and_resolves_identifiers() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("patron.db").display());
+    import_rejects_conflicts_and_resolves_identifiers(&url);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_import_rejects_conflicts_and_resolves_identifiers() {
+    let db = PgDatabase::create().await;
+    let url = db.url.clone();
+    tokio::task::spawn_blocking(move || import_rejects_conflicts_and_resolves_identifiers(&url))
+        .await
+        .unwrap();
 }
 
 #[test]

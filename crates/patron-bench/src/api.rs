@@ -173,10 +173,7 @@ pub(crate) async fn run(
         raw.percentile(500),
         raw.percentile(990)
     )?;
-    for (label, api) in [
-        ("cache off:", &uncached),
-        ("default cache, warm:", &cached),
-    ] {
+    for (label, api) in [("cache off:", &uncached), ("default cache, warm:", &cached)] {
         writeln!(
             out,
             "patron api GetCustomer, {label:<21}{:>8.0} calls/s     p50 {:.2} ms   p99 {:.2} ms   ratio {:.2}  (targets: ratio ≥ 0.50, p99 < 5 ms)",

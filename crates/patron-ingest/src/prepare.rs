@@ -196,37 +196,13 @@ impl PreparedBatch {
     ///
     /// Fails, changing nothing, if a conflict names no event of the batch.
     pub fn set_aside(&mut self, conflicts: &[EventIdConflict]) -> Result<(), String> {
-        let mut places: Vec<(usize, usize)> =
-            conflicts.iter().map(|c| (c.stream, c.index)).collect();
-        places.sort_unstable();
-        places.dedup();
-        if conflicts.is_empty()
-            || places.iter().any(|&(s, i)| {
-                self.batch
-                    .streams
-                    .get(s)
-                    .is_none_or(|stream| i >= stream.events.len())
-                    || self.origins.get(s).is_none_or(|records| i >= records.len())
-            })
-        {
-            return Err(format!(
-                "the store reported conflicts outside the batch: {conflicts:?}"
-            ));
-        }
-        let mut letters = Vec::with_capacity(places.len());
-        // From the back, so that earlier places keep their indices.
-        for &(s, i) in places.iter().rev() {
-            let event = self.batch.streams[s].events.remove(i);
-            let record = self.origins[s].remove(i);
-            let conflict = conflicts
-                .iter()
-                .find(|c| (c.stream, c.index) == (s, i))
-                .map_or_else(String::new, |c| {
-                    format!(
-                        ": the id stands for payload digest {}, this record's is {}",
-                        c.kept, c.offered
-                    )
-                });
+        let taken = self.batch.set_aside(&mut self.origins, conflicts)?;
+        let mut letters = Vec::with_capacity(taken.len());
+        for (event, record, conflict) in taken {
+            let conflict = format!(
+                ": the id stands for payload digest {}, this record's is {}",
+                conflict.kept, conflict.offered
+            );
             let error = ValidationError::new(
                 ErrorClass::DuplicateEventIdConflict,
                 "event_id",

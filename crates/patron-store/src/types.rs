@@ -5,6 +5,8 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use patron_domain::{CustomerId, Event};
 
+use crate::error::EventIdConflict;
+
 /// A place in the global log. Positions start at 1, are gapless and follow commit order;
 /// [`Position::ZERO`] is "before the first event".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -138,6 +140,48 @@ impl AppendBatch {
     /// How many events the batch carries (duplicates included).
     pub fn event_count(&self) -> usize {
         self.streams.iter().map(|s| s.events.len()).sum()
+    }
+
+    /// Takes the events that `conflicts` (from [`crate::StoreError::DuplicateEventIds`]) name out
+    /// of the batch, with what `origins` holds at the same places (one item per event, stream by
+    /// stream: where each event came from), so that the rest can be appended. Returns them in
+    /// batch order, each with its conflict.
+    ///
+    /// Fails, changing nothing, if `conflicts` is empty or names a place outside the batch or
+    /// `origins`.
+    pub fn set_aside<O>(
+        &mut self,
+        origins: &mut [Vec<O>],
+        conflicts: &[EventIdConflict],
+    ) -> Result<Vec<(Event, O, EventIdConflict)>, String> {
+        let mut places: Vec<&EventIdConflict> = conflicts.iter().collect();
+        places.sort_unstable_by_key(|c| (c.stream, c.index));
+        places.dedup_by_key(|c| (c.stream, c.index));
+        let outside = |c: &&EventIdConflict| {
+            self.streams
+                .get(c.stream)
+                .is_none_or(|stream| c.index >= stream.events.len())
+                || origins
+                    .get(c.stream)
+                    .is_none_or(|items| c.index >= items.len())
+        };
+        if places.is_empty() || places.iter().any(outside) {
+            return Err(format!(
+                "the store reported conflicts outside the batch: {conflicts:?}"
+            ));
+        }
+        // From the back, so that earlier places keep their indices.
+        let mut taken: Vec<_> = places
+            .iter()
+            .rev()
+            .map(|c| {
+                let event = self.streams[c.stream].events.remove(c.index);
+                let origin = origins[c.stream].remove(c.index);
+                (event, origin, (*c).clone())
+            })
+            .collect();
+        taken.reverse();
+        Ok(taken)
     }
 }
 

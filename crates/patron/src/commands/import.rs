@@ -1,5 +1,12 @@
 //! `patron import`: a backfill from CloudEvents JSON lines, validated like any inbound event.
+//!
+//! Like ingest, an event may name its customer by an identifier only (`identitykind` /
+//! `identityvalue`): it is stored in the stream of the customer holding it. A line is rejected,
+//! and the import goes on, when it is invalid, when its identifier cannot be resolved, or when its
+//! event id is already taken by different content; the summary counts the rejects and
+//! `--rejects` lists them.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::process::ExitCode;
@@ -7,8 +14,10 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use chrono::Utc;
 use patron_codec::{Limits, Message};
-use patron_domain::{Event, ValidationError, ValidationPolicy, validate};
-use patron_store::{AppendBatch, EventStore};
+use patron_domain::{
+    CustomerId, ErrorClass, Event, ValidationError, ValidationPolicy, validate_subject,
+};
+use patron_store::{AppendBatch, EventStore, ExpectedVersion, StoreError, StreamAppend};
 use serde_json::json;
 
 use crate::cli::{DatabaseArgs, ImportArgs};
@@ -21,6 +30,70 @@ struct Tally {
     rejected: u64,
 }
 
+/// A line of the input: its number and its text.
+struct Line {
+    number: usize,
+    text: Vec<u8>,
+}
+
+/// Validated events waiting for their append, by customer, with the lines they came from.
+#[derive(Default)]
+struct Pending {
+    batch: AppendBatch,
+    lines: Vec<Vec<Line>>,
+    /// Each customer's stream in `batch`.
+    slots: HashMap<CustomerId, usize>,
+    len: usize,
+}
+
+impl Pending {
+    fn push(&mut self, event: Event, line: Line) {
+        let slot = *self
+            .slots
+            .entry(event.customer_id.clone())
+            .or_insert_with(|| {
+                self.batch.streams.push(StreamAppend {
+                    customer_id: event.customer_id.clone(),
+                    expected: ExpectedVersion::Any,
+                    events: Vec::new(),
+                });
+                self.lines.push(Vec::new());
+                self.batch.streams.len() - 1
+            });
+        self.batch.streams[slot].events.push(event);
+        self.lines[slot].push(line);
+        self.len += 1;
+    }
+}
+
+/// Where rejected lines are reported: the log, the count, and the rejects file if any.
+struct Rejects {
+    file: Option<File>,
+}
+
+impl Rejects {
+    fn report(
+        &mut self,
+        line: &Line,
+        error: &ValidationError,
+        tally: &mut Tally,
+    ) -> anyhow::Result<()> {
+        tally.rejected += 1;
+        tracing::warn!(line = line.number, class = %error.class, "rejected: {error}");
+        if let Some(file) = &mut self.file {
+            let record = json!({
+                "line": line.number,
+                "error_class": error.class.as_str(),
+                "field": error.field,
+                "reason": error.message,
+                "record": String::from_utf8_lossy(&line.text),
+            });
+            writeln!(file, "{record}").context("cannot write the rejects file")?;
+        }
+        Ok(())
+    }
+}
+
 pub(crate) async fn run(database: &DatabaseArgs, args: ImportArgs) -> anyhow::Result<ExitCode> {
     let store = super::open_store(database).await?.into_dyn();
     let input: Box<dyn BufRead> = if args.file.as_os_str() == "-" {
@@ -30,42 +103,54 @@ pub(crate) async fn run(database: &DatabaseArgs, args: ImportArgs) -> anyhow::Re
             .with_context(|| format!("cannot open {}", args.file.display()))?;
         Box::new(BufReader::new(file))
     };
-    let mut rejects = args
-        .rejects
-        .as_ref()
-        .map(|path| File::create(path).with_context(|| format!("cannot create {}", path.display())))
-        .transpose()?;
+    let mut rejects = Rejects {
+        file: args
+            .rejects
+            .as_ref()
+            .map(|path| {
+                File::create(path).with_context(|| format!("cannot create {}", path.display()))
+            })
+            .transpose()?,
+    };
     let limits = Limits {
         max_payload_bytes: args.max_payload_bytes,
     };
     let batch_size = usize::try_from(args.batch_size).unwrap_or(1000);
 
     let mut tally = Tally::default();
-    let mut batch: Vec<Event> = Vec::with_capacity(batch_size);
-    for (index, line) in input.split(b'\n').enumerate() {
-        let line_number = index + 1;
-        let line = line.context("cannot read the input")?;
-        if line.iter().all(u8::is_ascii_whitespace) {
+    let mut pending = Pending::default();
+    for (index, text) in input.split(b'\n').enumerate() {
+        let line = Line {
+            number: index + 1,
+            text: text.context("cannot read the input")?,
+        };
+        if line.text.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
         tally.lines += 1;
         let message = Message {
-            payload: &line,
+            payload: &line.text,
             ..Message::default()
         };
         let policy = ValidationPolicy::at(Utc::now());
-        match patron_codec::decode(&message, &limits).and_then(|raw| validate(raw, &policy)) {
-            Ok(event) => batch.push(event),
-            Err(error) => {
-                tally.rejected += 1;
-                report_reject(line_number, &line, &error, rejects.as_mut())?;
-            }
+        let checked =
+            patron_codec::decode(&message, &limits).and_then(|raw| validate_subject(raw, &policy));
+        match checked {
+            Ok((event, None)) => pending.push(event, line),
+            Ok((mut event, Some(identity))) => match customer_of(&*store, &identity).await? {
+                Ok(customer) => {
+                    event.customer_id = customer;
+                    pending.push(event, line);
+                }
+                Err(error) => rejects.report(&line, &error, &mut tally)?,
+            },
+            Err(error) => rejects.report(&line, &error, &mut tally)?,
         }
-        if batch.len() >= batch_size {
-            flush(&*store, &mut batch, &mut tally).await?;
+        if pending.len >= batch_size {
+            flush(&*store, &mut pending, &mut tally, &mut rejects).await?;
         }
     }
-    flush(&*store, &mut batch, &mut tally).await?;
+    flush(&*store, &mut pending, &mut tally, &mut rejects).await?;
     let head = store.head().await?;
     tracing::info!(
         lines = tally.lines,
@@ -84,39 +169,60 @@ pub(crate) async fn run(database: &DatabaseArgs, args: ImportArgs) -> anyhow::Re
     Ok(ExitCode::SUCCESS)
 }
 
-async fn flush(
+/// The customer holding `identity` (a new provisional one if nobody does): the outer error when
+/// the store cannot be reached, the inner one when the identifier cannot be resolved.
+async fn customer_of(
     store: &dyn EventStore,
-    batch: &mut Vec<Event>,
-    tally: &mut Tally,
-) -> anyhow::Result<()> {
-    if batch.is_empty() {
-        return Ok(());
+    identity: &patron_domain::Identity,
+) -> anyhow::Result<Result<CustomerId, ValidationError>> {
+    match store.resolve_identity(identity).await {
+        Ok(customer) => Ok(Ok(customer)),
+        Err(error) if error.is_transient() => {
+            Err(error).context("cannot resolve a customer identifier")
+        }
+        Err(error) => Ok(Err(ValidationError::new(
+            ErrorClass::InvalidField,
+            "identity",
+            format!("the customer could not be resolved: {error}"),
+        ))),
     }
-    let receipt = store
-        .append(&AppendBatch::from_events(batch.drain(..)))
-        .await
-        .context("append failed (has `patron migrate` been run on this database?)")?;
-    tally.appended += receipt.appended;
-    tally.duplicates += receipt.duplicates;
-    Ok(())
 }
 
-fn report_reject(
-    line_number: usize,
-    line: &[u8],
-    error: &ValidationError,
-    rejects: Option<&mut File>,
+/// Appends the pending events. Events whose id is already taken by different content are
+/// rejected and the rest appended.
+async fn flush(
+    store: &dyn EventStore,
+    pending: &mut Pending,
+    tally: &mut Tally,
+    rejects: &mut Rejects,
 ) -> anyhow::Result<()> {
-    tracing::warn!(line = line_number, class = %error.class, "rejected: {error}");
-    if let Some(file) = rejects {
-        let record = json!({
-            "line": line_number,
-            "error_class": error.class.as_str(),
-            "field": error.field,
-            "reason": error.message,
-            "record": String::from_utf8_lossy(line),
-        });
-        writeln!(file, "{record}").context("cannot write the rejects file")?;
+    let mut pending = std::mem::take(pending);
+    while pending.batch.event_count() > 0 {
+        match store.append(&pending.batch).await {
+            Ok(receipt) => {
+                tally.appended += receipt.appended;
+                tally.duplicates += receipt.duplicates;
+                return Ok(());
+            }
+            Err(StoreError::DuplicateEventIds(conflicts)) => {
+                let taken = pending
+                    .batch
+                    .set_aside(&mut pending.lines, &conflicts)
+                    .map_err(|error| anyhow::anyhow!(error))?;
+                for (_, line, conflict) in taken {
+                    let error = ValidationError::new(
+                        ErrorClass::DuplicateEventIdConflict,
+                        "event_id",
+                        format!("{conflict}; an event imported again must carry the same content"),
+                    );
+                    rejects.report(&line, &error, tally)?;
+                }
+            }
+            Err(error) => {
+                return Err(error)
+                    .context("append failed (has `patron migrate` been run on this database?)");
+            }
+        }
     }
     Ok(())
 }
