@@ -1,15 +1,24 @@
 //! "As of" queries: a customer as they were at a past event time, folded from their stream.
 //!
-//! Only the customer's own events with `occurred_at <= as_of` are folded (in stream order, as
-//! the projector applied them), then event time is advanced to `as_of` so that transitions
-//! caused by silence up to then fire too. The lifecycle and value folds depend on the
-//! customer's events and the watermark alone, so at the live watermark this gives the live
-//! stage and value. RFM scores and the value tier rank a customer against the whole population
-//! and are not reconstructed: they are left empty.
+//! The events with `occurred_at <= as_of` of the customer's merge group are folded (in log
+//! order, as the projector applied them), then event time is advanced to `as_of` so that
+//! transitions caused by silence up to then fire too. The group is the customer, or the customer
+//! it is merged into now (and that one's, up the chain), with every customer merged into it
+//! (`customers_merged` events in the streams, down the chain): a survivor at a time after a merge
+//! holds the merged customer's figures, and a merged customer points to its survivor, as live.
+//! The lifecycle and value folds depend on these events and the watermark alone, so at the live
+//! watermark this gives the live stage and value. RFM scores and the value tier rank a customer
+//! against the whole population and are not reconstructed: they are left empty.
+//!
+//! A merge that was undone no longer links the two customers in the identity index: a customer
+//! split off again is folded on its own, also at a time when it was merged.
+
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use patron_domain::{Currency, CustomerId};
+use patron_domain::{Currency, CustomerId, EventBody};
 use patron_projector::{CustomerView, Projection};
+use patron_store::RecordedEvent;
 
 use crate::error::ApiError;
 use crate::model::{CustomerDetail, CustomerRow, HistoryRow, Snapshot};
@@ -17,6 +26,8 @@ use crate::read_models::ReadModels;
 
 /// Events read from the stream per round trip.
 const PAGE: usize = 1_000;
+/// Most customers folded together: the identity index keeps merge groups at 32.
+const MAX_GROUP: usize = 64;
 
 /// The customer at `as_of`; `NotFound` when they had no event by then.
 pub(crate) async fn customer_as_of(
@@ -31,18 +42,11 @@ pub(crate) async fn customer_as_of(
     };
     let currency = Currency::from_code(&rules.currency)
         .map_err(|error| ApiError::Internal(format!("rules currency: {error}")))?;
+    let mut events = group_events(models, customer_id, as_of).await?;
+    // Log order across the group's streams: the order the projector applied them in.
+    events.sort_unstable_by_key(|event| event.position);
     let mut projection = Projection::new();
-    let mut version = 0;
-    loop {
-        let page = models.stream(customer_id, version, PAGE).await?;
-        let Some(last) = page.last() else { break };
-        version = last.version;
-        let until: Vec<_> = page
-            .into_iter()
-            .filter(|event| event.event.occurred_at <= as_of)
-            .collect();
-        projection.apply_page(&until, &rules, currency);
-    }
+    projection.apply_page(&events, &rules, currency);
     projection.tick(as_of, &rules);
     let view = projection.customer(customer_id).ok_or_else(not_found)?;
     Ok(detail(
@@ -53,6 +57,48 @@ pub(crate) async fn customer_as_of(
             ..snapshot
         },
     ))
+}
+
+/// The events up to `as_of` of every customer in `customer_id`'s merge group (see the module
+/// documentation).
+async fn group_events(
+    models: &dyn ReadModels,
+    customer_id: &CustomerId,
+    as_of: DateTime<Utc>,
+) -> Result<Vec<RecordedEvent>, ApiError> {
+    let mut root = customer_id.clone();
+    if let Some(store) = models.event_store() {
+        for _ in 0..MAX_GROUP {
+            match store.merged_into(&root).await? {
+                Some(parent) => root = parent,
+                None => break,
+            }
+        }
+    }
+    let mut events = Vec::new();
+    let mut seen = HashSet::from([root.clone()]);
+    let mut pending = vec![root];
+    while let Some(member) = pending.pop() {
+        let mut version = 0;
+        loop {
+            let page = models.stream(&member, version, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            version = last.version;
+            for event in page {
+                // Members merged after `as_of` too: the customer asked for may be one of them.
+                if let EventBody::CustomersMerged(merged) = &event.event.body
+                    && seen.len() < MAX_GROUP
+                    && seen.insert(merged.merged_customer_id.clone())
+                {
+                    pending.push(merged.merged_customer_id.clone());
+                }
+                if event.event.occurred_at <= as_of {
+                    events.push(event);
+                }
+            }
+        }
+    }
+    Ok(events)
 }
 
 /// The folded view as read-model rows, so that it converts like a live customer.

@@ -1,7 +1,8 @@
 //! Identity resolution through the API on SQLite and PostgreSQL: two customers linked by a
 //! shared email become one (the merged one points to the survivor, lists leave it out, the
-//! survivor's figures are the sum), and AdminService/UnmergeCustomer splits them again, each
-//! with exactly the figures of its own events.
+//! survivor's figures are the sum, also as of a time after the merge), and
+//! AdminService/UnmergeCustomer splits them again, each with exactly the figures of its own
+//! events.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,7 +11,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 use patron_api::{ApiConfig, SqlReadModels};
 use patron_proto::api::v1 as pb;
 use patron_proto::api::v1::admin_service_client::AdminServiceClient;
@@ -32,6 +33,25 @@ async fn figures(client: &mut Customers, id: &str) -> (i64, i64, String) {
         })
         .await
         .unwrap_or_else(|e| panic!("{id}: {e}"))
+        .into_inner()
+        .customer
+        .expect("a customer");
+    let value = customer.value.expect("value");
+    (value.orders, value.net_revenue_minor, customer.merged_into)
+}
+
+/// (orders, net revenue, merged into) of a customer at a past event time (GetCustomerAsOf).
+async fn figures_as_of(client: &mut Customers, id: &str, at: DateTime<Utc>) -> (i64, i64, String) {
+    let customer = client
+        .get_customer_as_of(pb::GetCustomerAsOfRequest {
+            customer_id: id.into(),
+            as_of: Some(prost_types::Timestamp {
+                seconds: at.timestamp(),
+                nanos: 0,
+            }),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{id} at {at}: {e}"))
         .into_inner()
         .customer
         .expect("a customer");
@@ -122,6 +142,15 @@ async fn merge_and_unmerge_through_the_api(db: Db) {
     );
     assert_eq!(now_listed.len(), everyone.len() - 1);
 
+    // As of a time after the merge, the survivor holds both and the merged one points to it; as
+    // of a time before it, each had its own.
+    let after = at + TimeDelta::hours(2);
+    assert_eq!(figures_as_of(&mut customers, two, after).await, survivor);
+    assert_eq!(figures_as_of(&mut customers, one, after).await.2, two);
+    let before = at - TimeDelta::minutes(1);
+    assert_eq!(figures_as_of(&mut customers, two, before).await, before_two);
+    assert_eq!(figures_as_of(&mut customers, one, before).await, before_one);
+
     // An operator splits them again: each has its own figures, as before the merge.
     let request = pb::UnmergeCustomerRequest {
         customer_id: two.into(),
@@ -170,6 +199,9 @@ async fn merge_and_unmerge_through_the_api(db: Db) {
     assert_eq!(figures(&mut customers, one).await, before_one);
     assert_eq!(figures(&mut customers, two).await, before_two);
     assert_eq!(listed(&mut customers).await, everyone);
+    let now = Utc::now() + TimeDelta::minutes(1);
+    assert_eq!(figures_as_of(&mut customers, one, now).await, before_one);
+    assert_eq!(figures_as_of(&mut customers, two, now).await, before_two);
 
     for (request, code, field) in [
         (
