@@ -17,6 +17,7 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use patron_domain::{Currency, CustomerId, EventBody};
+use patron_lifecycle::Transition;
 use patron_projector::{CustomerView, Projection};
 use patron_store::RecordedEvent;
 
@@ -48,10 +49,19 @@ pub(crate) async fn customer_as_of(
     let mut projection = Projection::new();
     projection.apply_page(&events, &rules, currency);
     projection.tick(as_of, &rules);
+    // Views keep only the length of their stage history; the transitions are the projection's
+    // outbox, in the order they fired.
+    let history: Vec<Transition> = projection
+        .take_transitions()
+        .into_iter()
+        .filter(|entry| &entry.customer_id == customer_id)
+        .map(|entry| entry.transition)
+        .collect();
     let view = projection.customer(customer_id).ok_or_else(not_found)?;
     Ok(detail(
         customer_id,
         view,
+        &history,
         Snapshot {
             watermark: Some(as_of),
             ..snapshot
@@ -102,7 +112,12 @@ async fn group_events(
 }
 
 /// The folded view as read-model rows, so that it converts like a live customer.
-fn detail(customer_id: &CustomerId, view: &CustomerView, snapshot: Snapshot) -> CustomerDetail {
+fn detail(
+    customer_id: &CustomerId,
+    view: &CustomerView,
+    history: &[Transition],
+    snapshot: Snapshot,
+) -> CustomerDetail {
     let value = &view.value;
     let lifecycle = &view.lifecycle;
     let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
@@ -129,8 +144,7 @@ fn detail(customer_id: &CustomerId, view: &CustomerView, snapshot: Snapshot) -> 
             .flatten(),
         merged_into: view.merged_into.as_ref().map(|c| c.as_str().to_owned()),
     };
-    let history = lifecycle
-        .history
+    let history = history
         .iter()
         .enumerate()
         .map(|(seq, transition)| HistoryRow {

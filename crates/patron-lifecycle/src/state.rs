@@ -53,10 +53,20 @@ pub struct CustomerLifecycle {
     /// probability-alive rules govern this customer (they replace the inactivity rules then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p_alive: Option<PAliveSchedule>,
-    /// Every stage change, oldest first. (Omitted from the serialised form when empty, so a
-    /// store may keep the history elsewhere and put it back on load.)
+    /// The stage changes not yet forgotten, oldest first: the engine appends every change here;
+    /// a projector that has recorded them elsewhere forgets them
+    /// ([`CustomerLifecycle::forget_history`]), so memory does not grow with a customer's age.
+    /// (Omitted from the serialised form when empty.)
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Transition>,
+    /// How many stage changes came before `history` (forgotten): the customer's whole history
+    /// is `forgotten + history.len()` long ([`CustomerLifecycle::transitions`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub forgotten: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// When a customer's probability alive (under one fitted model, for its current purchases)
@@ -97,6 +107,20 @@ impl CustomerLifecycle {
     /// A customer the engine has not seen yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// How many stage changes the customer has had, forgotten ones included: the index the
+    /// next one will have.
+    pub fn transitions(&self) -> usize {
+        usize::try_from(self.forgotten)
+            .unwrap_or(usize::MAX)
+            .saturating_add(self.history.len())
+    }
+
+    /// Drops the stage changes held in `history`, counting them in `forgotten`.
+    pub fn forget_history(&mut self) {
+        self.forgotten = u64::try_from(self.transitions()).unwrap_or(u64::MAX);
+        self.history.clear();
     }
 
     /// Replaces the facts (purchases, net revenue, other-currency events, first and last

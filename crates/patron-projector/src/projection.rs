@@ -293,7 +293,7 @@ impl Projection {
                         currency,
                         &mut self.kpis,
                     );
-                    let history = view.lifecycle.history.len();
+                    let history = view.lifecycle.transitions();
                     let next = patron_lifecycle::next_deadline(&view.lifecycle, rules);
                     self.record_at(customer_id, history, fired);
                     self.set_deadline(customer_id, next);
@@ -541,11 +541,13 @@ impl Projection {
         let Some(view) = self.customers.get(customer_id) else {
             return;
         };
-        let history = view.lifecycle.history.len();
+        let history = view.lifecycle.transitions();
         self.record_at(customer_id, history, fired);
     }
 
-    /// [`Projection::record`] for a customer whose stage history is now `history` long.
+    /// [`Projection::record`] for a customer whose stage history is now `history` long
+    /// (forgotten transitions included). The customer's history is forgotten: views hold only
+    /// its length.
     fn record_at(&mut self, customer_id: &CustomerId, history: usize, fired: Vec<Transition>) {
         if fired.is_empty() {
             return;
@@ -555,11 +557,14 @@ impl Projection {
         }
         let first = history.saturating_sub(fired.len());
         let position = self.checkpoint;
-        let consent = self
-            .customers
-            .get(customer_id)
-            .map(|view| view.consents.marks())
-            .unwrap_or_default();
+        let consent = match self.customers.get_mut(customer_id) {
+            Some(view) => {
+                // Recorded in the outbox (and so in `stage_history`): only the count is needed.
+                view.lifecycle.forget_history();
+                view.consents.marks()
+            }
+            None => BTreeMap::new(),
+        };
         self.outbox.extend(
             fired
                 .into_iter()

@@ -26,7 +26,7 @@ async fn kpi_counters_match_the_views_and_the_script() {
     let transitions: usize = outcome
         .views
         .values()
-        .map(|v| v.lifecycle.history.len())
+        .map(|v| v.lifecycle.transitions())
         .sum();
     assert_eq!(
         sum(kpis, kpi::STAGE_FLOW),

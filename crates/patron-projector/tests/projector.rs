@@ -35,11 +35,27 @@ async fn the_scripted_year_ends_in_the_expected_stages_and_values() {
     );
     let view = |who: &str| out.views.get(&customer(who)).unwrap();
     use Stage::*;
+    for (id, view) in &out.views {
+        assert!(
+            view.lifecycle.history.is_empty(),
+            "{id}: the stage history is in the outbox, not held in memory"
+        );
+        let published = out.outbox.iter().filter(|e| &e.customer_id == id).count();
+        assert_eq!(view.lifecycle.transitions(), published, "{id}");
+    }
 
     let weekly = view("weekly");
-    assert_eq!(stages(weekly), [Prospect, New, Active, Loyal]);
     assert_eq!(
-        weekly.lifecycle.history[3].at,
+        stages(&out.outbox, "weekly"),
+        [Prospect, New, Active, Loyal]
+    );
+    assert_eq!(
+        weekly.lifecycle.transitions(),
+        4,
+        "the view keeps the length"
+    );
+    assert_eq!(
+        history(&out.outbox, "weekly")[3].at,
         day(4, 4),
         "loyal at the 14th order"
     );
@@ -50,43 +66,38 @@ async fn the_scripted_year_ends_in_the_expected_stages_and_values() {
     );
     assert_eq!(weekly.value.net_revenue_minor(), 52 * 4_000 - 4_000);
 
-    assert_eq!(stages(view("monthly")), [Prospect, New, Active, Loyal]);
+    assert_eq!(
+        stages(&out.outbox, "monthly"),
+        [Prospect, New, Active, Loyal]
+    );
     assert_eq!(
         view("monthly").value.net_revenue_minor(),
         12 * 5_000 - 1_000
     );
 
     let churner = view("churner");
+    let churned = history(&out.outbox, "churner");
     assert_eq!(
-        stages(churner),
+        stages(&out.outbox, "churner"),
         [Prospect, New, AtRisk, Churned, Reactivated, Active],
         "the churner churns and comes back"
     );
-    assert_eq!(
-        churner.lifecycle.history[2].at,
-        day(2, 2),
-        "at risk 2x the 7-day gap"
-    );
-    assert_eq!(
-        churner.lifecycle.history[3].at,
-        day(2, 16),
-        "churned at 4x the gap"
-    );
-    assert_eq!(
-        churner.lifecycle.history[4].at,
-        day(10, 1),
-        "reactivated by the purchase"
-    );
+    assert_eq!(churned[2].at, day(2, 2), "at risk 2x the 7-day gap");
+    assert_eq!(churned[3].at, day(2, 16), "churned at 4x the gap");
+    assert_eq!(churned[4].at, day(10, 1), "reactivated by the purchase");
     assert_eq!(churner.value.orders, 16, "USD orders only");
     assert_eq!(churner.value.other_currency_events, 1, "the EUR order");
 
     assert_eq!(
-        stages(view("refunder")),
+        stages(&out.outbox, "refunder"),
         [Prospect, New, Active, AtRisk, Churned]
     );
     assert_eq!(view("refunder").value.net_revenue_minor(), 30_000);
-    assert_eq!(stages(view("oneoff")), [Prospect, New, AtRisk, Churned]);
-    assert_eq!(stages(view("browser")), [Prospect]);
+    assert_eq!(
+        stages(&out.outbox, "oneoff"),
+        [Prospect, New, AtRisk, Churned]
+    );
+    assert_eq!(stages(&out.outbox, "browser"), [Prospect]);
 }
 
 #[tokio::test]

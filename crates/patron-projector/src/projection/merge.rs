@@ -52,7 +52,7 @@ impl Projection {
         };
         let fired = fold(view, event, rules, currency, model.as_ref(), watermark);
         kpi::event_counters(event, view.lifecycle.stage, currency, &mut self.kpis);
-        let history = view.lifecycle.history.len();
+        let history = view.lifecycle.transitions();
         let next = patron_lifecycle::next_deadline(&view.lifecycle, rules);
         self.record_at(&root, history, fired);
         self.set_deadline(&root, next);

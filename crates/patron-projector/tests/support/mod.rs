@@ -321,7 +321,16 @@ pub(crate) async fn replay(store: &InMemoryEventStore, page: usize) -> Outcome {
     }
 }
 
+/// A customer's stage history, in order: its transitions in the outbox (views keep only the
+/// history's length).
+pub(crate) fn history(outbox: &[OutboxEntry], who: &str) -> Vec<patron_lifecycle::Transition> {
+    let who = customer(who);
+    let mut entries: Vec<&OutboxEntry> = outbox.iter().filter(|e| e.customer_id == who).collect();
+    entries.sort_by_key(|e| e.seq);
+    entries.into_iter().map(|e| e.transition.clone()).collect()
+}
+
 /// The stages a customer has entered, in order.
-pub(crate) fn stages(view: &CustomerView) -> Vec<patron_lifecycle::Stage> {
-    view.lifecycle.history.iter().map(|t| t.to).collect()
+pub(crate) fn stages(outbox: &[OutboxEntry], who: &str) -> Vec<patron_lifecycle::Stage> {
+    history(outbox, who).into_iter().map(|t| t.to).collect()
 }

@@ -62,7 +62,7 @@ pub(crate) struct CustomerRow {
 }
 
 /// The view as kept in `customers.state`: without its stage history, which `stage_history`
-/// holds row by row ([`attach_history`] puts it back on load). Keeps the state small, which is
+/// holds row by row ([`attach_counts`] sets its length on load). Keeps the state small, which is
 /// most of what a commit writes.
 fn stored(view: &CustomerView) -> CustomerView {
     let l = &view.lifecycle;
@@ -79,6 +79,7 @@ fn stored(view: &CustomerView) -> CustomerView {
             last_event_at: l.last_event_at,
             p_alive: l.p_alive.clone(),
             history: Vec::new(),
+            forgotten: 0,
         },
         value: view.value.clone(),
         kpi: view.kpi.clone(),
@@ -90,50 +91,32 @@ fn stored(view: &CustomerView) -> CustomerView {
     }
 }
 
-/// One `stage_history` row read back for a load.
-pub(crate) struct HistoryRow {
-    pub(crate) customer_id: String,
-    pub(crate) seq: i32,
-    pub(crate) from_stage: Option<String>,
-    pub(crate) to_stage: String,
-    pub(crate) entered_at: DateTime<Utc>,
-    pub(crate) rule: String,
-    pub(crate) facts: String,
-}
-
-/// Puts each customer's stage history back into the loaded views; `rows` come ordered by
-/// customer and sequence.
-pub(crate) fn attach_history(
+/// Sets the length of each loaded view's stage history: the customer's `stage_history` rows
+/// (`counts`: customer id, rows, highest `seq`). Views keep only that count in memory (see
+/// `CustomerLifecycle::forget_history`); the rows stay in the table.
+pub(crate) fn attach_counts(
     customers: &mut [(CustomerId, CustomerView)],
-    rows: impl IntoIterator<Item = HistoryRow>,
+    counts: impl IntoIterator<Item = (String, i64, i64)>,
 ) -> Result<(), ReadModelError> {
     let index: std::collections::HashMap<String, usize> = customers
         .iter()
         .enumerate()
         .map(|(i, (id, _))| (id.as_str().to_owned(), i))
         .collect();
-    for row in rows {
-        let corrupt = |what: &str| {
-            ReadModelError::Corrupt(format!(
-                "stage history of {} at {}: {what}",
-                row.customer_id, row.seq
-            ))
-        };
-        let stage = |name: &str| Stage::from_str(name).map_err(|e| corrupt(&e.to_string()));
-        let Some(&i) = index.get(&row.customer_id) else {
+    for (customer_id, rows, last_seq) in counts {
+        let corrupt =
+            |what: &str| ReadModelError::Corrupt(format!("stage history of {customer_id}: {what}"));
+        let Some(&i) = index.get(&customer_id) else {
             return Err(corrupt("no such customer"));
         };
-        let history = &mut customers[i].1.lifecycle.history;
-        if usize::try_from(row.seq).ok() != Some(history.len()) {
-            return Err(corrupt("out of sequence"));
+        if last_seq.checked_add(1) != Some(rows) {
+            return Err(corrupt(&format!(
+                "{rows} rows up to seq {last_seq}: not gapless from 0"
+            )));
         }
-        history.push(Transition {
-            from: row.from_stage.as_deref().map(stage).transpose()?,
-            to: stage(&row.to_stage)?,
-            at: row.entered_at,
-            rule: row.rule.clone(),
-            facts: serde_json::from_str(&row.facts).map_err(|e| corrupt(&e.to_string()))?,
-        });
+        let lifecycle = &mut customers[i].1.lifecycle;
+        lifecycle.history.clear();
+        lifecycle.forgotten = u64::try_from(rows).map_err(|_| corrupt("negative count"))?;
     }
     Ok(())
 }

@@ -14,8 +14,8 @@ use sqlx::{Postgres, Transaction};
 
 use super::copy::CopyRows;
 use super::{
-    ACTIVE, BUILDING, CHANGES_KEPT, CHANGES_LISTED, CustomerRow, HistoryRow, OutboxRow, RETIRED,
-    attach_history, consent_json, facts_json, position, seq, view,
+    ACTIVE, BUILDING, CHANGES_KEPT, CHANGES_LISTED, CustomerRow, OutboxRow, RETIRED, attach_counts,
+    consent_json, facts_json, position, seq, view,
 };
 use crate::error::map;
 use crate::row::{limit, to_i64};
@@ -528,37 +528,15 @@ impl ReadModelStore for PgReadModels {
             .into_iter()
             .map(|(id, state)| view(id, &state))
             .collect::<Result<_, _>>()?;
-        type Row = (
-            String,
-            i32,
-            Option<String>,
-            String,
-            DateTime<Utc>,
-            String,
-            String,
-        );
-        let history: Vec<Row> = sqlx::query_as(
-            "SELECT customer_id, seq, from_stage, to_stage, entered_at, rule, facts::text \
-             FROM stage_history WHERE generation = $1 ORDER BY customer_id, seq",
+        let counts: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT customer_id, count(*), CAST(max(seq) AS BIGINT) FROM stage_history \
+             WHERE generation = $1 GROUP BY customer_id",
         )
         .bind(generation)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        attach_history(
-            &mut customers,
-            history.into_iter().map(
-                |(customer_id, seq, from_stage, to_stage, entered_at, rule, facts)| HistoryRow {
-                    customer_id,
-                    seq,
-                    from_stage,
-                    to_stage,
-                    entered_at,
-                    rule,
-                    facts,
-                },
-            ),
-        )?;
+        attach_counts(&mut customers, counts)?;
         Ok(Snapshot { customers })
     }
 

@@ -14,8 +14,8 @@ use sqlx::sqlite::SqlitePool;
 use sqlx::{Sqlite, Transaction};
 
 use super::{
-    ACTIVE, BUILDING, CHANGES_KEPT, CHANGES_LISTED, CustomerRow, HistoryRow, OutboxRow, RETIRED,
-    attach_history, consent_json, facts_json, position, seq, view,
+    ACTIVE, BUILDING, CHANGES_KEPT, CHANGES_LISTED, CustomerRow, OutboxRow, RETIRED, attach_counts,
+    consent_json, facts_json, position, seq, view,
 };
 use crate::error::map;
 use crate::row::{limit, to_i64};
@@ -396,32 +396,15 @@ impl ReadModelStore for SqliteReadModels {
             .into_iter()
             .map(|(id, state)| view(id, &state))
             .collect::<Result<_, _>>()?;
-        type Row = (String, i32, Option<String>, String, String, String, String);
-        let history: Vec<Row> = sqlx::query_as(
-            "SELECT customer_id, seq, from_stage, to_stage, entered_at, rule, facts \
-             FROM stage_history WHERE generation = ?1 ORDER BY customer_id, seq",
+        let counts: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT customer_id, count(*), max(seq) FROM stage_history \
+             WHERE generation = ?1 GROUP BY customer_id",
         )
         .bind(generation)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        let rows = history
-            .into_iter()
-            .map(
-                |(customer_id, seq, from_stage, to_stage, at, rule, facts)| {
-                    Ok(HistoryRow {
-                        customer_id,
-                        seq,
-                        from_stage,
-                        to_stage,
-                        entered_at: time(Some(at))?.unwrap_or_default(),
-                        rule,
-                        facts,
-                    })
-                },
-            )
-            .collect::<Result<Vec<_>, ReadModelError>>()?;
-        attach_history(&mut customers, rows)?;
+        attach_counts(&mut customers, counts)?;
         Ok(Snapshot { customers })
     }
 
