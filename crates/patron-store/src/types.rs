@@ -208,3 +208,62 @@ pub struct RecordedEvent {
     /// The event.
     pub event: Event,
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use patron_domain::EventDigest;
+
+    use super::*;
+    use crate::contract::{customer, purchase};
+
+    fn conflict(stream: usize, index: usize, batch: &AppendBatch) -> EventIdConflict {
+        EventIdConflict {
+            stream,
+            index,
+            event_id: batch.streams[stream].events[index].event_id,
+            kept: EventDigest([1; 32]),
+            offered: EventDigest([2; 32]),
+        }
+    }
+
+    #[test]
+    fn set_aside_takes_the_named_events_with_their_origins_and_keeps_the_rest_in_order() {
+        let (a, b) = (customer("a"), customer("b"));
+        let events = [
+            purchase(&a, 1),
+            purchase(&b, 2),
+            purchase(&a, 3),
+            purchase(&a, 4),
+        ];
+        let mut batch = AppendBatch::from_events(events.clone());
+        // Origins stream by stream: a's events are lines 1, 3 and 4; b's is line 2.
+        let mut origins = vec![vec![1, 3, 4], vec![2]];
+        let conflicts = [
+            conflict(0, 2, &batch),
+            conflict(1, 0, &batch),
+            conflict(0, 0, &batch),
+            conflict(0, 2, &batch),
+        ];
+        let taken = batch.set_aside(&mut origins, &conflicts).unwrap();
+        let lines: Vec<i32> = taken.iter().map(|(_, line, _)| *line).collect();
+        assert_eq!(lines, [1, 4, 2], "batch order, each place once");
+        assert_eq!(taken[0].0, events[0]);
+        assert_eq!(taken[1].0, events[3]);
+        assert_eq!(taken[2].2.stream, 1);
+        assert_eq!(batch.streams[0].events, [events[2].clone()]);
+        assert!(batch.streams[1].events.is_empty());
+        assert_eq!(origins, [vec![3], vec![]]);
+
+        // A conflict outside the batch changes nothing.
+        let mut batch = AppendBatch::from_events(events.clone());
+        let mut origins = vec![vec![1, 3, 4], vec![2]];
+        let mut outside = conflict(0, 0, &batch);
+        outside.index = 3;
+        assert!(batch.set_aside(&mut origins, &[outside]).is_err());
+        assert!(batch.set_aside(&mut origins, &[]).is_err());
+        assert_eq!(batch.event_count(), 4);
+        assert_eq!(origins, [vec![1, 3, 4], vec![2]]);
+    }
+}
