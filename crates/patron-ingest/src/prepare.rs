@@ -1,6 +1,6 @@
 //! Turning a batch of records into one append and a list of dead letters.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use patron_codec::{Limits, Message};
@@ -129,39 +129,15 @@ pub fn prepare(
             next_offset,
         })
         .collect();
-    let (streams, origins) = group_by_customer(events);
+    let (batch, origins) = AppendBatch::grouped(events);
     PreparedBatch {
-        batch: AppendBatch { streams, offsets },
+        batch: batch.with_offsets(offsets),
         origins,
         unresolved,
         dead_letters,
         dead_letters_sent: 0,
         records: count,
     }
-}
-
-/// Groups events by customer, keeping their order (like [`AppendBatch::from_events`]), and their
-/// records in the same shape.
-fn group_by_customer(
-    events: Vec<(Event, InboundRecord)>,
-) -> (Vec<StreamAppend>, Vec<Vec<InboundRecord>>) {
-    let mut streams: Vec<StreamAppend> = Vec::new();
-    let mut origins: Vec<Vec<InboundRecord>> = Vec::new();
-    let mut index = HashMap::<CustomerId, usize>::new();
-    for (event, record) in events {
-        let slot = *index.entry(event.customer_id.clone()).or_insert_with(|| {
-            streams.push(StreamAppend {
-                customer_id: event.customer_id.clone(),
-                expected: ExpectedVersion::Any,
-                events: Vec::new(),
-            });
-            origins.push(Vec::new());
-            streams.len() - 1
-        });
-        streams[slot].events.push(event);
-        origins[slot].push(record);
-    }
-    (streams, origins)
 }
 
 impl PreparedBatch {

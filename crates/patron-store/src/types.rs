@@ -112,23 +112,34 @@ impl AppendBatch {
     /// Groups events by customer (keeping their order) with no version expectation: the shape
     /// of an ingest batch.
     pub fn from_events(events: impl IntoIterator<Item = Event>) -> Self {
+        Self::grouped(events.into_iter().map(|event| (event, ()))).0
+    }
+
+    /// Groups events by customer as [`AppendBatch::from_events`] does, with what each came from
+    /// (a record, a line) in the same shape, stream by stream: the `origins` that
+    /// [`AppendBatch::set_aside`] takes.
+    pub fn grouped<O>(items: impl IntoIterator<Item = (Event, O)>) -> (Self, Vec<Vec<O>>) {
         let mut streams: Vec<StreamAppend> = Vec::new();
+        let mut origins: Vec<Vec<O>> = Vec::new();
         let mut index = std::collections::HashMap::<CustomerId, usize>::new();
-        for event in events {
+        for (event, origin) in items {
             let slot = *index.entry(event.customer_id.clone()).or_insert_with(|| {
                 streams.push(StreamAppend {
                     customer_id: event.customer_id.clone(),
                     expected: ExpectedVersion::Any,
                     events: Vec::new(),
                 });
+                origins.push(Vec::new());
                 streams.len() - 1
             });
             streams[slot].events.push(event);
+            origins[slot].push(origin);
         }
-        Self {
+        let batch = Self {
             streams,
             offsets: Vec::new(),
-        }
+        };
+        (batch, origins)
     }
 
     /// Adds offsets to store with the events.

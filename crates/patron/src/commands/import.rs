@@ -6,7 +6,6 @@
 //! event id is already taken by different content; the summary counts the rejects and
 //! `--rejects` lists them.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::process::ExitCode;
@@ -17,7 +16,7 @@ use patron_codec::{Limits, Message};
 use patron_domain::{
     CustomerId, ErrorClass, Event, ValidationError, ValidationPolicy, validate_subject,
 };
-use patron_store::{AppendBatch, EventStore, ExpectedVersion, StoreError, StreamAppend};
+use patron_store::{AppendBatch, EventStore, StoreError};
 use serde_json::json;
 
 use crate::cli::{DatabaseArgs, ImportArgs};
@@ -34,36 +33,6 @@ struct Tally {
 struct Line {
     number: usize,
     text: Vec<u8>,
-}
-
-/// Validated events waiting for their append, by customer, with the lines they came from.
-#[derive(Default)]
-struct Pending {
-    batch: AppendBatch,
-    lines: Vec<Vec<Line>>,
-    /// Each customer's stream in `batch`.
-    slots: HashMap<CustomerId, usize>,
-    len: usize,
-}
-
-impl Pending {
-    fn push(&mut self, event: Event, line: Line) {
-        let slot = *self
-            .slots
-            .entry(event.customer_id.clone())
-            .or_insert_with(|| {
-                self.batch.streams.push(StreamAppend {
-                    customer_id: event.customer_id.clone(),
-                    expected: ExpectedVersion::Any,
-                    events: Vec::new(),
-                });
-                self.lines.push(Vec::new());
-                self.batch.streams.len() - 1
-            });
-        self.batch.streams[slot].events.push(event);
-        self.lines[slot].push(line);
-        self.len += 1;
-    }
 }
 
 /// Where rejected lines are reported: the log, the count, and the rejects file if any.
@@ -118,7 +87,8 @@ pub(crate) async fn run(database: &DatabaseArgs, args: ImportArgs) -> anyhow::Re
     let batch_size = usize::try_from(args.batch_size).unwrap_or(1000);
 
     let mut tally = Tally::default();
-    let mut pending = Pending::default();
+    // Validated events waiting for their append, with the lines they came from.
+    let mut pending: Vec<(Event, Line)> = Vec::with_capacity(batch_size);
     for (index, text) in input.split(b'\n').enumerate() {
         let line = Line {
             number: index + 1,
@@ -136,17 +106,17 @@ pub(crate) async fn run(database: &DatabaseArgs, args: ImportArgs) -> anyhow::Re
         let checked =
             patron_codec::decode(&message, &limits).and_then(|raw| validate_subject(raw, &policy));
         match checked {
-            Ok((event, None)) => pending.push(event, line),
+            Ok((event, None)) => pending.push((event, line)),
             Ok((mut event, Some(identity))) => match customer_of(&*store, &identity).await? {
                 Ok(customer) => {
                     event.customer_id = customer;
-                    pending.push(event, line);
+                    pending.push((event, line));
                 }
                 Err(error) => rejects.report(&line, &error, &mut tally)?,
             },
             Err(error) => rejects.report(&line, &error, &mut tally)?,
         }
-        if pending.len >= batch_size {
+        if pending.len() >= batch_size {
             flush(&*store, &mut pending, &mut tally, &mut rejects).await?;
         }
     }
@@ -192,22 +162,21 @@ async fn customer_of(
 /// rejected and the rest appended.
 async fn flush(
     store: &dyn EventStore,
-    pending: &mut Pending,
+    pending: &mut Vec<(Event, Line)>,
     tally: &mut Tally,
     rejects: &mut Rejects,
 ) -> anyhow::Result<()> {
-    let mut pending = std::mem::take(pending);
-    while pending.batch.event_count() > 0 {
-        match store.append(&pending.batch).await {
+    let (mut batch, mut lines) = AppendBatch::grouped(pending.drain(..));
+    while batch.event_count() > 0 {
+        match store.append(&batch).await {
             Ok(receipt) => {
                 tally.appended += receipt.appended;
                 tally.duplicates += receipt.duplicates;
                 return Ok(());
             }
             Err(StoreError::DuplicateEventIds(conflicts)) => {
-                let taken = pending
-                    .batch
-                    .set_aside(&mut pending.lines, &conflicts)
+                let taken = batch
+                    .set_aside(&mut lines, &conflicts)
                     .map_err(|error| anyhow::anyhow!(error))?;
                 for (_, line, conflict) in taken {
                     let error = ValidationError::new(
