@@ -249,16 +249,6 @@ impl ReadModels for CachedReadModels {
         self.inner.customer(customer_id).await
     }
 
-    async fn customer_at_least(
-        &self,
-        customer_id: &str,
-        min_position: u64,
-    ) -> Result<Option<CustomerDetail>, ApiError> {
-        self.inner
-            .customer_at_least(customer_id, min_position)
-            .await
-    }
-
     async fn customer_on_wire(
         &self,
         customer_id: &str,

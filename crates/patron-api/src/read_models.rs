@@ -28,24 +28,16 @@ use crate::model::{
 pub trait ReadModels: Send + Sync + 'static {
     /// One customer of the active generation with its history; `None` when unknown.
     async fn customer(&self, customer_id: &str) -> Result<Option<CustomerDetail>, ApiError>;
-    /// One customer as [`ReadModels::customer`], read at a checkpoint of at least
-    /// `min_position` (the caller has waited until the read models reached it).
-    async fn customer_at_least(
-        &self,
-        customer_id: &str,
-        min_position: u64,
-    ) -> Result<Option<CustomerDetail>, ApiError> {
-        let _ = min_position;
-        self.customer(customer_id).await
-    }
     /// One customer as `GetCustomer` answers it, read at a checkpoint of at least
-    /// `min_position`; `None` when unknown.
+    /// `min_position` (the caller has waited until the read models reached it, so a fresh read
+    /// is one; a cache must not serve anything older); `None` when unknown.
     async fn customer_on_wire(
         &self,
         customer_id: &str,
         min_position: u64,
     ) -> Result<Option<pb::Customer>, ApiError> {
-        self.customer_at_least(customer_id, min_position)
+        let _ = min_position;
+        self.customer(customer_id)
             .await?
             .map(|detail| convert::customer_detail(&detail))
             .transpose()
