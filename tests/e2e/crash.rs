@@ -25,7 +25,7 @@
     clippy::cast_possible_wrap
 )]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -37,7 +37,7 @@ use chrono::{TimeDelta, Utc};
 use patron_domain::{Event, ValidationPolicy};
 use patron_e2e::{Lcg, PgDatabase, patron, patron_bin};
 use patron_kafka::testing::{MockKafka, TestRecord, high_watermarks, produce, read_topic};
-use patron_proto::lifecycle::v1::LifecycleChanged;
+use patron_proto::lifecycle::v1::{LifecycleChanged, Stage as LifecycleStage};
 use patron_store::{EventStore, Position};
 use patron_store_sql::{ConnectOptions, PgEventStore};
 use prost::Message as _;
@@ -535,51 +535,75 @@ async fn crash_test(bootstrap: &str, events: u64, kills: usize, fleet: Fleet, ou
     )
     .await;
     assert_eq!(messages.len() as i64, on_topic, "the whole topic was read");
-    let history: Vec<(String, i32)> = sqlx::query_as(
-        "SELECT customer_id, seq FROM stage_history \
-         WHERE generation = (SELECT generation FROM projection_active)",
+    let history: Vec<(String, i32, String)> = sqlx::query_as(
+        "SELECT customer_id, seq, to_stage FROM stage_history \
+         WHERE generation = (SELECT generation FROM projection_active) ORDER BY customer_id, seq",
     )
     .fetch_all(&mut db)
     .await
     .unwrap();
-    let mut lengths: HashMap<String, u64> = HashMap::new();
-    for (customer, _) in &history {
-        *lengths.entry(customer.clone()).or_default() += 1;
+    let mut stored_history: HashMap<String, Vec<i32>> = HashMap::new();
+    for (customer, _, to) in &history {
+        let stage = LifecycleStage::from_str_name(&format!("STAGE_{}", to.to_uppercase()))
+            .unwrap_or_else(|| panic!("stage {to}"));
+        stored_history
+            .entry(customer.clone())
+            .or_default()
+            .push(stage as i32);
     }
-    // Per customer, in topic order: the highest sequence published so far.
-    let mut highest: HashMap<String, u64> = HashMap::new();
+    // Per customer, in topic order: the records that still hold (retractions applied), each
+    // first publication checked against it — a transition must be the next of the history, a
+    // retraction must withdraw the newest record still holding — and repeats counted.
+    let mut net: HashMap<String, Vec<(u64, String, i32)>> = HashMap::new();
+    let mut seen: HashSet<String> = HashSet::new();
     let mut by_partition = messages.clone();
     by_partition.sort_by_key(|m| (m.partition, m.offset));
     let mut redelivered = 0;
+    let mut retractions = 0;
     for message in &by_partition {
         let change = LifecycleChanged::decode(message.payload.as_slice()).unwrap();
         let key = String::from_utf8(message.key.clone().unwrap_or_default()).unwrap();
         assert_eq!(key, change.customer_id, "keyed by customer");
-        match highest.get(&change.customer_id).copied() {
-            None => assert_eq!(
-                change.sequence, 0,
-                "{}: the first transition published is the first of the history",
-                change.customer_id
-            ),
-            Some(top) if change.sequence <= top => redelivered += 1,
-            Some(top) => assert_eq!(
-                change.sequence,
-                top + 1,
-                "{}: transition {} published right after {top} (no gap)",
-                change.customer_id,
-                change.sequence
-            ),
+        if !seen.insert(change.dedupe_id.clone()) {
+            redelivered += 1;
+            continue;
         }
-        let top = highest.entry(change.customer_id.clone()).or_insert(0);
-        *top = (*top).max(change.sequence);
+        let records = net.entry(change.customer_id.clone()).or_default();
+        if change.retracts_dedupe_id.is_empty() {
+            assert_eq!(
+                change.sequence,
+                records.len() as u64,
+                "{}: transition {} ({}) published right after the {} still holding (in order, no gap)",
+                change.customer_id,
+                change.sequence,
+                change.dedupe_id,
+                records.len()
+            );
+            records.push((change.sequence, change.dedupe_id.clone(), change.to_stage));
+        } else {
+            retractions += 1;
+            let newest = records.pop().map(|(_, id, _)| id);
+            assert_eq!(
+                newest.as_deref(),
+                Some(change.retracts_dedupe_id.as_str()),
+                "{}: a retraction withdraws the newest record still holding",
+                change.customer_id
+            );
+        }
     }
-    for (customer, length) in &lengths {
+    println!("retractions published: {retractions}");
+    for (customer, stages) in &stored_history {
+        let published: Vec<i32> = net
+            .get(customer)
+            .map(|records| records.iter().map(|(_, _, to)| *to).collect())
+            .unwrap_or_default();
         assert_eq!(
-            highest.get(customer).map(|top| top + 1),
-            Some(*length),
-            "{customer}: every one of its {length} transitions is on the topic"
+            &published, stages,
+            "{customer}: the records on the topic, retractions applied, are its stage history"
         );
     }
+    let highest = &net;
+    let lengths = &stored_history;
     assert_eq!(
         highest.len(),
         lengths.len(),

@@ -18,7 +18,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use patron_domain::{Currency, CustomerId, EventBody};
 use patron_lifecycle::Transition;
-use patron_projector::{CustomerView, Projection};
+use patron_projector::{CustomerView, LogStreams, Projection, net_records};
 use patron_store::RecordedEvent;
 
 use crate::error::ApiError;
@@ -44,15 +44,17 @@ pub(crate) async fn customer_as_of(
     let currency = Currency::from_code(&rules.currency)
         .map_err(|error| ApiError::Internal(format!("rules currency: {error}")))?;
     let mut events = group_events(models, customer_id, as_of).await?;
-    // Log order across the group's streams: the order the projector applied them in.
+    // Log order across the group's streams: the order the projector applied them in; a late
+    // event re-folds its customer in event-time order, from these same events.
     events.sort_unstable_by_key(|event| event.position);
     let mut projection = Projection::new();
-    projection.apply_page(&events, &rules, currency);
+    projection
+        .apply_page(&events, &rules, currency, &LogStreams(&events))
+        .map_err(|needs| ApiError::Internal(format!("no stream for {}", needs.customer_id)))?;
     projection.tick(as_of, &rules);
     // Views keep only the length of their stage history; the transitions are the projection's
-    // outbox, in the order they fired.
-    let history: Vec<Transition> = projection
-        .take_transitions()
+    // outbox, in the order they fired, less those retracted since.
+    let history: Vec<Transition> = net_records(projection.take_transitions())
         .into_iter()
         .filter(|entry| &entry.customer_id == customer_id)
         .map(|entry| entry.transition)

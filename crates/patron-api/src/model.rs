@@ -260,7 +260,8 @@ pub struct KpiRows {
 pub struct OutboxRow {
     /// Grows in commit order.
     pub id: i64,
-    /// `{customer_id}:{seq}`.
+    /// `{customer_id}:{seq}`, with `.r{revision}` once the customer's history was corrected;
+    /// a retraction's is the retracted record's with `-retracted`.
     pub dedupe_key: String,
     /// The customer who changed stage.
     pub customer_id: String,
@@ -281,4 +282,8 @@ pub struct OutboxRow {
     /// The customer's consent answers when it fired, as JSON (purpose -> granted); none when
     /// the customer had answered nothing.
     pub consent: Option<String>,
+    /// For a retraction, the dedupe key of the record it withdraws.
+    pub retracts: Option<String>,
+    /// Whether the transition was older than the rules' horizon when processed.
+    pub historical: bool,
 }

@@ -103,6 +103,8 @@ fn message(row: &OutboxRow) -> Result<LifecycleChanged, ApiError> {
         sequence: unsigned(i64::from(row.seq), "seq")?,
         position: unsigned(row.position, "position")?,
         outbox_id: unsigned(row.id, "id")?,
+        retracts_dedupe_id: row.retracts.clone().unwrap_or_default(),
+        historical: row.historical,
         consent: match &row.consent {
             Some(json) => serde_json::from_str(json)
                 .map_err(|e| ApiError::Internal(format!("outbox consent: {e}")))?,

@@ -10,6 +10,7 @@ use patron_domain::Currency;
 use patron_lifecycle::Rules;
 use patron_projector::Projection;
 use patron_store::{Position, RecordedEvent};
+use std::collections::HashMap;
 
 /// Options of the fold benchmark.
 #[derive(Debug, clap::Args)]
@@ -38,6 +39,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             event,
         })
         .collect();
+    let mut streams: HashMap<patron_domain::CustomerId, Vec<RecordedEvent>> = HashMap::new();
+    for event in &log {
+        let stream = streams.entry(event.event.customer_id.clone()).or_default();
+        stream.push(event.clone());
+    }
     let rules = Rules::default();
     let currency = Currency::from_code(&rules.currency)?;
     let mut best = f64::MAX;
@@ -49,7 +55,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         let started = Instant::now();
         let mut projection = Projection::new();
         for page in log.chunks(args.page.max(1)) {
-            projection.apply_page(page, &rules, currency);
+            projection
+                .apply_page(page, &rules, currency, &streams)
+                .map_err(|needs| anyhow::anyhow!("no stream for {}", needs.customer_id))?;
         }
         let changes = projection.into_changes();
         best = best.min(started.elapsed().as_secs_f64());

@@ -63,6 +63,8 @@ pub fn lifecycle_changed(record: &OutboxRecord) -> pb::LifecycleChanged {
         sequence: u64::try_from(entry.seq).unwrap_or(u64::MAX),
         position: entry.position.0,
         outbox_id: u64::try_from(record.id).unwrap_or(0),
+        retracts_dedupe_id: entry.retracts.clone().unwrap_or_default(),
+        historical: entry.historical,
         consent: entry.consent.clone().into_iter().collect(),
     }
 }

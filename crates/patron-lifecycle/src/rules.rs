@@ -46,6 +46,13 @@ pub struct Rules {
     /// Probability alive, in percent, below which a repeat buyer is `churned` (default 10; must
     /// be smaller).
     pub p_alive_churn_percent: i64,
+    /// How far, in minutes, event time may run behind the latest evidence of time before an
+    /// event counts as late (default 60): time-driven transitions fire only once the watermark
+    /// (the latest evidence, less this) has passed their deadline. See the README's *Time*.
+    pub allowed_lateness_minutes: i64,
+    /// A lifecycle record whose transition is more than this many days older than the commit
+    /// of the event that caused it is marked `historical` (default 7): a backfill, not news.
+    pub historical_after_days: i64,
 }
 
 impl Default for Rules {
@@ -64,6 +71,8 @@ impl Default for Rules {
             p_alive: true,
             p_alive_at_risk_percent: 50,
             p_alive_churn_percent: 10,
+            allowed_lateness_minutes: 60,
+            historical_after_days: 7,
         }
     }
 }
@@ -174,6 +183,18 @@ impl Rules {
             99,
         )?;
         check_range("p_alive_churn_percent", self.p_alive_churn_percent, 1, 99)?;
+        check_range(
+            "allowed_lateness_minutes",
+            self.allowed_lateness_minutes,
+            0,
+            MAX_DAYS * 24 * 60,
+        )?;
+        check_range(
+            "historical_after_days",
+            self.historical_after_days,
+            0,
+            MAX_DAYS,
+        )?;
         if self.p_alive_churn_percent >= self.p_alive_at_risk_percent {
             return Err(invalid(
                 "p_alive_churn_percent",
@@ -243,12 +264,34 @@ reactivated_days = 30
 p_alive = true
 p_alive_at_risk_percent = 50
 p_alive_churn_percent = 10
+
+# Time-driven transitions (the honeymoon's end, inactivity, probability alive) fire only once the
+# watermark has passed their deadline. The watermark is the latest evidence of time in the log
+# (each event's time, but never later than the moment the store committed it, so a producer
+# whose clock runs ahead proves nothing) less this many minutes: events up to that much out of
+# order (partitions read at different speeds, batches) fire nothing early. A later event
+# re-folds its customer in event-time order and the difference is published as corrections.
+allowed_lateness_minutes = 60
+
+# A lifecycle record whose transition is more than this many days older than the commit of the
+# event that caused it is marked `historical` (a backfill or a late correction, not news).
+historical_after_days = 7
 "#;
 
 impl Rules {
     /// Seconds in a duration of whole days, saturating (validated rules never saturate).
     pub(crate) fn days_seconds(days: i64) -> i64 {
         days.saturating_mul(DAY_SECONDS)
+    }
+
+    /// The allowed lateness as a duration.
+    pub fn allowed_lateness(&self) -> chrono::TimeDelta {
+        chrono::TimeDelta::try_minutes(self.allowed_lateness_minutes).unwrap_or_default()
+    }
+
+    /// The age, as a duration, past which a record is historical.
+    pub fn historical_after(&self) -> chrono::TimeDelta {
+        chrono::TimeDelta::try_days(self.historical_after_days).unwrap_or_default()
     }
 
     /// Whether amounts in `currency` count towards net revenue.

@@ -180,6 +180,13 @@ pub(crate) fn transition_counter(transition: &Transition, out: &mut BTreeMap<Kpi
     add(out, key, 1);
 }
 
+/// Takes back the counter of a transition that a correction retracted.
+pub(crate) fn retract_transition(transition: &Transition, out: &mut BTreeMap<KpiKey, i64>) {
+    let from = transition.from.map_or("none", Stage::as_str);
+    let key = KpiKey::new(STAGE_FLOW, day(transition.at), from, transition.to.as_str());
+    add(out, key, -1);
+}
+
 /// The counter a customer merged into another adds: it leaves its stage (see [`STAGE_FLOW`]).
 pub(crate) fn stage_exit(stage: Stage, at: DateTime<Utc>, out: &mut BTreeMap<KpiKey, i64>) {
     add(

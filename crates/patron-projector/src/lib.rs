@@ -2,10 +2,13 @@
 //!
 //! A [`Projection`] keeps, per customer, a [`CustomerView`] (lifecycle from `patron-lifecycle`,
 //! value from `patron-value`), the event-time watermark and the checkpoint (last applied
-//! position). Events are applied strictly in position order, and time-driven transitions fire
-//! from the watermark (the greatest event time seen), never from a wall clock, so a rebuild from
-//! position zero yields exactly the views and outbox that live processing yielded, whatever the
-//! page sizes. Every transition becomes an [`OutboxEntry`] with a dedupe key that is stable
+//! position). Events are read in position order, but each customer is folded in event-time
+//! order: a late event re-folds its customer from its stream and publishes the difference as
+//! corrections. Time-driven transitions fire from the watermark (the latest evidence of time in
+//! the log less an allowed lateness), never from a wall clock, so a rebuild from position zero
+//! yields exactly the views and outbox that live processing yielded, whatever the page sizes,
+//! and every customer's history is the fold of its events in event-time order whatever order
+//! they arrived in. Every transition becomes an [`OutboxEntry`] with a dedupe key that is stable
 //! across replays. An adapter calls [`catch_up`] (or [`Projection::apply`] itself) and writes
 //! the resulting [`Changes`] (views, outbox and checkpoint) in one transaction.
 //!
@@ -34,16 +37,61 @@ pub use kpi::{CustomerKpi, KpiKey, MonthActivity};
 pub use port::{
     Generation, GenerationId, Lease, OutboxRecord, ReadModelError, ReadModelStore, Snapshot,
 };
-pub use projection::{Changes, CustomerView, OutboxEntry, Projection};
+pub use projection::{
+    Changes, CustomerView, LogStreams, NeedsStream, OutboxEntry, Projection, Streams, net_records,
+};
 pub use purchases::Purchases;
 pub use rebuild::{RebuildOptions, RebuildProgress, RebuildReport, rebuild};
 pub use relay::{LifecyclePublisher, PublishError, RelayConfig, RelayError, relay_once, run_relay};
 pub use runner::{Clock, LiveProjection, ProjectorConfig, Step, SystemClock, restore_model, run};
 pub use scores::Scores;
 
-use patron_domain::Currency;
+use std::collections::HashMap;
+
+use patron_domain::{Currency, CustomerId};
 use patron_lifecycle::Rules;
-use patron_store::{EventStore, StoreError};
+use patron_store::{EventStore, RecordedEvent, StoreError};
+
+/// Applies a page to `projection`, reading from `store` the stream of every customer that a
+/// late event re-folds (see [`Projection::apply_page`]); returns how many events were new.
+pub async fn apply_page_from(
+    projection: &mut Projection,
+    store: &dyn EventStore,
+    page: &[RecordedEvent],
+    rules: &Rules,
+    currency: Currency,
+) -> Result<usize, StoreError> {
+    let mut streams: HashMap<CustomerId, Vec<RecordedEvent>> = HashMap::new();
+    let mut applied = 0;
+    loop {
+        match projection.apply_page(page, rules, currency, &streams) {
+            Ok(n) => return Ok(applied + n),
+            Err(needs) => {
+                applied += needs.applied;
+                let stream = read_stream(store, &needs.customer_id).await?;
+                streams.insert(needs.customer_id, stream);
+            }
+        }
+    }
+}
+
+/// Every event of a customer's stream.
+pub async fn read_stream(
+    store: &dyn EventStore,
+    customer_id: &CustomerId,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    const PAGE: usize = 1024;
+    let mut events: Vec<RecordedEvent> = Vec::new();
+    loop {
+        let after = events.last().map_or(0, |e| e.version);
+        let page = store.read_stream(customer_id, after, PAGE).await?;
+        let done = page.len() < PAGE || page.last().is_none_or(|e| e.version <= after);
+        events.extend(page);
+        if done {
+            return Ok(events);
+        }
+    }
+}
 
 /// Applies every event after the projection's checkpoint, reading `batch` events per page
 /// (at least 1) until the store has no more, and returns the changes since the last take.
@@ -61,7 +109,7 @@ pub async fn catch_up(
             break;
         }
         let before = projection.checkpoint();
-        projection.apply_page(&page, rules, currency);
+        apply_page_from(projection, store, &page, rules, currency).await?;
         // A conforming store only returns positions after the checkpoint; this guards the loop
         // against one that does not.
         if projection.checkpoint() == before {

@@ -5,6 +5,9 @@
 //! [`merge`](self::merge) for what that does to the views.
 
 mod merge;
+mod refold;
+
+pub use refold::{LogStreams, NeedsStream, Streams, net_records};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -14,6 +17,7 @@ use patron_lifecycle::{CustomerLifecycle, PAliveSchedule, Rules, Transition};
 use patron_store::{Position, RecordedEvent};
 use patron_value::{CustomerValue, DEFAULT_A_SHARE_PERCENT, DEFAULT_B_SHARE_PERCENT};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::consent::Consents;
 use crate::kpi::{self, CustomerKpi, KpiKey};
@@ -57,6 +61,15 @@ pub struct CustomerView {
     /// KPI facts; no stage history, scores, `merged_into` or `own`), for a split to restore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub own: Option<Box<CustomerView>>,
+    /// The greatest `(event time, event id)` folded into this view: an event ordered before it
+    /// arrived late and re-folds the customer (see [`Projection::apply_page`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folded: Option<(DateTime<Utc>, Uuid)>,
+    /// Corrections of the published stage history, oldest first: `(first seq, revision)` — from
+    /// that index on, records were (re)published under that revision (1, 2, …), which their
+    /// dedupe keys carry. Empty for a customer whose history was never corrected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revisions: Vec<(u64, u32)>,
 }
 
 /// One lifecycle transition to publish, written to the outbox with the projection's batch.
@@ -75,6 +88,12 @@ pub struct OutboxEntry {
     /// The customer's consent when the transition fired: purpose → granted, for every purpose
     /// answered (a purpose not listed was never answered, which is no consent).
     pub consent: BTreeMap<String, bool>,
+    /// For a retraction, the dedupe key of the record it retracts (whose transition and `seq`
+    /// it repeats): that transition no longer holds. `None` for a transition.
+    pub retracts: Option<String>,
+    /// Whether the transition is older than the rules' `historical_after_days` at the commit of
+    /// the event that caused it (a backfill or a late correction rather than news).
+    pub historical: bool,
 }
 
 /// Everything that changed since the last [`Projection::take_changes`]: what an adapter writes
@@ -136,6 +155,22 @@ pub struct Projection {
     scored_at: Option<DateTime<Utc>>,
     /// The latest valid model event applied (probability-alive rules), see [`crate::p_alive`].
     model: Option<FittedModel>,
+    /// The event time of that model event.
+    model_at: Option<DateTime<Utc>>,
+    /// The latest evidence of time: the greatest of every event's time capped at its commit
+    /// time. The watermark is this less the allowed lateness.
+    high: Option<DateTime<Utc>>,
+    /// The commit time of the event being applied (for `historical`).
+    recorded_at: Option<DateTime<Utc>>,
+    /// Every valid model event applied, by event time (a re-fold puts each in force at its
+    /// time).
+    models: Vec<(DateTime<Utc>, FittedModel)>,
+    /// The rules' `historical_after_days`, as of the last page applied.
+    historical_after: chrono::TimeDelta,
+    /// How many late events re-folded their customer.
+    refolds: u64,
+    /// How many re-folds found a view that was not the fold of the customer's earlier events.
+    refold_mismatches: u64,
     outbox: Vec<OutboxEntry>,
     /// Every customer that others are merged into directly, with those others (sorted): the
     /// inverse of the views' `merged_into`. Empty while nobody is merged.
@@ -161,6 +196,7 @@ impl Projection {
         let mut projection = Self {
             customers: customers.into_iter().collect(),
             watermark,
+            high: watermark.and_then(|w| w.checked_add_signed(rules.allowed_lateness())),
             checkpoint,
             scored_at,
             ..Self::default()
@@ -196,6 +232,12 @@ impl Projection {
         self.watermark
     }
 
+    /// The latest evidence of time: the greatest event time applied, each capped at its commit
+    /// time (the watermark is this less the allowed lateness); `None` before the first event.
+    pub fn latest_evidence(&self) -> Option<DateTime<Utc>> {
+        self.high
+    }
+
     /// The position of the last applied event ([`Position::ZERO`] before the first).
     pub fn checkpoint(&self) -> Position {
         self.checkpoint
@@ -219,6 +261,8 @@ impl Projection {
             && let Some(model) = FittedModel::from_event(fitted)
         {
             self.model = Some(model);
+            self.model_at = Some(event.event.occurred_at);
+            self.remember_model(event.event.occurred_at, model);
         }
     }
 
@@ -235,20 +279,34 @@ impl Projection {
         event: &RecordedEvent,
         rules: &Rules,
         currency: Currency,
-    ) -> Vec<OutboxEntry> {
+        streams: &dyn Streams,
+    ) -> Result<Vec<OutboxEntry>, NeedsStream> {
         let start = self.outbox.len();
-        self.apply_page(std::slice::from_ref(event), rules, currency);
-        self.outbox[start..].to_vec()
+        self.apply_page(std::slice::from_ref(event), rules, currency, streams)?;
+        Ok(self.outbox[start..].to_vec())
+    }
+
+    /// How many late events re-folded their customer, and how many of those re-folds found a
+    /// view that was not the fold of the customer's earlier events (0 unless the read models
+    /// were projected by an older version).
+    pub fn refold_counts(&self) -> (u64, u64) {
+        (self.refolds, self.refold_mismatches)
     }
 
     /// Applies a page of events in position order; returns how many were new.
     ///
     /// An event at or before the checkpoint has already been applied: it is skipped and changes
     /// nothing (idempotent re-delivery). Ticks, Patron's own streams and unknown event types
-    /// create no customer but move the checkpoint and watermark. After the event's own customer,
-    /// the watermark rises to the event's time and every customer whose deadline it passed is
-    /// advanced, in deadline order (ties by customer id): normally other customers; the event's
-    /// own customer only when the event came late and left it with a deadline already passed.
+    /// create no customer but move the checkpoint and the evidence of time.
+    ///
+    /// Each customer is folded in event-time order (ties by event id). An event that is *late*
+    /// for its customer (see [`refold`](self::refold)) re-folds the customer from its stored
+    /// events, which `streams` supplies; when it does not have them, the call stops before that
+    /// event with [`NeedsStream`]: fetch the stream and call again with the same page.
+    ///
+    /// After the event, the evidence of time rises to the event's time capped at its commit
+    /// time, and the watermark (that evidence less the rules' allowed lateness) passes every
+    /// customer deadline at or before it, in deadline order (ties by customer id).
     ///
     /// A `model_fitted` event in the `$clv` stream makes its model the one in force and
     /// recomputes every customer's probability-alive schedule; a purchase or refund recomputes
@@ -263,30 +321,40 @@ impl Projection {
         events: &[RecordedEvent],
         rules: &Rules,
         currency: Currency,
-    ) -> usize {
-        let last_crossing = self.last_day_crossing(events);
+        streams: &dyn Streams,
+    ) -> Result<usize, NeedsStream> {
+        self.historical_after = rules.historical_after();
+        let last_crossing = self.last_day_crossing(events, rules);
         let mut applied = 0;
         for (index, event) in events.iter().enumerate() {
             if event.position <= self.checkpoint {
                 continue;
             }
-            applied += 1;
-            self.checkpoint = event.position;
             let customer_id = &event.event.customer_id;
             let projected = !customer_id.is_reserved()
                 && !matches!(event.event.body, EventBody::Unknown(_) | EventBody::Tick(_));
+            let late = if projected {
+                self.late_stream(event, streams, applied)?
+            } else {
+                None
+            };
+            applied += 1;
+            self.checkpoint = event.position;
+            self.recorded_at = Some(event.recorded_at);
             if projected {
                 self.touch(customer_id);
                 let view = match self.customers.get_mut(customer_id) {
                     Some(view) => view,
                     None => self.customers.entry(customer_id.clone()).or_default(),
                 };
-                if view.own.is_some() {
+                if let Some(stream) = late {
+                    self.refold(event, &stream, rules, currency);
+                } else if view.own.is_some() {
                     // Part of a merged group (rare): see `merge`.
                     self.apply_merged(&event.event, rules, currency);
                 } else {
-                    let (model, watermark) = (self.model.as_ref(), self.watermark);
-                    let fired = fold(view, &event.event, rules, currency, model, watermark);
+                    let (model, model_at) = (self.model.as_ref(), self.model_at);
+                    let fired = fold(view, &event.event, rules, currency, model, model_at);
                     kpi::event_counters(
                         &event.event,
                         view.lifecycle.stage,
@@ -312,14 +380,42 @@ impl Projection {
             {
                 self.apply_model(fitted, event.event.occurred_at, rules);
             }
-            self.raise_watermark(event.event.occurred_at, rules);
+            self.observe(event, rules);
             if Some(index) == last_crossing
                 && let Some(watermark) = self.watermark
             {
                 self.score(midnight(watermark));
             }
         }
-        applied
+        Ok(applied)
+    }
+
+    /// The watermark an event leaves behind it: the evidence of time it brings (its time, but
+    /// never later than its commit) joined to `high`, less the allowed lateness. Returns the new
+    /// evidence and watermark.
+    fn evidence(
+        high: Option<DateTime<Utc>>,
+        event: &RecordedEvent,
+        rules: &Rules,
+    ) -> (DateTime<Utc>, Option<DateTime<Utc>>) {
+        let evidence = event.event.occurred_at.min(event.recorded_at);
+        let high = high.map_or(evidence, |h| h.max(evidence));
+        (high, high.checked_sub_signed(rules.allowed_lateness()))
+    }
+
+    /// Takes the evidence of time an applied event brings and raises the watermark with it.
+    fn observe(&mut self, event: &RecordedEvent, rules: &Rules) {
+        let (high, watermark) = Self::evidence(self.high, event, rules);
+        self.high = Some(high);
+        if let Some(watermark) = watermark {
+            self.raise_watermark(watermark, rules);
+        }
+    }
+
+    /// Keeps a model event's model with its time (in time order) for re-folds.
+    fn remember_model(&mut self, at: DateTime<Utc>, model: FittedModel) {
+        let index = self.models.partition_point(|(t, _)| *t <= at);
+        self.models.insert(index, (at, model));
     }
 
     /// Makes a fitted model the one in force (an invalid one is ignored) and recomputes every
@@ -331,8 +427,15 @@ impl Projection {
             return;
         };
         self.model = Some(model);
-        let from = self.watermark.map_or(occurred_at, |w| w.max(occurred_at));
+        self.model_at = Some(occurred_at);
+        self.remember_model(occurred_at, model);
+        // From the model's time, but never before the customer's last purchase: the same
+        // schedule whatever order the model and the customer's events arrived in.
         let schedule = |view: &CustomerView| {
+            let from = view
+                .lifecycle
+                .last_purchase_at
+                .map_or(occurred_at, |last| last.max(occurred_at));
             let schedule = p_alive::schedule(&view.purchases.summary, &model, from, rules);
             (schedule != view.lifecycle.p_alive).then_some(schedule)
         };
@@ -363,15 +466,17 @@ impl Projection {
 
     /// The index of the last new event in `events` that moves the watermark into a later UTC
     /// day than the one before it (the very first event counts).
-    fn last_day_crossing(&self, events: &[RecordedEvent]) -> Option<usize> {
-        let mut watermark = self.watermark;
+    fn last_day_crossing(&self, events: &[RecordedEvent], rules: &Rules) -> Option<usize> {
+        let (mut high, mut watermark) = (self.high, self.watermark);
         let mut last = None;
         for (index, event) in events.iter().enumerate() {
             if event.position <= self.checkpoint {
                 continue;
             }
-            let after =
-                watermark.map_or(event.event.occurred_at, |w| w.max(event.event.occurred_at));
+            let (next_high, raised) = Self::evidence(high, event, rules);
+            high = Some(next_high);
+            let Some(raised) = raised else { continue };
+            let after = watermark.map_or(raised, |w| w.max(raised));
             if watermark.is_none_or(|before| before < midnight(after)) {
                 last = Some(index);
             }
@@ -443,6 +548,9 @@ impl Projection {
     /// watermark at or before the current one changes nothing.
     pub fn tick(&mut self, watermark: DateTime<Utc>, rules: &Rules) -> Vec<OutboxEntry> {
         let start = self.outbox.len();
+        if let Some(high) = watermark.checked_add_signed(rules.allowed_lateness()) {
+            self.high = Some(self.high.map_or(high, |h| h.max(high)));
+        }
         self.raise_watermark(watermark, rules);
         self.outbox[start..].to_vec()
     }
@@ -552,11 +660,7 @@ impl Projection {
         if fired.is_empty() {
             return;
         }
-        for transition in &fired {
-            kpi::transition_counter(transition, &mut self.kpis);
-        }
         let first = history.saturating_sub(fired.len());
-        let position = self.checkpoint;
         let consent = match self.customers.get_mut(customer_id) {
             Some(view) => {
                 // Recorded in the outbox (and so in `stage_history`): only the count is needed.
@@ -565,19 +669,45 @@ impl Projection {
             }
             None => BTreeMap::new(),
         };
-        self.outbox.extend(
-            fired
-                .into_iter()
-                .enumerate()
-                .map(|(i, transition)| OutboxEntry {
-                    dedupe_key: format!("{customer_id}:{}", first + i),
-                    customer_id: customer_id.clone(),
-                    seq: first + i,
-                    transition,
-                    position,
-                    consent: consent.clone(),
-                }),
-        );
+        self.record_from(customer_id, first, fired, &consent);
+    }
+
+    /// Puts transitions `first..` of a customer in the outbox (and counts their stage flows).
+    fn record_from(
+        &mut self,
+        customer_id: &CustomerId,
+        first: usize,
+        fired: Vec<Transition>,
+        consent: &BTreeMap<String, bool>,
+    ) {
+        let revisions = self
+            .customers
+            .get(customer_id)
+            .map(|view| view.revisions.clone())
+            .unwrap_or_default();
+        for (i, transition) in fired.into_iter().enumerate() {
+            kpi::transition_counter(&transition, &mut self.kpis);
+            let seq = first + i;
+            self.push_outbox(OutboxEntry {
+                dedupe_key: refold::dedupe_key(customer_id, seq, &revisions),
+                customer_id: customer_id.clone(),
+                seq,
+                transition,
+                position: self.checkpoint,
+                consent: consent.clone(),
+                retracts: None,
+                historical: false,
+            });
+        }
+    }
+
+    /// Adds an entry to the outbox, marking it historical when its transition is older than
+    /// the rules' horizon at the commit of the event being applied.
+    fn push_outbox(&mut self, mut entry: OutboxEntry) {
+        if let Some(recorded_at) = self.recorded_at {
+            entry.historical = recorded_at - entry.transition.at > self.historical_after;
+        }
+        self.outbox.push(entry);
     }
 
     /// Puts the customer's current next deadline in the index (replacing any previous one); a
@@ -625,16 +755,20 @@ fn fold(
     rules: &Rules,
     currency: Currency,
     model: Option<&FittedModel>,
-    watermark: Option<DateTime<Utc>>,
+    model_at: Option<DateTime<Utc>>,
 ) -> Vec<Transition> {
     let fired = patron_lifecycle::apply(&mut view.lifecycle, event, rules);
+    let key = refold::order_key(event);
+    view.folded = Some(view.folded.map_or(key, |folded| folded.max(key)));
     patron_value::apply(&mut view.value, event, currency);
     purchases::apply(&mut view.purchases, event, currency);
     view.consents.apply(event);
     if let Some(model) = model
         && matches!(event.body, EventBody::Purchase(_) | EventBody::Refund(_))
     {
-        let from = watermark.map_or(event.occurred_at, |w| w.max(event.occurred_at));
+        // From the model's time, never before the last purchase: see `apply_model`.
+        let last = view.lifecycle.last_purchase_at.unwrap_or(event.occurred_at);
+        let from = model_at.map_or(last, |at| at.max(last));
         view.lifecycle.p_alive = p_alive::schedule(&view.purchases.summary, model, from, rules);
     }
     kpi::apply_state(&mut view.kpi, event, currency);

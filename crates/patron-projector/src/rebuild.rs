@@ -106,7 +106,14 @@ pub async fn rebuild(
         };
         next = read(store.clone(), last, page_size);
         let fold = Instant::now();
-        let applied = projection.apply_page(&page, &config.rules, currency);
+        let applied = crate::apply_page_from(
+            &mut projection,
+            store.as_ref(),
+            &page,
+            &config.rules,
+            currency,
+        )
+        .await?;
         let fired = projection.take_transitions();
         folding += fold.elapsed();
         let write = Instant::now();

@@ -185,9 +185,14 @@ impl LiveProjection {
             });
         }
         let caught_up = page.len() < self.config.batch;
-        let applied = self
-            .projection
-            .apply_page(&page, &self.config.rules, self.currency);
+        let applied = crate::apply_page_from(
+            &mut self.projection,
+            self.store.as_ref(),
+            &page,
+            &self.config.rules,
+            self.currency,
+        )
+        .await?;
         let changes = self.projection.take_changes();
         let span = tracing::Span::current();
         span.record("events", applied);
@@ -222,10 +227,12 @@ impl LiveProjection {
     #[tracing::instrument(name = "projector.tick", skip_all, level = "debug")]
     pub async fn tick_if_quiet(&self, now: DateTime<Utc>) -> Result<bool, ReadModelError> {
         let interval = TimeDelta::from_std(self.config.tick_interval).unwrap_or(TimeDelta::MAX);
+        // The latest evidence of time, not the watermark (which trails it by the allowed
+        // lateness): a tick is due when nothing has shown time passing for an interval.
         let lagging = self
             .projection
-            .watermark()
-            .is_none_or(|watermark| now - watermark >= interval);
+            .latest_evidence()
+            .is_none_or(|evidence| now - evidence >= interval);
         // Nothing to fire without customers; an empty store stays empty.
         if !lagging || self.projection.customers().is_empty() {
             return Ok(false);

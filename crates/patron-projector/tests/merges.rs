@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use patron_domain::{CustomerId, Event, EventBody, ModelFitted};
 use patron_lifecycle::{CustomerLifecycle, Rules, Stage, rule};
 use patron_projector::{
-    Consents, CustomerKpi, CustomerView, KpiKey, OutboxEntry, Projection, Purchases, kpi,
+    Consents, CustomerKpi, CustomerView, KpiKey, LogStreams, OutboxEntry, Projection, Purchases,
+    kpi,
 };
 use patron_store::contract::customer;
 use patron_store::{Position, RecordedEvent};
@@ -43,7 +44,9 @@ fn run(events: &[RecordedEvent], page: usize) -> Run {
         kpis: BTreeMap::new(),
     };
     for chunk in events.chunks(page) {
-        run.projection.apply_page(chunk, &rules, usd());
+        run.projection
+            .apply_page(chunk, &rules, usd(), &LogStreams(events))
+            .unwrap();
         let changes = run.projection.take_changes();
         run.outbox.extend(changes.outbox);
         add_kpis(&mut run.kpis, changes.kpis);
@@ -197,7 +200,13 @@ fn a_merge_combines_both_customers_into_the_survivor_and_freezes_the_other() {
     let all = recorded(&events);
     merged
         .projection
-        .apply_page(&all[merge..=merge], &Rules::default(), usd());
+        .apply_page(
+            &all[merge..=merge],
+            &Rules::default(),
+            usd(),
+            &LogStreams(&all),
+        )
+        .unwrap();
     let changes = merged.projection.take_changes();
     let changed: Vec<&str> = changes
         .customers
@@ -539,7 +548,9 @@ fn live_with_restarts(
     };
     let mut restarts = 0;
     for (page, chunk) in events.chunks(5).enumerate() {
-        live.projection.apply_page(chunk, &rules, usd());
+        live.projection
+            .apply_page(chunk, &rules, usd(), &LogStreams(events))
+            .unwrap();
         let changes = live.projection.take_changes();
         for (id, view) in &changes.customers {
             stored.insert(id.clone(), serde_json::to_string(view).unwrap());

@@ -8,7 +8,7 @@ mod support;
 use std::collections::HashSet;
 
 use patron_lifecycle::{Rules, Stage};
-use patron_projector::{OutboxEntry, Projection, catch_up};
+use patron_projector::{LogStreams, OutboxEntry, Projection, catch_up};
 use patron_store::contract::customer;
 use patron_store::{EventStore, InMemoryEventStore, Position};
 use support::*;
@@ -26,8 +26,8 @@ async fn the_scripted_year_ends_in_the_expected_stages_and_values() {
     );
     assert_eq!(
         out.watermark,
-        Some(day(12, 31)),
-        "watermark is the latest event time"
+        Some(day(12, 31) - Rules::default().allowed_lateness()),
+        "watermark is the latest event time less the allowed lateness"
     );
     assert!(
         !out.views.contains_key(&customer("ghost")),
@@ -194,14 +194,17 @@ async fn time_driven_transitions_fire_for_a_silent_customer_at_their_deadlines()
             cause.event.customer_id, oneoff,
             "another customer's event moved time"
         );
+        // Time has provably passed a deadline once an event is later than it by the allowed
+        // lateness.
+        let lateness = Rules::default().allowed_lateness();
         assert!(
-            cause.event.occurred_at >= deadline,
-            "the cause passed the deadline"
+            cause.event.occurred_at - lateness >= deadline,
+            "the cause passed the deadline by the allowed lateness"
         );
         let before = &all[usize::try_from(entry.position.0).unwrap() - 2];
         assert!(
-            before.event.occurred_at < deadline,
-            "fired by the first event past the deadline, not later"
+            before.event.occurred_at - lateness < deadline,
+            "fired by the first event past the deadline and the lateness, not later"
         );
     }
 }
@@ -246,7 +249,10 @@ async fn re_applying_applied_positions_changes_nothing() {
     );
     for event in store.read_all(Position::ZERO, 10_000).await.unwrap() {
         assert!(
-            projection.apply(&event, &rules, usd()).is_empty(),
+            projection
+                .apply(&event, &rules, usd(), &LogStreams(&[]))
+                .unwrap()
+                .is_empty(),
             "position {} was applied already",
             event.position
         );

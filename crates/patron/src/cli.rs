@@ -185,6 +185,11 @@ pub(crate) enum Command {
     Import(ImportArgs),
     /// Print stored events as JSON lines: one customer's stream, or the global log.
     Events(EventsArgs),
+    /// Check the stage histories of the active read models against the event store: count
+    /// inactivity transitions contradicted by a purchase between the `last_purchase_at` they
+    /// quote and the transition, and histories that differ from folding the customer's events
+    /// one by one in event-time order. Both counts must be 0 (exit status 1 otherwise).
+    CheckHistories,
     /// Consume customer events from Kafka into the event store, effectively once.
     ///
     /// Records are decoded (protobuf, or CloudEvents JSON in structured or binary mode),
@@ -480,6 +485,7 @@ impl Command {
             Self::Migrate => "migrate",
             Self::Import(_) => "import",
             Self::Events(_) => "events",
+            Self::CheckHistories => "check-histories",
             Self::Ingest(_) => "ingest",
             Self::Project(_) => "project",
             Self::Relay(_) => "relay",
@@ -625,6 +631,21 @@ pub(crate) struct EventsArgs {
     /// Print at most this many events.
     #[arg(long, default_value_t = 100)]
     pub(crate) limit: usize,
+
+    /// `json`: each event as stored, with its position and version. `cloudevents`: CloudEvents
+    /// JSON documents that `patron import` reads (an export; Patron's own `$…` streams and the
+    /// `customers_merged` events the store writes are left out, and personal data is in clear).
+    #[arg(long, value_enum, default_value_t = EventsFormat::Json)]
+    pub(crate) format: EventsFormat,
+}
+
+/// How `patron events` prints events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum EventsFormat {
+    /// As stored.
+    Json,
+    /// As CloudEvents, for `patron import`.
+    Cloudevents,
 }
 
 #[cfg(test)]
@@ -643,7 +664,8 @@ mod tests {
                 let id = arg.get_id().as_str();
                 let exempt = arg.is_positional()
                     || matches!(id, "help" | "version")
-                    || (path == "patron events" && matches!(id, "customer" | "after" | "limit"));
+                    || (path == "patron events"
+                        && matches!(id, "customer" | "after" | "limit" | "format"));
                 assert!(
                     exempt || arg.get_env().is_some(),
                     "`{path} --{id}` has no PATRON_ environment variable"

@@ -47,6 +47,7 @@ fn main() -> ExitCode {
             Command::Migrate => commands::migrate::run(&cli.database).await,
             Command::Import(args) => commands::import::run(&cli.database, args).await,
             Command::Events(args) => commands::events::run(&cli.database, args).await,
+            Command::CheckHistories => commands::check::run(&cli.database).await,
             Command::Ingest(args) => commands::ingest::run(&cli.database, args).await,
             Command::Project(args) => commands::project::run(&cli.database, args).await,
             Command::Relay(args) => commands::relay::run(&cli.database, args).await,

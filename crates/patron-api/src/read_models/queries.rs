@@ -18,7 +18,8 @@ const CHECKPOINT: &str = "SELECT g.checkpoint FROM projection_active a \
      JOIN projection_generations g ON g.generation = a.generation";
 
 const OUTBOX: &str = "SELECT id, dedupe_key, customer_id, seq, from_stage, to_stage, occurred_at, \
-     rule, CAST(facts AS TEXT) AS facts, position, consent FROM outbox WHERE id > $1 \
+     rule, CAST(facts AS TEXT) AS facts, position, consent, retracts, historical FROM outbox \
+     WHERE id > $1 \
      ORDER BY id LIMIT $2";
 
 impl SqlReadModels {

@@ -36,13 +36,13 @@ impl Projection {
     /// event's customer.
     pub(super) fn apply_merged(&mut self, event: &Event, rules: &Rules, currency: Currency) {
         let customer_id = &event.customer_id;
-        let (model, watermark) = (self.model, self.watermark);
+        let (model, model_at) = (self.model, self.model_at);
         if let Some(own) = self
             .customers
             .get_mut(customer_id)
             .and_then(|view| view.own.as_deref_mut())
         {
-            fold(own, event, rules, currency, model.as_ref(), watermark);
+            fold(own, event, rules, currency, model.as_ref(), model_at);
             own.lifecycle.history.clear();
         }
         let root = self.root(customer_id);
@@ -50,7 +50,7 @@ impl Projection {
         let Some(view) = self.customers.get_mut(&root) else {
             return;
         };
-        let fired = fold(view, event, rules, currency, model.as_ref(), watermark);
+        let fired = fold(view, event, rules, currency, model.as_ref(), model_at);
         kpi::event_counters(event, view.lifecycle.stage, currency, &mut self.kpis);
         let history = view.lifecycle.transitions();
         let next = patron_lifecycle::next_deadline(&view.lifecycle, rules);

@@ -88,7 +88,29 @@ fn stored(view: &CustomerView) -> CustomerView {
         consents: view.consents.clone(),
         merged_into: view.merged_into.clone(),
         own: view.own.clone(),
+        folded: view.folded,
+        revisions: view.revisions.clone(),
     }
+}
+
+/// What a batch of outbox entries does to `stage_history`: the rows that retractions remove
+/// (customer, seq), to delete first, and the transitions to insert — for each customer and seq
+/// the batch's last, unless a later entry of the batch retracts it.
+pub(crate) fn history_changes(entries: &[OutboxEntry]) -> (Vec<(&str, i32)>, Vec<&OutboxEntry>) {
+    let mut deleted: Vec<(&str, i32)> = Vec::new();
+    let mut rows: BTreeMap<(&str, i32), &OutboxEntry> = BTreeMap::new();
+    for entry in entries {
+        let key = (entry.customer_id.as_str(), seq(entry));
+        if entry.retracts.is_some() {
+            rows.remove(&key);
+            deleted.push(key);
+        } else {
+            rows.insert(key, entry);
+        }
+    }
+    deleted.sort_unstable();
+    deleted.dedup();
+    (deleted, rows.into_values().collect())
 }
 
 /// Sets the length of each loaded view's stage history: the customer's `stage_history` rows
@@ -194,6 +216,8 @@ pub(crate) struct OutboxRow {
     pub(crate) facts: String,
     pub(crate) position: i64,
     pub(crate) consent: Option<String>,
+    pub(crate) retracts: Option<String>,
+    pub(crate) historical: bool,
 }
 
 impl OutboxRow {
@@ -227,6 +251,8 @@ impl OutboxRow {
                     u64::try_from(self.position).map_err(|e| corrupt("position", &e))?,
                 ),
                 consent,
+                retracts: self.retracts.clone(),
+                historical: self.historical,
             },
         })
     }

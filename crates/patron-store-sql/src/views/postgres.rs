@@ -15,7 +15,7 @@ use sqlx::{Postgres, Transaction};
 use super::copy::CopyRows;
 use super::{
     ACTIVE, BUILDING, CHANGES_KEPT, CHANGES_LISTED, CustomerRow, OutboxRow, RETIRED, attach_counts,
-    consent_json, facts_json, position, seq, view,
+    consent_json, facts_json, history_changes, position, seq, view,
 };
 use crate::error::map;
 use crate::row::{limit, to_i64};
@@ -153,11 +153,13 @@ async fn copy_history(
     generation: GenerationId,
     entries: &[OutboxEntry],
 ) -> Result<(), ReadModelError> {
+    let (deleted, rows) = history_changes(entries);
+    delete_history(tx, generation, &deleted).await?;
     copy_each(
         tx,
         "COPY stage_history (generation, customer_id, seq, from_stage, to_stage, entered_at, \
             rule, facts, position) FROM STDIN (FORMAT binary)",
-        entries,
+        &rows,
         |rows, e| {
             rows.row(9)
                 .int8(Some(generation))
@@ -173,6 +175,28 @@ async fn copy_history(
         },
     )
     .await
+}
+
+/// Deletes the stage-history rows that retractions remove.
+async fn delete_history(
+    tx: &mut Tx,
+    generation: GenerationId,
+    deleted: &[(&str, i32)],
+) -> Result<(), ReadModelError> {
+    if deleted.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "DELETE FROM stage_history WHERE generation = $1 AND (customer_id, seq) IN \
+            (SELECT * FROM UNNEST($2::text[], $3::int4[]))",
+    )
+    .bind(generation)
+    .bind(deleted.iter().map(|(c, _)| *c).collect::<Vec<_>>())
+    .bind(deleted.iter().map(|(_, s)| *s).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
+    Ok(())
 }
 
 /// About this many bytes of rows go in one message, so that PostgreSQL parses one piece while
@@ -271,8 +295,10 @@ async fn write(
         .await
         .map_err(db)?;
     }
-    if !changes.outbox.is_empty() {
-        let columns = TransitionColumns::new(changes.outbox.iter());
+    let (deleted, rows) = history_changes(&changes.outbox);
+    delete_history(tx, generation, &deleted).await?;
+    if !rows.is_empty() {
+        let columns = TransitionColumns::new(rows.into_iter());
         let query = sqlx::query(
             "INSERT INTO stage_history (generation, customer_id, seq, from_stage, to_stage, \
                 entered_at, rule, facts, position) \
@@ -392,13 +418,14 @@ async fn append_outbox<'a>(
     }
     let query = sqlx::query(
         "INSERT INTO outbox (id, dedupe_key, customer_id, seq, from_stage, to_stage, occurred_at, \
-            rule, facts, position, consent) \
+            rule, facts, position, consent, retracts, historical) \
          SELECT $1 + n, dedupe_key, customer_id, seq, from_stage, to_stage, occurred_at, rule, \
-            facts, position, consent \
-         FROM UNNEST($2::text[], $11::text[], $3::text[], $4::int4[], $5::text[], $6::text[], \
-            $7::timestamptz[], $8::text[], $9::jsonb[], $10::int8[]) WITH ORDINALITY \
-            AS e (dedupe_key, consent, customer_id, seq, from_stage, to_stage, occurred_at, rule, \
-                  facts, position, n) \
+            facts, position, consent, retracts, historical \
+         FROM UNNEST($2::text[], $11::text[], $12::text[], $13::bool[], $3::text[], $4::int4[], \
+            $5::text[], $6::text[], $7::timestamptz[], $8::text[], $9::jsonb[], $10::int8[]) \
+            WITH ORDINALITY \
+            AS e (dedupe_key, consent, retracts, historical, customer_id, seq, from_stage, \
+                  to_stage, occurred_at, rule, facts, position, n) \
          ON CONFLICT (dedupe_key) DO NOTHING",
     )
     .bind(head)
@@ -409,9 +436,13 @@ async fn append_outbox<'a>(
             .collect::<Vec<_>>(),
     );
     let consent: Vec<Option<String>> = entries.clone().map(consent_json).collect();
+    let retracts: Vec<Option<&str>> = entries.clone().map(|e| e.retracts.as_deref()).collect();
+    let historical: Vec<bool> = entries.clone().map(|e| e.historical).collect();
     TransitionColumns::new(entries)
         .bind(query)
         .bind(consent)
+        .bind(retracts)
+        .bind(historical)
         .execute(&mut **tx)
         .await
         .map_err(db)?;
@@ -698,9 +729,12 @@ impl ReadModelStore for PgReadModels {
             String,
             i64,
             Option<String>,
+            Option<String>,
+            bool,
         )> = sqlx::query_as(
             "SELECT id, dedupe_key, customer_id, seq, from_stage, to_stage, occurred_at, rule, \
-                    facts::text, position, consent FROM outbox WHERE id > $1 ORDER BY id LIMIT $2",
+                    facts::text, position, consent, retracts, historical FROM outbox \
+             WHERE id > $1 ORDER BY id LIMIT $2",
         )
         .bind(after)
         .bind(limit(max))
@@ -721,6 +755,8 @@ impl ReadModelStore for PgReadModels {
                     facts,
                     position,
                     consent,
+                    retracts,
+                    historical,
                 )| {
                     OutboxRow {
                         id,
@@ -734,6 +770,8 @@ impl ReadModelStore for PgReadModels {
                         facts,
                         position,
                         consent,
+                        retracts,
+                        historical,
                     }
                     .decode()
                 },

@@ -15,7 +15,7 @@ use sqlx::{Sqlite, Transaction};
 
 use super::{
     ACTIVE, BUILDING, CHANGES_KEPT, CHANGES_LISTED, CustomerRow, OutboxRow, RETIRED, attach_counts,
-    consent_json, facts_json, position, seq, view,
+    consent_json, facts_json, history_changes, position, seq, view,
 };
 use crate::error::map;
 use crate::row::{limit, to_i64};
@@ -214,7 +214,19 @@ async fn insert_history(
     generation: GenerationId,
     entries: &[OutboxEntry],
 ) -> Result<(), ReadModelError> {
-    let history = entries.iter().map(|e| {
+    let (deleted, rows) = history_changes(entries);
+    if !deleted.is_empty() {
+        sqlx::query(
+            "DELETE FROM stage_history WHERE generation = ?2 AND (customer_id, seq) IN \
+                (SELECT value ->> 0, value ->> 1 FROM json_each(?1))",
+        )
+        .bind(json!(deleted).to_string())
+        .bind(generation)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    }
+    let history = rows.into_iter().map(|e| {
         json!([
             e.customer_id.as_str(),
             seq(e),
@@ -260,7 +272,9 @@ async fn append_outbox<'a>(
                 facts_json(e),
                 to_i64(e.position.0),
                 Utc::now(),
-                consent_json(e)
+                consent_json(e),
+                e.retracts,
+                e.historical
             ])
         })
         .collect();
@@ -269,9 +283,10 @@ async fn append_outbox<'a>(
     }
     sqlx::query(
         "INSERT INTO outbox (id, dedupe_key, customer_id, seq, from_stage, to_stage, occurred_at, \
-            rule, facts, position, created_at, consent) \
+            rule, facts, position, created_at, consent, retracts, historical) \
          SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
-            value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11 \
+            value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, \
+            value ->> 12, value ->> 13 \
          FROM json_each(?1) WHERE true ON CONFLICT (dedupe_key) DO NOTHING",
     )
     .bind(Value::Array(rows).to_string())
@@ -550,10 +565,13 @@ impl ReadModelStore for SqliteReadModels {
             String,
             i64,
             Option<String>,
+            Option<String>,
+            bool,
         );
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT id, dedupe_key, customer_id, seq, from_stage, to_stage, occurred_at, rule, facts, \
-                position, consent FROM outbox WHERE id > ?1 ORDER BY id LIMIT ?2",
+                position, consent, retracts, historical FROM outbox WHERE id > ?1 ORDER BY id \
+             LIMIT ?2",
         )
         .bind(after)
         .bind(limit(max))
@@ -574,6 +592,8 @@ impl ReadModelStore for SqliteReadModels {
                     facts,
                     position,
                     consent,
+                    retracts,
+                    historical,
                 )| {
                     let occurred_at = time(Some(at))?.unwrap_or_default();
                     OutboxRow {
@@ -588,6 +608,8 @@ impl ReadModelStore for SqliteReadModels {
                         facts,
                         position,
                         consent,
+                        retracts,
+                        historical,
                     }
                     .decode()
                 },

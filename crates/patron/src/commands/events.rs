@@ -4,11 +4,11 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use patron_domain::CustomerId;
+use patron_domain::{CustomerId, EventBody};
 use patron_store::{Position, RecordedEvent};
 use serde_json::json;
 
-use crate::cli::{DatabaseArgs, EventsArgs};
+use crate::cli::{DatabaseArgs, EventsArgs, EventsFormat};
 
 /// Events fetched per store read.
 const PAGE: usize = 500;
@@ -39,7 +39,14 @@ pub(crate) async fn run(database: &DatabaseArgs, args: EventsArgs) -> anyhow::Re
         };
         remaining -= page.len();
         for event in &page {
-            if let Err(e) = writeln!(out, "{}", to_json(event)) {
+            let line = match args.format {
+                EventsFormat::Json => to_json(event),
+                EventsFormat::Cloudevents => match to_cloudevent(event) {
+                    Some(line) => line,
+                    None => continue,
+                },
+            };
+            if let Err(e) = writeln!(out, "{line}") {
                 // A closed pipe (`patron events | head`) is a normal way to stop.
                 if e.kind() == std::io::ErrorKind::BrokenPipe {
                     return Ok(ExitCode::SUCCESS);
@@ -49,6 +56,25 @@ pub(crate) async fn run(database: &DatabaseArgs, args: EventsArgs) -> anyhow::Re
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The event as a CloudEvents JSON document that `patron import` reads back as the same event;
+/// `None` for events producers cannot send (Patron's own streams, store-written merges).
+fn to_cloudevent(recorded: &RecordedEvent) -> Option<serde_json::Value> {
+    let event = &recorded.event;
+    if event.customer_id.is_reserved() || matches!(event.body, EventBody::CustomersMerged(_)) {
+        return None;
+    }
+    Some(json!({
+        "specversion": "1.0",
+        "id": event.event_id,
+        "source": event.source,
+        "type": format!("patron.{}.v1", event.event_type().as_str()),
+        "subject": event.customer_id,
+        "time": event.occurred_at,
+        "datacontenttype": "application/json",
+        "data": event.body.to_payload(),
+    }))
 }
 
 fn to_json(recorded: &RecordedEvent) -> serde_json::Value {

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub(crate) mod api;
+pub(crate) mod check;
 pub(crate) mod dev;
 pub(crate) mod events;
 pub(crate) mod fit;
