@@ -260,8 +260,8 @@ pub struct KpiRows {
 pub struct OutboxRow {
     /// Grows in commit order.
     pub id: i64,
-    /// `{customer_id}:{seq}`, with `.r{revision}` once the customer's history was corrected;
-    /// a retraction's is the retracted record's with `-retracted`.
+    /// `{customer_id}:{seq}#{digest}` (`.r{revision}` before `#` once the customer's history
+    /// was corrected); a retraction's is the retracted record's with `-retracted`.
     pub dedupe_key: String,
     /// The customer who changed stage.
     pub customer_id: String,

@@ -75,7 +75,9 @@ pub struct CustomerView {
 /// One lifecycle transition to publish, written to the outbox with the projection's batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEntry {
-    /// `{customer_id}:{index in the customer's stage history}`: the same on every replay.
+    /// `{customer_id}:{index in the customer's stage history}#{digest of the transition}`
+    /// (`{customer_id}:{index}.r{revision}#…` once a correction republished it; a retraction's is
+    /// the retracted record's with `-retracted`): the same on every replay with the same rules.
     pub dedupe_key: String,
     /// The customer who changed stage.
     pub customer_id: CustomerId,
@@ -689,7 +691,7 @@ impl Projection {
             kpi::transition_counter(&transition, &mut self.kpis);
             let seq = first + i;
             self.push_outbox(OutboxEntry {
-                dedupe_key: refold::dedupe_key(customer_id, seq, &revisions),
+                dedupe_key: refold::dedupe_key(customer_id, seq, &revisions, &transition),
                 customer_id: customer_id.clone(),
                 seq,
                 transition,

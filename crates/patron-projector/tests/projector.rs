@@ -229,9 +229,40 @@ async fn dedupe_keys_are_unique_and_stable_across_replays() {
         "same keys on every replay"
     );
     assert!(
-        unique.contains("churner:5"),
-        "keys are customer:history index"
+        unique.iter().any(|key| key.starts_with("churner:5#")),
+        "keys are customer:history index#digest"
     );
+    // Other rules make other transitions: their keys differ, so the outbox keeps both.
+    let strict = Rules {
+        at_risk_gap_multiple_percent: 150,
+        ..Rules::default()
+    };
+    let mut projection = Projection::new();
+    let changes = catch_up(&mut projection, &store, &strict, usd(), 10_000)
+        .await
+        .unwrap();
+    let churner = |outbox: &[OutboxEntry]| -> Vec<OutboxEntry> {
+        outbox
+            .iter()
+            .filter(|e| e.customer_id == customer("churner"))
+            .cloned()
+            .collect()
+    };
+    let (default, other) = (churner(&first.outbox), churner(&changes.outbox));
+    assert_ne!(
+        default.iter().map(|e| &e.transition).collect::<Vec<_>>(),
+        other.iter().map(|e| &e.transition).collect::<Vec<_>>(),
+        "stricter rules change churner's history"
+    );
+    for (a, b) in default.iter().zip(&other) {
+        assert_eq!(a.seq, b.seq);
+        assert_eq!(
+            a.dedupe_key == b.dedupe_key,
+            a.transition == b.transition,
+            "index {}: the same key exactly when the same transition",
+            a.seq
+        );
+    }
 }
 
 #[tokio::test]

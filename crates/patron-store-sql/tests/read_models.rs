@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -451,6 +452,79 @@ async fn changed_rules_are_refused(db: Db) {
         .expect("the same rules, written without the newer keys");
 }
 
+/// A rebuild with other rules, then new events: every transition the new rules make after the
+/// swap reaches the outbox. (The same index under other rules is another transition: its dedupe
+/// key must not be taken for a repeat of the old generation's.)
+async fn rules_change_then_new_events_publish_every_transition(db: Db) {
+    let events = demo_year(40);
+    let (first, second) = events.split_at(events.len() * 2 / 3);
+    let store = db.store();
+    append(store.as_ref(), first).await;
+    let mut live = LiveProjection::open(store.clone(), db.models(), config())
+        .await
+        .unwrap();
+    catch_up(&mut live).await;
+    let swapped_at = store.head().await.unwrap();
+    // Looser rules: fewer transitions, so the new generation's next indices were used by the
+    // old one.
+    let rules = Rules {
+        at_risk_gap_multiple_percent: 350,
+        churn_gap_multiple_percent: 700,
+        ..Rules::default()
+    };
+    let strict = ProjectorConfig::new(
+        rules,
+        "at_risk_gap_multiple_percent = 350\nchurn_gap_multiple_percent = 700",
+    );
+    rebuild(
+        store.clone(),
+        db.models(),
+        &strict,
+        RebuildOptions::default(),
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
+    append(store.as_ref(), second).await;
+    let mut live = LiveProjection::open(store.clone(), db.models(), strict)
+        .await
+        .unwrap();
+    catch_up(&mut live).await;
+
+    let query = "SELECT customer_id || ':' || seq || ':' || to_stage FROM stage_history \
+                 WHERE generation = (SELECT generation FROM projection_active) AND position > ";
+    let query = format!("{query}{}", swapped_at.0);
+    let fresh: Vec<String> = match &db.sql {
+        SqlEventStore::Postgres(s) => sqlx::query_scalar(&query).fetch_all(s.pool()).await,
+        SqlEventStore::Sqlite(s) => sqlx::query_scalar(&query).fetch_all(s.pool()).await,
+    }
+    .unwrap();
+    assert!(
+        fresh.len() > 20,
+        "the new events made transitions: {}",
+        fresh.len()
+    );
+    let published: HashSet<String> = db
+        .outbox()
+        .await
+        .iter()
+        .filter(|r| r.entry.retracts.is_none())
+        .map(|r| {
+            format!(
+                "{}:{}:{}",
+                r.entry.customer_id,
+                r.entry.seq,
+                r.entry.transition.to.as_str()
+            )
+        })
+        .collect();
+    let missing: Vec<&String> = fresh.iter().filter(|t| !published.contains(*t)).collect();
+    assert!(
+        missing.is_empty(),
+        "transitions made after the swap but never published: {missing:?}"
+    );
+}
+
 /// A tick appended when the log is quiet moves silent customers on, and a rebuild sees it too.
 async fn ticks_drive_time_and_replay(db: Db) {
     let store = db.store();
@@ -892,6 +966,7 @@ on_both_backends!(
     one_projector_is_active_and_a_standby_takes_over,
     two_projectors_conflict,
     changed_rules_are_refused,
+    rules_change_then_new_events_publish_every_transition,
     ticks_drive_time_and_replay,
     relay_publishes_in_order_at_least_once,
 );

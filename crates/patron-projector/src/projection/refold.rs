@@ -98,13 +98,54 @@ pub(super) fn order_key(event: &Event) -> (DateTime<Utc>, uuid::Uuid) {
     (event.occurred_at, event.event_id)
 }
 
-/// The dedupe key of a customer's transition `seq` published under `revisions`.
-pub(super) fn dedupe_key(customer_id: &CustomerId, seq: usize, revisions: &[(u64, u32)]) -> String {
+/// The dedupe key of a customer's transition `seq` published under `revisions`:
+/// `{customer}:{seq}` (with `.r{revision}` once corrected) and `#` a digest of the transition.
+///
+/// The digest keeps keys apart across rules: a rebuild with other rules makes other transitions
+/// at the same index, which must not be taken for repeats of the old ones (the outbox drops a
+/// key it already holds); with the same rules, the same transitions get the same keys, so a
+/// rebuild publishes nothing twice. The revision keeps a transition retracted and later
+/// published again, identical, from being dropped as a repeat.
+pub(super) fn dedupe_key(
+    customer_id: &CustomerId,
+    seq: usize,
+    revisions: &[(u64, u32)],
+    transition: &Transition,
+) -> String {
     let seq64 = u64::try_from(seq).unwrap_or(u64::MAX);
+    let digest = digest(transition);
     match revisions.iter().rev().find(|(first, _)| *first <= seq64) {
-        Some((_, revision)) => format!("{customer_id}:{seq}.r{revision}"),
-        None => format!("{customer_id}:{seq}"),
+        Some((_, revision)) => format!("{customer_id}:{seq}.r{revision}#{digest:08x}"),
+        None => format!("{customer_id}:{seq}#{digest:08x}"),
     }
+}
+
+/// A stable 32-bit digest of a transition (FNV-1a over its stages, time, rule and facts): the
+/// same on every platform and version, as dedupe keys must be.
+fn digest(transition: &Transition) -> u32 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for byte in bytes.iter().chain(b"\x1f") {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    feed(transition.from.map_or("", |s| s.as_str()).as_bytes());
+    feed(transition.to.as_str().as_bytes());
+    feed(
+        transition
+            .at
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+            .as_bytes(),
+    );
+    feed(transition.rule.as_bytes());
+    for (key, value) in &transition.facts {
+        feed(key.as_bytes());
+        feed(value.as_bytes());
+    }
+    #[expect(clippy::cast_possible_truncation, reason = "folds 64 bits into 32")]
+    let folded = (hash ^ (hash >> 32)) as u32;
+    folded
 }
 
 impl Projection {
@@ -198,7 +239,7 @@ impl Projection {
                     continue;
                 };
                 kpi::retract_transition(transition, &mut self.kpis);
-                let key = dedupe_key(&customer_id, seq, &revisions);
+                let key = dedupe_key(&customer_id, seq, &revisions, transition);
                 retractions.push((seq, transition.clone(), key));
             }
             let revision = revisions.last().map_or(1, |(_, r)| r.saturating_add(1));
