@@ -1,8 +1,10 @@
 //! "As of" queries: a customer as they were at a past event time, folded from their stream.
 //!
-//! The events with `occurred_at <= as_of` of the customer's merge group are folded (in log
-//! order, as the projector applied them), then event time is advanced to `as_of` so that
-//! transitions caused by silence up to then fire too. The group is the customer, or the customer
+//! The events with `occurred_at <= as_of` of the customer's merge group, and the
+//! probability-alive model events (`$clv`) dated by then, are folded as the projector folds them
+//! (read in log order, each customer in event-time order), then event time is advanced to
+//! `as_of` so that transitions caused by silence (or a falling probability alive) up to then
+//! fire too. The group is the customer, or the customer
 //! it is merged into now (and that one's, up the chain), with every customer merged into it
 //! (`customers_merged` events in the streams, down the chain): a survivor at a time after a merge
 //! holds the merged customer's figures, and a merged customer points to its survivor, as live.
@@ -109,6 +111,16 @@ async fn group_events(
                 }
             }
         }
+    }
+    // The probability-alive models in force by then: the fold puts each in force at its place
+    // in the log, as the projector did.
+    let models_stream = CustomerId::clv();
+    let mut version = 0;
+    loop {
+        let page = models.stream(&models_stream, version, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        version = last.version;
+        events.extend(page.into_iter().filter(|e| e.event.occurred_at <= as_of));
     }
     Ok(events)
 }

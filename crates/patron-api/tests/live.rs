@@ -167,6 +167,97 @@ async fn live_queries(db: Db) {
     assert!(status.message().starts_with("to_stages:"), "{status:?}");
 
     as_of(&db, &mut client).await;
+    as_of_follows_the_model(&db, &mut client).await;
+}
+
+/// With a probability-alive model in the log, "as of" the watermark gives every customer the
+/// live stage and history, including the transitions the model caused.
+async fn as_of_follows_the_model(db: &Db, client: &mut Client) {
+    // Dated at the read models' watermark, as `patron fit` dates the models it appends.
+    let fitted_at: DateTime<Utc> = fetch::<(DateTime<Utc>,)>(
+        db,
+        "SELECT g.watermark FROM projection_generations g \
+         JOIN projection_active a ON a.generation = g.generation",
+    )
+    .await
+    .remove(0)
+    .0;
+    let model = patron_domain::Event {
+        event_id: uuid::Uuid::from_u128(77),
+        customer_id: CustomerId::clv(),
+        occurred_at: fitted_at,
+        source: "patron-fit".into(),
+        body: EventBody::ModelFitted(patron_domain::ModelFitted {
+            version: 1,
+            time_unit: "weeks".into(),
+            r: "0.243".into(),
+            alpha: "4.414".into(),
+            a: "2.0".into(),
+            b: "2.4".into(),
+        }),
+    };
+    db.append(&[model]).await;
+    db.project().await;
+    let by_model = db
+        .integers(
+            "SELECT count(*) FROM stage_history WHERE rule LIKE 'p_alive%' \
+             AND generation = (SELECT generation FROM projection_active)",
+        )
+        .await;
+    assert!(by_model[0] > 0, "the model moved some customers");
+    let rows: Vec<(String, DateTime<Utc>, DateTime<Utc>)> = fetch(
+        db,
+        "SELECT c.customer_id, c.last_event_at, g.watermark FROM customers c \
+         JOIN projection_active a ON a.generation = c.generation \
+         JOIN projection_generations g ON g.generation = a.generation ORDER BY 1",
+    )
+    .await;
+    let mut compared = 0;
+    for (id, last_event, watermark) in rows {
+        // Events after the watermark are folded live but not "as of" it.
+        if last_event > watermark {
+            continue;
+        }
+        let live = client
+            .get_customer(pb::GetCustomerRequest {
+                customer_id: id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .customer
+            .unwrap();
+        let then = client
+            .get_customer_as_of(pb::GetCustomerAsOfRequest {
+                customer_id: id.clone(),
+                as_of: Some(prost_types::Timestamp {
+                    seconds: watermark.timestamp(),
+                    nanos: i32::try_from(watermark.timestamp_subsec_nanos()).unwrap(),
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .customer
+            .unwrap();
+        let brief = |h: &[pb::StageHistoryEntry]| -> Vec<String> {
+            h.iter()
+                .map(|e| {
+                    let at = e.entered_at.as_ref().map_or(0, |t| t.seconds);
+                    format!("{}@{at}:{}", e.to_stage, e.rule)
+                })
+                .collect()
+        };
+        assert!(
+            then.stage == live.stage && then.stage_history == live.stage_history,
+            "{id}: as of the watermark, the live stage and history\nas of: {:?}\nlive:  {:?}",
+            brief(&then.stage_history),
+            brief(&live.stage_history)
+        );
+        compared += 1;
+    }
+    assert!(compared > 20, "customers compared: {compared}");
 }
 
 /// As of the watermark, the fold equals the live read model; at a mid time, the history up to

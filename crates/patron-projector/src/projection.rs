@@ -428,6 +428,9 @@ impl Projection {
         let Some(model) = FittedModel::from_event(fitted) else {
             return;
         };
+        // The previous rules govern up to the model's time (a no-op live, where the watermark
+        // has passed it; folding one customer's events, as "as of" queries do, it is not).
+        self.fire_until(occurred_at, rules);
         self.model = Some(model);
         self.model_at = Some(occurred_at);
         self.remember_model(occurred_at, model);
@@ -616,6 +619,12 @@ impl Projection {
     fn raise_watermark(&mut self, to: DateTime<Utc>, rules: &Rules) {
         let watermark = self.watermark.map_or(to, |w| w.max(to));
         self.watermark = Some(watermark);
+        self.fire_until(watermark, rules);
+    }
+
+    /// Fires every customer deadline at or before `watermark`, in deadline order (ties by
+    /// customer id).
+    fn fire_until(&mut self, watermark: DateTime<Utc>, rules: &Rules) {
         while self
             .deadlines
             .first()
