@@ -1,5 +1,6 @@
-//! Leadership among projector instances on one database: the instance holding the lease is the
-//! active projector, the others are hot standbys that try to take the lease over.
+//! Leadership among instances on one database — projectors, and relays of one name: the
+//! instance holding the lease is the active one, the others are hot standbys that try to take
+//! the lease over.
 //!
 //! The lease is renewed by a task of its own, so a long page or a long load never lets it lapse.
 //! Leadership only keeps standbys from working in vain: correctness rests on the checkpoint fence
@@ -36,7 +37,7 @@ impl Leadership {
                         // Asked to let go; without asking (the holder was dropped), the lease
                         // just lapses, as if the process had died.
                         if asked.is_ok() && let Err(error) = lease.release().await {
-                            tracing::warn!(%error, "cannot release the projector lease; it lapses by itself");
+                            tracing::warn!(%error, "cannot release the lease; it lapses by itself");
                         }
                         return;
                     }
@@ -44,11 +45,11 @@ impl Leadership {
                 }
                 let lost = match tokio::time::timeout(patience, lease.renew()).await {
                     Ok(Ok(true)) => continue,
-                    Ok(Ok(false)) => "another instance took the projector lease over".to_owned(),
-                    Ok(Err(error)) => format!("cannot renew the projector lease: {error}"),
-                    Err(_) => format!("renewing the projector lease took over {patience:?}"),
+                    Ok(Ok(false)) => "another instance took the lease over".to_owned(),
+                    Ok(Err(error)) => format!("cannot renew the lease: {error}"),
+                    Err(_) => format!("renewing the lease took over {patience:?}"),
                 };
-                tracing::warn!(reason = %lost, "projector leadership lost");
+                tracing::warn!(reason = %lost, "leadership lost");
                 let _ = report.send(false);
                 // Dropping it closes what it holds (PostgreSQL: the session, and so the lock).
                 drop(lease);

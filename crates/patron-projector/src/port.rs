@@ -116,6 +116,17 @@ pub trait ReadModelStore: Send + Sync + 'static {
         ttl: Duration,
     ) -> Result<Option<Box<dyn Lease>>, ReadModelError>;
 
+    /// Tries to become the one relay publishing as `relay` (its offset's name) from this
+    /// database, as `owner` (unique per instance); `None` while another instance holds that
+    /// claim. Like [`ReadModelStore::try_lead`]: a second relay stands by instead of publishing
+    /// every batch again beside the first.
+    async fn try_lead_relay(
+        &self,
+        relay: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Box<dyn Lease>>, ReadModelError>;
+
     /// The active generation, if one was ever activated.
     async fn active_generation(&self) -> Result<Option<Generation>, ReadModelError>;
 

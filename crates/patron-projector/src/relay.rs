@@ -1,5 +1,12 @@
 //! The outbox relay: publishes lifecycle transitions from the outbox, in outbox order, at least
 //! once, and remembers how far it got.
+//!
+//! Several relay instances may run with one name (replicas of `patron relay` or `patron serve`):
+//! the one holding the relay's lease publishes, the others stand by and take over when it stops
+//! or dies. Without it, two relays would each publish every batch, interleaved on the topic, so
+//! consumers would see a customer's older records again after newer ones. The lease is not the
+//! safety net — the stored offset and idempotent dedupe keys are — it keeps each customer's
+//! records on the topic in their order, each once, while nothing crashes.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -8,6 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use backon::{BackoffBuilder, ExponentialBuilder};
 
+use crate::leader::Leadership;
 use crate::port::{OutboxRecord, ReadModelError, ReadModelStore};
 
 /// Where transitions are published (e.g. a Kafka topic).
@@ -34,6 +42,13 @@ pub struct RelayConfig {
     pub idle_poll: Duration,
     /// Longest wait between retries.
     pub retry_max_delay: Duration,
+    /// This instance, as named in the relay lease (unique per process).
+    pub owner: String,
+    /// How long the relay lease lasts unless renewed (SQLite; PostgreSQL frees it when the
+    /// holder's session ends).
+    pub lease_ttl: Duration,
+    /// How often a standby tries to take the lease.
+    pub standby_poll: Duration,
 }
 
 impl RelayConfig {
@@ -44,6 +59,9 @@ impl RelayConfig {
             batch: 500,
             idle_poll: Duration::from_millis(200),
             retry_max_delay: Duration::from_secs(10),
+            owner: crate::runner::instance_id(),
+            lease_ttl: Duration::from_secs(10),
+            standby_poll: Duration::from_secs(1),
         }
     }
 }
@@ -83,8 +101,9 @@ pub enum RelayError {
     Publish(#[from] PublishError),
 }
 
-/// Runs the relay until `shutdown` completes, retrying failures with exponential backoff
-/// (a failed batch is sent again, whole and in order).
+/// Runs the relay until `shutdown` completes: stands by while another instance holds the relay's
+/// lease, publishes while this one does, retrying failures with exponential backoff (a failed
+/// batch is sent again, whole and in order), and lets the lease go on the way out.
 pub async fn run_relay(
     models: Arc<dyn ReadModelStore>,
     publisher: Arc<dyn LifecyclePublisher>,
@@ -92,6 +111,22 @@ pub async fn run_relay(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RelayError> {
     tokio::pin!(shutdown);
+    let mut leadership: Option<Leadership> = None;
+    let result =
+        relay_while_leading(&models, &publisher, &config, &mut shutdown, &mut leadership).await;
+    if let Some(leadership) = leadership {
+        leadership.release().await;
+    }
+    result
+}
+
+async fn relay_while_leading<F: Future<Output = ()>>(
+    models: &Arc<dyn ReadModelStore>,
+    publisher: &Arc<dyn LifecyclePublisher>,
+    config: &RelayConfig,
+    shutdown: &mut std::pin::Pin<&mut F>,
+    leadership: &mut Option<Leadership>,
+) -> Result<(), RelayError> {
     let backoff = || {
         ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
@@ -100,8 +135,37 @@ pub async fn run_relay(
             .build()
     };
     let mut delays = backoff();
+    let mut announced = false;
     loop {
-        let wait = match relay_once(models.as_ref(), publisher.as_ref(), &config).await {
+        if leadership.as_ref().is_none_or(|held| !held.is_held()) {
+            *leadership = None;
+            let lease = match models
+                .try_lead_relay(&config.name, &config.owner, config.lease_ttl)
+                .await
+            {
+                Ok(lease) => lease,
+                Err(error) if error.is_transient() => None,
+                Err(error) => return Err(RelayError::Store(error)),
+            };
+            match lease {
+                Some(lease) => {
+                    tracing::info!(relay = %config.name, owner = %config.owner, "this instance now relays");
+                    *leadership = Some(Leadership::hold(lease, config.lease_ttl));
+                }
+                None => {
+                    if !announced {
+                        tracing::info!(relay = %config.name, "another instance relays; standing by");
+                        announced = true;
+                    }
+                    tokio::select! {
+                        biased;
+                        () = shutdown.as_mut() => return Ok(()),
+                        () = tokio::time::sleep(config.standby_poll) => continue,
+                    }
+                }
+            }
+        }
+        let wait = match relay_once(models.as_ref(), publisher.as_ref(), config).await {
             Ok(0) => {
                 delays = backoff();
                 Some(config.idle_poll)
@@ -122,7 +186,7 @@ pub async fn run_relay(
         };
         tokio::select! {
             biased;
-            () = &mut shutdown => return Ok(()),
+            () = shutdown.as_mut() => return Ok(()),
             () = tokio::time::sleep(wait.unwrap_or(Duration::ZERO)) => {}
         }
     }

@@ -325,7 +325,7 @@ pub async fn run(
 
 /// This instance's name in the lease, `PID@HOST:NONCE`: process, host (the pod's name on
 /// Kubernetes) and a random part (several runners may share a process, e.g. in tests).
-fn instance_id() -> String {
+pub(crate) fn instance_id() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "patron".to_owned());
     let nonce = Uuid::new_v4().simple().to_string();
     format!("{}@{host}:{}", std::process::id(), &nonce[..8])

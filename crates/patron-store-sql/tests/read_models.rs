@@ -16,7 +16,7 @@ use patron_lifecycle::{Rules, Stage};
 use patron_projector::{
     Changes, Generation, GenerationId, Lease, LifecyclePublisher, LiveProjection, OutboxEntry,
     OutboxRecord, ProjectorConfig, PublishError, ReadModelError, ReadModelStore, RebuildOptions,
-    RelayConfig, Snapshot, SystemClock, rebuild, relay_once,
+    RelayConfig, Snapshot, SystemClock, rebuild, relay_once, run_relay,
 };
 use patron_store::{AppendBatch, EventStore, ExpectedVersion};
 use patron_store_sql::SqlEventStore;
@@ -637,6 +637,82 @@ async fn relay_publishes_in_order_at_least_once(db: Db) {
     );
 }
 
+/// Two relays of one name on one outbox: one publishes, the other stands by, so every record is
+/// published once, in outbox order; when the first stops, the second takes over from the stored
+/// offset.
+async fn two_relays_publish_each_record_once(db: Db) {
+    let store = db.store();
+    let events = demo_year(20);
+    let (first, second) = events.split_at(events.len() / 2);
+    append(store.as_ref(), first).await;
+    let mut live = LiveProjection::open(store.clone(), db.models(), config())
+        .await
+        .unwrap();
+    catch_up(&mut live).await;
+    let relay = |owner: &str| {
+        let mut config = RelayConfig::new("pair");
+        config.batch = 25;
+        config.owner = owner.to_owned();
+        config.lease_ttl = Duration::from_millis(400);
+        config.standby_poll = Duration::from_millis(20);
+        config.idle_poll = Duration::from_millis(20);
+        config
+    };
+    let (a, b) = (Arc::new(Recorder::default()), Arc::new(Recorder::default()));
+    let (stop_a, stopped_a) = tokio::sync::oneshot::channel::<()>();
+    let (stop_b, stopped_b) = tokio::sync::oneshot::channel::<()>();
+    let run_a = tokio::spawn(run_relay(db.models(), a.clone(), relay("a"), async {
+        let _ = stopped_a.await;
+    }));
+    let run_b = tokio::spawn(run_relay(db.models(), b.clone(), relay("b"), async {
+        let _ = stopped_b.await;
+    }));
+    let published = |r: &Recorder| r.published.lock().unwrap().len();
+    let outbox = db.outbox().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while published(&a) + published(&b) < outbox.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the outbox was not relayed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (leader, standby, stop_leader, run_leader, stop_standby, run_standby) = if published(&a) > 0
+    {
+        (a, b, stop_a, run_a, stop_b, run_b)
+    } else {
+        (b, a, stop_b, run_b, stop_a, run_a)
+    };
+    assert_eq!(
+        *leader.published.lock().unwrap(),
+        outbox,
+        "one relay published everything, once, in outbox order"
+    );
+    assert_eq!(published(&standby), 0, "the other stood by");
+
+    // The leader stops (letting go); the standby takes over from the stored offset.
+    let _ = stop_leader.send(());
+    run_leader.await.unwrap().unwrap();
+    append(store.as_ref(), second).await;
+    catch_up(&mut live).await;
+    let outbox = db.outbox().await;
+    let before = published(&leader);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while before + published(&standby) < outbox.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the standby did not take over"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut all = leader.published.lock().unwrap().clone();
+    all.extend(standby.published.lock().unwrap().iter().cloned());
+    assert_eq!(all, outbox, "together: everything once, in outbox order");
+    let _ = stop_standby.send(());
+    run_standby.await.unwrap().unwrap();
+}
+
 /// A projector instance's view of the read models: counts what it committed, the commits
 /// refused by the fence, and its attempts to take the lease.
 struct Watched {
@@ -673,6 +749,14 @@ impl ReadModelStore for Watched {
             self.standing_by.fetch_add(1, Ordering::SeqCst);
         }
         Ok(lease)
+    }
+    async fn try_lead_relay(
+        &self,
+        relay: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Box<dyn Lease>>, ReadModelError> {
+        self.inner.try_lead_relay(relay, owner, ttl).await
     }
     async fn active_generation(&self) -> Result<Option<Generation>, ReadModelError> {
         self.inner.active_generation().await
@@ -969,4 +1053,5 @@ on_both_backends!(
     rules_change_then_new_events_publish_every_transition,
     ticks_drive_time_and_replay,
     relay_publishes_in_order_at_least_once,
+    two_relays_publish_each_record_once,
 );

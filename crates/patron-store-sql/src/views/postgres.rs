@@ -499,7 +499,17 @@ impl ReadModelStore for PgReadModels {
         owner: &str,
         _ttl: std::time::Duration,
     ) -> Result<Option<Box<dyn Lease>>, ReadModelError> {
-        super::lease::pg_try_lead(&self.pool, owner).await
+        super::lease::pg_try_lead(&self.pool, super::lease::Role::Projector, owner).await
+    }
+
+    async fn try_lead_relay(
+        &self,
+        relay: &str,
+        owner: &str,
+        _ttl: std::time::Duration,
+    ) -> Result<Option<Box<dyn Lease>>, ReadModelError> {
+        let role = super::lease::Role::Relay(relay.to_owned());
+        super::lease::pg_try_lead(&self.pool, role, owner).await
     }
 
     async fn active_generation(&self) -> Result<Option<Generation>, ReadModelError> {

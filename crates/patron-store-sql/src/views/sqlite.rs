@@ -353,7 +353,17 @@ impl ReadModelStore for SqliteReadModels {
         owner: &str,
         ttl: std::time::Duration,
     ) -> Result<Option<Box<dyn Lease>>, ReadModelError> {
-        super::lease::sqlite_try_lead(&self.pool, owner, ttl).await
+        super::lease::sqlite_try_lead(&self.pool, super::lease::Role::Projector, owner, ttl).await
+    }
+
+    async fn try_lead_relay(
+        &self,
+        relay: &str,
+        owner: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<Box<dyn Lease>>, ReadModelError> {
+        let role = super::lease::Role::Relay(relay.to_owned());
+        super::lease::sqlite_try_lead(&self.pool, role, owner, ttl).await
     }
 
     async fn active_generation(&self) -> Result<Option<Generation>, ReadModelError> {
