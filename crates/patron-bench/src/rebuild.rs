@@ -4,7 +4,10 @@
 //!
 //! The real commands run: `patron project` from nothing to the head (the live projector), then
 //! `patron rebuild`, which folds the whole log into a new generation and swaps it in for the one
-//! the projector built (what an operator does after a rules change).
+//! the projector built (what an operator does after a rules change). Then the live projector
+//! again, over the same events with about one in ten stored late (up to 30 days of event time
+//! after its place): each late event re-folds its customer from its stream and publishes the
+//! corrections, and that rate is printed beside the rate with none.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -57,18 +60,69 @@ pub(crate) async fn run(
     ingest_rate: f64,
 ) -> anyhow::Result<()> {
     let demo = enough_demo(events);
-    in_scratch_database(url, |db_url| async move {
-        measure(&db_url, patron, &demo, ingest_rate, &mut std::io::stdout()).await
+    let in_order = in_scratch_database(url, |db_url| {
+        let demo = &demo;
+        async move { measure(&db_url, patron, demo, ingest_rate, &mut std::io::stdout()).await }
     })
-    .await
+    .await?;
+    let late = with_late(&demo);
+    let late_elapsed = in_scratch_database(url, |db_url| {
+        let late = &late;
+        async move { store_and_project(&db_url, patron, late, &mut std::io::sink()).await }
+    })
+    .await?;
+    let count = demo.len() as f64;
+    let (rate, late_rate) = (
+        count / in_order.as_secs_f64(),
+        count / late_elapsed.as_secs_f64(),
+    );
+    use std::io::Write as _;
+    writeln!(
+        std::io::stdout(),
+        "patron project, the same events, {:.1} % stored late (1-30 days): {late_rate:>10.0} events/s   ratio to in order ({rate:.0} events/s) {:.2}",
+        100.0 * late_count(&demo) as f64 / count,
+        late_rate / rate
+    )?;
+    Ok(())
+}
+
+/// Whether the demo event at `index` is one of the late ones (about one in ten, fixed).
+fn is_late(index: usize) -> bool {
+    // A fixed mix of the index: the same events are late in every run.
+    (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58 < 6
+}
+
+/// How many events [`with_late`] holds back.
+fn late_count(demo: &[Event]) -> usize {
+    (0..demo.len()).filter(|&i| is_late(i)).count()
+}
+
+/// The same events (in event-time order) with about one in ten stored late: at the place in the
+/// log where event time has reached 1 to 30 days after its own.
+fn with_late(demo: &[Event]) -> Vec<Event> {
+    let mut keyed: Vec<(chrono::DateTime<Utc>, usize, &Event)> = demo
+        .iter()
+        .enumerate()
+        .map(|(i, event)| {
+            let delay = if is_late(i) {
+                let days = 1 + (i as u64).wrapping_mul(0x2545_F491_4F6C_DD1D) % 30;
+                TimeDelta::days(i64::try_from(days).unwrap_or(30))
+            } else {
+                TimeDelta::zero()
+            };
+            (event.occurred_at + delay, i, event)
+        })
+        .collect();
+    keyed.sort_by_key(|(arrives, i, _)| (*arrives, *i));
+    keyed.into_iter().map(|(_, _, e)| e.clone()).collect()
 }
 
 /// Runs `body` with the URL of a new, empty database on the server of `url`, and drops the
 /// database afterwards (also when `body` fails).
-pub(crate) async fn in_scratch_database<F, Fut>(url: &str, body: F) -> anyhow::Result<()>
+pub(crate) async fn in_scratch_database<F, Fut, T>(url: &str, body: F) -> anyhow::Result<T>
 where
     F: FnOnce(String) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
     let mut admin = PgConnection::connect(url).await?;
     let database = format!("patron_bench_{}", std::process::id());
@@ -155,13 +209,14 @@ pub(crate) async fn store_and_project(
     Ok(project_elapsed)
 }
 
+/// Projects and rebuilds `demo`; returns how long the live projector took.
 async fn measure(
     db_url: &str,
     patron: &Path,
     demo: &[Event],
     ingest_rate: f64,
     out: &mut impl std::io::Write,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Duration> {
     let project_elapsed = store_and_project(db_url, patron, demo, out).await?;
     let target = demo.len();
     let log = std::env::var("PATRON_LOG").unwrap_or_else(|_| "warn".into());
@@ -208,7 +263,8 @@ async fn measure(
         )?;
     }
     // The API over the read models just rebuilt.
-    crate::api::run(db_url, patron, out).await
+    crate::api::run(db_url, patron, out).await?;
+    Ok(project_elapsed)
 }
 
 /// Options of the stand-alone projection benchmark.

@@ -235,8 +235,8 @@ pub(crate) enum Command {
     #[command(hide = true)]
     ConfigReference,
     /// Print the lifecycle rules in force (the defaults, or `--rules`), as TOML, after checking
-    /// them.
-    Rules(RulesArgs),
+    /// them; `patron rules diff --rules FILE` previews what those rules would change.
+    Rules(RulesCommand),
     /// Run the whole flow on this machine, with nothing to install: an embedded Kafka, demo
     /// traffic (a year of history from customers with different habits, then live events, with
     /// the odd malformed record), ingest into the event store (SQLite in ./data by default), the
@@ -280,8 +280,35 @@ pub(crate) struct DevArgs {
 pub(crate) struct RulesArgs {
     /// A TOML file of lifecycle rules (`patron rules` prints the defaults, documented). Missing
     /// fields take their defaults; unknown fields and inconsistent values are refused at start.
-    #[arg(long, env = "PATRON_RULES")]
+    #[arg(long, env = "PATRON_RULES", global = true)]
     pub(crate) rules: Option<PathBuf>,
+}
+
+/// `patron rules`: print the rules, or preview a change of rules.
+#[derive(Debug, Args)]
+pub(crate) struct RulesCommand {
+    #[command(flatten)]
+    pub(crate) rules: RulesArgs,
+    #[command(subcommand)]
+    pub(crate) action: Option<RulesAction>,
+}
+
+/// What `patron rules` does besides printing the rules.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum RulesAction {
+    /// Preview, changing nothing, what `patron rebuild --rules FILE` would change: folds the
+    /// whole log with the active read models' rules and with `--rules`, and prints how many
+    /// customers would change stage (from → to), which transitions would disappear and appear
+    /// (by rule), with examples.
+    Diff(RulesDiffArgs),
+}
+
+/// Options of `patron rules diff`.
+#[derive(Debug, Args)]
+pub(crate) struct RulesDiffArgs {
+    /// How many customers to show as examples.
+    #[arg(long, env = "PATRON_RULES_DIFF_EXAMPLES", default_value_t = 5)]
+    pub(crate) examples: usize,
 }
 
 /// How the projector runs.

@@ -68,7 +68,12 @@ fn main() -> ExitCode {
             Command::Serve(args) => commands::serve::run(&cli.database, *args).await,
             Command::Api(args) => commands::api::run(&cli.database, args).await,
             Command::Fit(args) => commands::fit::run(&cli.database, args).await,
-            Command::Rules(args) => commands::rules::run(&args),
+            Command::Rules(command) => match command.action {
+                None => commands::rules::run(&command.rules),
+                Some(cli::RulesAction::Diff(args)) => {
+                    commands::rules::diff(&cli.database, &command.rules, &args).await
+                }
+            },
             Command::Dev(args) => commands::dev::run(&cli.database, args).await,
         }
     });

@@ -12,6 +12,14 @@ pub(crate) async fn run(database: &DatabaseArgs, args: RebuildArgs) -> anyhow::R
     let config = rules::projector_config(&args.rules)?;
     let store = open_store(database).await?;
     let models = store.read_models();
+    // Whether the rules change: then the records already published under the old rules stay
+    // on the lifecycle topic as they are (they are not retracted); say so.
+    let changed = patron_projector::ReadModelStore::active_generation(models.as_ref())
+        .await?
+        .is_some_and(|active| {
+            patron_lifecycle::Rules::from_toml_str(&active.rules)
+                .map_or(true, |stored| stored != config.rules)
+        });
     let options = RebuildOptions {
         page: usize::try_from(args.page_size).unwrap_or(50_000),
         ..RebuildOptions::default()
@@ -59,5 +67,12 @@ pub(crate) async fn run(database: &DatabaseArgs, args: RebuildArgs) -> anyhow::R
         writing_seconds = format!("{:.2}", report.writing.as_secs_f64()),
         "rebuild complete: the new read models are live"
     );
+    if changed {
+        tracing::warn!(
+            "the lifecycle rules changed: records published under the old rules stay on the \
+             lifecycle topic as they were (not retracted); the new rules' transitions are \
+             published from the swap on (`patron rules diff` shows the difference beforehand)"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
