@@ -3,8 +3,9 @@
 //! The events with `occurred_at <= as_of` of the customer's merge group, and the
 //! probability-alive model events (`$clv`) dated by then, are folded as the projector folds them
 //! (read in log order, each customer in event-time order), then event time is advanced to
-//! `as_of` so that transitions caused by silence (or a falling probability alive) up to then
-//! fire too. The group is the customer, or the customer
+//! `as_of` — but no further than the read models' watermark, the time proven to have passed — so
+//! that transitions caused by silence (or a falling probability alive) up to then fire too; "as
+//! of now" is the live customer. The group is the customer, or the customer
 //! it is merged into now (and that one's, up the chain), with every customer merged into it
 //! (`customers_merged` events in the streams, down the chain): a survivor at a time after a merge
 //! holds the merged customer's figures, and a merged customer points to its survivor, as live.
@@ -53,7 +54,13 @@ pub(crate) async fn customer_as_of(
     projection
         .apply_page(&events, &rules, currency, &LogStreams(&events))
         .map_err(|needs| ApiError::Internal(format!("no stream for {}", needs.customer_id)))?;
-    projection.tick(as_of, &rules);
+    // Time advances to `as_of`, but no further than the read models have proven it has passed:
+    // "as of now" is the live customer, not a guess at transitions the watermark has not
+    // reached yet.
+    let until = snapshot
+        .watermark
+        .map_or(as_of, |watermark| watermark.min(as_of));
+    projection.tick(until, &rules);
     // Views keep only the length of their stage history; the transitions are the projection's
     // outbox, in the order they fired, less those retracted since.
     let history: Vec<Transition> = net_records(projection.take_transitions())
@@ -67,7 +74,7 @@ pub(crate) async fn customer_as_of(
         view,
         &history,
         Snapshot {
-            watermark: Some(as_of),
+            watermark: Some(until),
             ..snapshot
         },
     ))

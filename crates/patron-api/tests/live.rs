@@ -258,6 +258,45 @@ async fn as_of_follows_the_model(db: &Db, client: &mut Client) {
         compared += 1;
     }
     assert!(compared > 20, "customers compared: {compared}");
+
+    // As of now: every customer is the live one (time is not advanced past the watermark).
+    let ids = db
+        .strings(
+            "SELECT customer_id FROM customers \
+             WHERE generation = (SELECT generation FROM projection_active) ORDER BY 1",
+        )
+        .await;
+    let now = Utc::now();
+    for id in ids {
+        let live = client
+            .get_customer(pb::GetCustomerRequest {
+                customer_id: id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .customer
+            .unwrap();
+        let then = client
+            .get_customer_as_of(pb::GetCustomerAsOfRequest {
+                customer_id: id.clone(),
+                as_of: Some(prost_types::Timestamp {
+                    seconds: now.timestamp(),
+                    nanos: 0,
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .customer
+            .unwrap();
+        assert_eq!(
+            (then.stage, &then.stage_history),
+            (live.stage, &live.stage_history),
+            "{id}: as of now, the live stage and history"
+        );
+    }
 }
 
 /// As of the watermark, the fold equals the live read model; at a mid time, the history up to
