@@ -31,6 +31,11 @@ run: ## Run the whole flow on the embedded default (SQLite in ./data, embedded K
 	$(CARGO) build -p patron
 	./target/debug/patron dev
 
+.PHONY: check-histories
+check-histories: ## After `make run`: check the demo's stage histories against its events (inactivity transitions contradicted by a purchase, histories that differ from the event-time fold: both must be 0)
+	$(CARGO) build -p patron
+	./target/debug/patron check-histories
+
 .PHONY: build
 build: ## Build every crate
 	$(CARGO) build --workspace --all-targets
