@@ -8,7 +8,7 @@ use std::fs::File;
 use std::process::Command;
 use std::time::Duration;
 
-use patron_e2e::{patron, patron_bin};
+use patron_e2e::{interrupt, patron, patron_bin};
 
 /// Events in the store; 0 while `patron dev` has not created the schema yet.
 fn stored(url: &str) -> usize {
@@ -98,15 +98,7 @@ fn run_dev(url: &str, enough: usize) -> String {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = child.wait().unwrap();
+    let status = interrupt(&mut child);
     assert!(
         status.success(),
         "{}",

@@ -13,7 +13,7 @@ use std::fs::File;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use patron_e2e::{patron, patron_bin};
+use patron_e2e::{interrupt, patron, patron_bin};
 
 /// Runs one query returning text rows against a SQLite store.
 fn rows(url: &str, query: &str) -> Vec<String> {
@@ -96,15 +96,7 @@ fn run_dev_history(url: &str) {
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(child.wait().unwrap().success(), "Ctrl-C stops patron dev");
+    assert!(interrupt(&mut child).success(), "Ctrl-C stops patron dev");
 }
 
 /// The active generation's stage history, one row per transition, up to `until` (RFC 3339

@@ -4,10 +4,24 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Child, Command, ExitStatus, Output};
 use std::sync::OnceLock;
 
 use sqlx::{Connection, Executor, PgConnection};
+
+/// Sends SIGINT (what Ctrl-C sends) to `child` and waits for it to exit.
+pub fn interrupt(child: &mut Child) -> ExitStatus {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success(),
+        "kill -INT {pid}"
+    );
+    child.wait().unwrap()
+}
 
 /// The `patron` binary. Under `cargo test` it is (re)built first with the same cargo and
 /// profile, so a stale binary is never tested; `PATRON_BIN` overrides.

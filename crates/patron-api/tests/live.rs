@@ -218,43 +218,7 @@ async fn as_of_follows_the_model(db: &Db, client: &mut Client) {
         if last_event > watermark {
             continue;
         }
-        let live = client
-            .get_customer(pb::GetCustomerRequest {
-                customer_id: id.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .customer
-            .unwrap();
-        let then = client
-            .get_customer_as_of(pb::GetCustomerAsOfRequest {
-                customer_id: id.clone(),
-                as_of: Some(prost_types::Timestamp {
-                    seconds: watermark.timestamp(),
-                    nanos: i32::try_from(watermark.timestamp_subsec_nanos()).unwrap(),
-                }),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .customer
-            .unwrap();
-        let brief = |h: &[pb::StageHistoryEntry]| -> Vec<String> {
-            h.iter()
-                .map(|e| {
-                    let at = e.entered_at.as_ref().map_or(0, |t| t.seconds);
-                    format!("{}@{at}:{}", e.to_stage, e.rule)
-                })
-                .collect()
-        };
-        assert!(
-            then.stage == live.stage && then.stage_history == live.stage_history,
-            "{id}: as of the watermark, the live stage and history\nas of: {:?}\nlive:  {:?}",
-            brief(&then.stage_history),
-            brief(&live.stage_history)
-        );
+        same_as_live(client, &id, watermark, "as of the watermark").await;
         compared += 1;
     }
     assert!(compared > 20, "customers compared: {compared}");
@@ -268,35 +232,49 @@ async fn as_of_follows_the_model(db: &Db, client: &mut Client) {
         .await;
     let now = Utc::now();
     for id in ids {
-        let live = client
-            .get_customer(pb::GetCustomerRequest {
-                customer_id: id.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .customer
-            .unwrap();
-        let then = client
-            .get_customer_as_of(pb::GetCustomerAsOfRequest {
-                customer_id: id.clone(),
-                as_of: Some(prost_types::Timestamp {
-                    seconds: now.timestamp(),
-                    nanos: 0,
-                }),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .customer
-            .unwrap();
-        assert_eq!(
-            (then.stage, &then.stage_history),
-            (live.stage, &live.stage_history),
-            "{id}: as of now, the live stage and history"
-        );
+        same_as_live(client, &id, now, "as of now").await;
     }
+}
+
+/// Asserts that the customer as of `at` has the live stage and history.
+async fn same_as_live(client: &mut Client, id: &str, at: DateTime<Utc>, what: &str) {
+    let live = client
+        .get_customer(pb::GetCustomerRequest {
+            customer_id: id.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .customer
+        .unwrap();
+    let then = client
+        .get_customer_as_of(pb::GetCustomerAsOfRequest {
+            customer_id: id.to_owned(),
+            as_of: Some(prost_types::Timestamp {
+                seconds: at.timestamp(),
+                nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap(),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .customer
+        .unwrap();
+    let brief = |h: &[pb::StageHistoryEntry]| -> Vec<String> {
+        h.iter()
+            .map(|e| {
+                let at = e.entered_at.as_ref().map_or(0, |t| t.seconds);
+                format!("{}@{at}:{}", e.to_stage, e.rule)
+            })
+            .collect()
+    };
+    assert!(
+        then.stage == live.stage && then.stage_history == live.stage_history,
+        "{id}: {what}, the live stage and history\nas of: {:?}\nlive:  {:?}",
+        brief(&then.stage_history),
+        brief(&live.stage_history)
+    );
 }
 
 /// As of the watermark, the fold equals the live read model; at a mid time, the history up to

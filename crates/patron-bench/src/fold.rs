@@ -51,6 +51,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let mut transitions = 0;
     let mut state_bytes = 0;
     let mut serializing = f64::MAX;
+    let mut refolds = (0, 0);
     for _ in 0..args.runs.max(1) {
         let started = Instant::now();
         let mut projection = Projection::new();
@@ -59,6 +60,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
                 .apply_page(page, &rules, currency, &streams)
                 .map_err(|needs| anyhow::anyhow!("no stream for {}", needs.customer_id))?;
         }
+        refolds = projection.refold_counts();
         let changes = projection.into_changes();
         best = best.min(started.elapsed().as_secs_f64());
         customers = changes.customers.len();
@@ -83,7 +85,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     )?;
     writeln!(
         out,
-        "{transitions} transitions; the views' JSON: {:.1} MiB in {serializing:.2} s",
+        "{transitions} transitions ({} late events re-folded their customer); the views' JSON: {:.1} MiB in {serializing:.2} s",
+        refolds.0,
         state_bytes as f64 / 1_048_576.0
     )?;
     Ok(())

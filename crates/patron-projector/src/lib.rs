@@ -62,6 +62,18 @@ pub async fn apply_page_from(
     currency: Currency,
 ) -> Result<usize, StoreError> {
     let mut streams: HashMap<CustomerId, Vec<RecordedEvent>> = HashMap::new();
+    // One read for the customers already known to be late; those that become late within the
+    // page are fetched one by one below.
+    let candidates = projection.late_candidates(page);
+    if let Some(last) = page.last().filter(|_| !candidates.is_empty()) {
+        for event in store.read_streams(&candidates, last.position).await? {
+            let stream = streams.entry(event.event.customer_id.clone()).or_default();
+            stream.push(event);
+        }
+        for customer in candidates {
+            streams.entry(customer).or_default();
+        }
+    }
     let mut applied = 0;
     loop {
         match projection.apply_page(page, rules, currency, &streams) {

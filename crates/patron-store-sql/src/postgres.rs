@@ -583,6 +583,23 @@ impl EventStore for PgEventStore {
         self.fetch_events(query, limit_to).await
     }
 
+    async fn read_streams(
+        &self,
+        customers: &[CustomerId],
+        up_to: Position,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if customers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "{SELECT_EVENTS} WHERE customer_id = ANY($1) AND position <= $2 ORDER BY position"
+        );
+        let ids: Vec<&str> = customers.iter().map(CustomerId::as_str).collect();
+        let query = sqlx::query(&sql).bind(ids).bind(to_i64(up_to.0));
+        self.fetch_events(query, customers.len().saturating_mul(16))
+            .await
+    }
+
     async fn head(&self) -> Result<Position, StoreError> {
         let head: i64 = sqlx::query_scalar("SELECT position FROM event_log_head")
             .fetch_one(&self.pool)

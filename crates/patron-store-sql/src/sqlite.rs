@@ -446,6 +446,27 @@ impl EventStore for SqliteEventStore {
         self.decode_page(rows).await
     }
 
+    async fn read_streams(
+        &self,
+        customers: &[CustomerId],
+        up_to: Position,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if customers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = customers.iter().map(CustomerId::as_str).collect();
+        let rows = sqlx::query_as::<_, Row>(&format!(
+            "{SELECT_EVENTS} WHERE customer_id IN (SELECT value FROM json_each(?1)) \
+             AND position <= ?2 ORDER BY position"
+        ))
+        .bind(serde_json::json!(ids).to_string())
+        .bind(to_i64(up_to.0))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map)?;
+        self.decode_page(rows).await
+    }
+
     async fn head(&self) -> Result<Position, StoreError> {
         let head: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
             .fetch_one(&self.pool)

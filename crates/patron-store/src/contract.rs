@@ -46,6 +46,7 @@ macro_rules! event_store_contract {
             concurrent_appends_exactly_one_wins,
             read_stream_pages_in_order,
             read_all_pages_in_order,
+            read_streams_reads_the_named_streams_up_to_a_position,
             concurrent_writers_never_skip,
         );
     };
@@ -608,6 +609,42 @@ pub async fn read_stream_pages_in_order<S: EventStore>(store: S) {
         read.extend(ids(&page));
     }
     assert_eq!(read, written, "the stream reads back in append order");
+}
+
+pub async fn read_streams_reads_the_named_streams_up_to_a_position<S: EventStore>(store: S) {
+    let (ada, bob, cy) = (customer("ada"), customer("bob"), customer("cy"));
+    for i in 0..20 {
+        store
+            .append(&AppendBatch::from_events(vec![
+                purchase(&ada, i),
+                visit(&bob),
+                purchase(&cy, i),
+            ]))
+            .await
+            .unwrap();
+    }
+    let all = store.read_all(Position::ZERO, 1_000).await.unwrap();
+    let up_to = all[40].position;
+    let read = store
+        .read_streams(&[cy.clone(), ada.clone(), customer("nobody")], up_to)
+        .await
+        .unwrap();
+    // The oracle: the whole log, filtered.
+    let expected: Vec<_> = all
+        .iter()
+        .filter(|e| {
+            (e.event.customer_id == ada || e.event.customer_id == cy) && e.position <= up_to
+        })
+        .collect();
+    assert_eq!(
+        read.iter().collect::<Vec<_>>(),
+        expected,
+        "exactly the named streams' events up to the position, in position order"
+    );
+    assert!(
+        store.read_streams(&[], up_to).await.unwrap().is_empty(),
+        "no stream named, nothing read"
+    );
 }
 
 pub async fn read_all_pages_in_order<S: EventStore>(store: S) {

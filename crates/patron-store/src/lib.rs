@@ -63,6 +63,31 @@ pub trait EventStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
 
+    /// Every event of the named customers' streams up to position `up_to`, in position order:
+    /// one read for the streams a projector re-folds. The default reads each stream in pages.
+    async fn read_streams(
+        &self,
+        customers: &[CustomerId],
+        up_to: Position,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        const PAGE: usize = 1024;
+        let mut events = Vec::new();
+        for customer in customers {
+            let mut after = 0;
+            loop {
+                let page = self.read_stream(customer, after, PAGE).await?;
+                let done = page.len() < PAGE || page.last().is_none_or(|e| e.version <= after);
+                after = page.last().map_or(after, |e| e.version);
+                events.extend(page.into_iter().filter(|e| e.position <= up_to));
+                if done {
+                    break;
+                }
+            }
+        }
+        events.sort_unstable_by_key(|e| e.position);
+        Ok(events)
+    }
+
     /// The position of the last committed event ([`Position::ZERO`] when empty).
     async fn head(&self) -> Result<Position, StoreError>;
 
@@ -113,6 +138,13 @@ impl<S: EventStore + ?Sized> EventStore for std::sync::Arc<S> {
         (**self)
             .read_stream(customer_id, after_version, limit)
             .await
+    }
+    async fn read_streams(
+        &self,
+        customers: &[CustomerId],
+        up_to: Position,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        (**self).read_streams(customers, up_to).await
     }
     async fn head(&self) -> Result<Position, StoreError> {
         (**self).head().await

@@ -3,9 +3,10 @@
 //!
 //! A customer's view must always equal the fold of its events *sorted by event time* (ties by
 //! event id), advanced to the watermark: that is the oracle the tests check against. Events that
-//! arrive in that order are simply folded. One that arrives ordered before something the view
-//! already holds — an event it folded, a transition it made, or the model in force — is *late*:
-//! the projection folds the customer's stored events with the late one afresh, in event-time
+//! arrive in that order are simply folded. One that would fold differently at its place in time
+//! is *late* ([`Projection::is_late`]: dated before the customer's last transition, or a purchase
+//! or refund ordered before an event the view holds or before the model in force): the
+//! projection folds the customer's stored events with the late one afresh, in event-time
 //! order, and compares the stage history it had (the same fold without the late event) with the
 //! new one. Transitions past their common prefix no longer hold: each is *retracted* (an outbox
 //! entry naming the record it retracts, newest first), then the new transitions follow in order,
@@ -13,7 +14,7 @@
 //! difference of the two folds.
 //!
 //! Customers that are part of a merged group are not re-folded (their events are folded in
-//! arrival order, as before): see the README's *Time*.
+//! arrival order, as before): see the README's *Time and order*.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -149,16 +150,43 @@ fn digest(transition: &Transition) -> u32 {
 }
 
 impl Projection {
-    /// Whether `event` is late for its customer: ordered before an event the view holds, before
-    /// the customer's last transition, or before the model in force.
+    /// Whether `event` is late for its customer: dated before the customer's last transition
+    /// (the stage it was answered in, or the first stage, would differ); or a purchase or refund
+    /// ordered before an event the view holds or before the model in force (the order of money
+    /// events decides transitions and probability-alive schedules).
+    ///
+    /// Any other event dated at or after the last transition folds the same in any order: it
+    /// changes no lifecycle fact but the latest event time, its value and KPI effects do not
+    /// depend on order, and its stage then is the current one.
     pub(super) fn is_late(&self, event: &Event) -> bool {
         let Some(view) = self.customers.get(&event.customer_id) else {
             return false;
         };
         let t = event.occurred_at;
-        view.folded.is_some_and(|folded| order_key(event) < folded)
-            || view.lifecycle.since.is_some_and(|since| t < since)
-            || self.model_at.is_some_and(|model_at| t < model_at)
+        let money = matches!(event.body, EventBody::Purchase(_) | EventBody::Refund(_));
+        view.lifecycle.since.is_some_and(|since| t < since)
+            || (money
+                && (view.folded.is_some_and(|folded| order_key(event) < folded)
+                    || self.model_at.is_some_and(|model_at| t < model_at)))
+    }
+
+    /// The customers of `page` with an event that is late for the state before the page (and
+    /// that can be re-folded), once each: whose streams to read before applying it.
+    pub fn late_candidates(&self, page: &[RecordedEvent]) -> Vec<CustomerId> {
+        let mut out: Vec<CustomerId> = page
+            .iter()
+            .filter(|e| e.position > self.checkpoint && !e.event.customer_id.is_reserved())
+            .filter(|e| projected(&e.event) && self.is_late(&e.event))
+            .filter(|e| {
+                self.customers
+                    .get(&e.event.customer_id)
+                    .is_some_and(|view| view.own.is_none() && view.merged_into.is_none())
+            })
+            .map(|e| e.event.customer_id.clone())
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// For a late event of a customer that can be re-folded, its stream; `Ok(None)` when the
