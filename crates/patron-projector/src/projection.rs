@@ -61,8 +61,8 @@ pub struct CustomerView {
     /// KPI facts; no stage history, scores, `merged_into` or `own`), for a split to restore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub own: Option<Box<CustomerView>>,
-    /// The greatest `(event time, event id)` folded into this view: an event ordered before it
-    /// arrived late and re-folds the customer (see [`Projection::apply_page`]).
+    /// The greatest `(event time, event id)` folded into this view: a purchase or refund ordered
+    /// before it arrived late and re-folds the customer (see [`Projection::apply_page`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub folded: Option<(DateTime<Utc>, Uuid)>,
     /// Corrections of the published stage history, oldest first: `(first seq, revision)` — from
