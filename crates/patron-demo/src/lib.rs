@@ -44,6 +44,8 @@ pub struct DemoRecord {
     pub content_type: &'static str,
     /// The bytes.
     pub payload: Vec<u8>,
+    /// The event time the record carries.
+    pub occurred_at: DateTime<Utc>,
 }
 
 /// The records as validated events, through the decoder and validation ingest uses; records
@@ -137,6 +139,9 @@ impl Generator {
             };
         }
         self.clock = until;
+        // A purchase's follow-ups (refund, answer, emails) are generated with it but happen days
+        // later: sorted, the records go out as producers send them, when they happen.
+        records.sort_by_key(|record| record.occurred_at);
         records
     }
 
@@ -315,6 +320,7 @@ impl Generator {
             key: customer.to_owned(),
             content_type: "application/cloudevents+json",
             payload: document.to_string().into_bytes(),
+            occurred_at: at,
         }
     }
 
@@ -353,6 +359,7 @@ impl Generator {
             key: customer.to_owned(),
             content_type: "application/protobuf",
             payload: event.encode_to_vec(),
+            occurred_at: at,
         }
     }
 }
