@@ -185,6 +185,7 @@ impl LiveProjection {
             });
         }
         let caught_up = page.len() < self.config.batch;
+        let (refolds_before, _) = self.projection.refold_counts();
         let applied = crate::apply_page_from(
             &mut self.projection,
             self.store.as_ref(),
@@ -205,8 +206,17 @@ impl LiveProjection {
         metrics::histogram!("patron_projection_commit_seconds")
             .record(started.elapsed().as_secs_f64());
         metrics::counter!("patron_projection_events_total").increment(applied as u64);
+        let retractions = changes
+            .outbox
+            .iter()
+            .filter(|entry| entry.retracts.is_some())
+            .count();
         metrics::counter!("patron_projection_transitions_total")
-            .increment(changes.outbox.len() as u64);
+            .increment((changes.outbox.len() - retractions) as u64);
+        metrics::counter!("patron_projection_retractions_total").increment(retractions as u64);
+        let (refolds, _) = self.projection.refold_counts();
+        metrics::counter!("patron_projection_refolds_total")
+            .increment(refolds.saturating_sub(refolds_before));
         metrics::gauge!("patron_projection_checkpoint").set(changes.checkpoint.0 as f64);
         if let Some(last) = page.last() {
             // How far behind event time and the log the read models are, as of this commit.
