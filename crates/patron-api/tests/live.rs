@@ -236,9 +236,9 @@ async fn as_of_follows_the_model(db: &Db, client: &mut Client) {
     }
 }
 
-/// Asserts that the customer as of `at` has the live stage and history.
-async fn same_as_live(client: &mut Client, id: &str, at: DateTime<Utc>, what: &str) {
-    let live = client
+/// The customer as `GetCustomer` answers now.
+async fn live_customer(client: &mut Client, id: &str) -> pb::Customer {
+    client
         .get_customer(pb::GetCustomerRequest {
             customer_id: id.to_owned(),
             ..Default::default()
@@ -247,7 +247,12 @@ async fn same_as_live(client: &mut Client, id: &str, at: DateTime<Utc>, what: &s
         .unwrap()
         .into_inner()
         .customer
-        .unwrap();
+        .unwrap()
+}
+
+/// Asserts that the customer as of `at` has the live stage and history.
+async fn same_as_live(client: &mut Client, id: &str, at: DateTime<Utc>, what: &str) {
+    let live = live_customer(client, id).await;
     let then = client
         .get_customer_as_of(pb::GetCustomerAsOfRequest {
             customer_id: id.to_owned(),
@@ -289,16 +294,7 @@ async fn as_of(db: &Db, client: &mut Client) {
     )
     .await
     .remove(0);
-    let live = client
-        .get_customer(pb::GetCustomerRequest {
-            customer_id: id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .customer
-        .unwrap();
+    let live = live_customer(client, &id).await;
     let at = |when: DateTime<Utc>| pb::GetCustomerAsOfRequest {
         customer_id: id.clone(),
         as_of: Some(prost_types::Timestamp {

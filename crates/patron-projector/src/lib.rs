@@ -61,48 +61,46 @@ pub async fn apply_page_from(
     rules: &Rules,
     currency: Currency,
 ) -> Result<usize, StoreError> {
+    let Some(last) = page.last().map(|event| event.position) else {
+        return Ok(0);
+    };
     let mut streams: HashMap<CustomerId, Vec<RecordedEvent>> = HashMap::new();
     // One read for the customers already known to be late; those that become late within the
-    // page are fetched one by one below.
+    // page are read one by one below.
     let candidates = projection.late_candidates(page);
-    if let Some(last) = page.last().filter(|_| !candidates.is_empty()) {
-        for event in store.read_streams(&candidates, last.position).await? {
-            let stream = streams.entry(event.event.customer_id.clone()).or_default();
-            stream.push(event);
-        }
-        for customer in candidates {
-            streams.entry(customer).or_default();
-        }
-    }
+    read_streams_into(store, &candidates, last, &mut streams).await?;
     let mut applied = 0;
     loop {
         match projection.apply_page(page, rules, currency, &streams) {
             Ok(n) => return Ok(applied + n),
             Err(needs) => {
                 applied += needs.applied;
-                let stream = read_stream(store, &needs.customer_id).await?;
-                streams.insert(needs.customer_id, stream);
+                let customer = std::slice::from_ref(&needs.customer_id);
+                read_streams_into(store, customer, last, &mut streams).await?;
             }
         }
     }
 }
 
-/// Every event of a customer's stream.
-pub async fn read_stream(
+/// Reads the streams of `customers` up to `up_to` into `streams` (an empty one for a customer
+/// without events, so that it is not read again).
+async fn read_streams_into(
     store: &dyn EventStore,
-    customer_id: &CustomerId,
-) -> Result<Vec<RecordedEvent>, StoreError> {
-    const PAGE: usize = 1024;
-    let mut events: Vec<RecordedEvent> = Vec::new();
-    loop {
-        let after = events.last().map_or(0, |e| e.version);
-        let page = store.read_stream(customer_id, after, PAGE).await?;
-        let done = page.len() < PAGE || page.last().is_none_or(|e| e.version <= after);
-        events.extend(page);
-        if done {
-            return Ok(events);
-        }
+    customers: &[CustomerId],
+    up_to: patron_store::Position,
+    streams: &mut HashMap<CustomerId, Vec<RecordedEvent>>,
+) -> Result<(), StoreError> {
+    if customers.is_empty() {
+        return Ok(());
     }
+    for customer in customers {
+        streams.entry(customer.clone()).or_default();
+    }
+    for event in store.read_streams(customers, up_to).await? {
+        let stream = streams.entry(event.event.customer_id.clone()).or_default();
+        stream.push(event);
+    }
+    Ok(())
 }
 
 /// Applies every event after the projection's checkpoint, reading `batch` events per page

@@ -434,14 +434,8 @@ impl Projection {
         self.model = Some(model);
         self.model_at = Some(occurred_at);
         self.remember_model(occurred_at, model);
-        // From the model's time, but never before the customer's last purchase: the same
-        // schedule whatever order the model and the customer's events arrived in.
         let schedule = |view: &CustomerView| {
-            let from = view
-                .lifecycle
-                .last_purchase_at
-                .map_or(occurred_at, |last| last.max(occurred_at));
-            let schedule = p_alive::schedule(&view.purchases.summary, &model, from, rules);
+            let schedule = p_alive_schedule(view, &model, occurred_at, rules);
             (schedule != view.lifecycle.p_alive).then_some(schedule)
         };
         // A member's (frozen) view keeps its schedule; own folds follow the model like a
@@ -757,6 +751,22 @@ type ScheduleChange = (
     Option<Option<PAliveSchedule>>,
 );
 
+/// The customer's probability-alive schedule under a model dated `model_at`, computed from the
+/// model's time but never from before the customer's last purchase: the same schedule whatever
+/// order the model and the customer's purchases arrived in.
+pub(super) fn p_alive_schedule(
+    view: &CustomerView,
+    model: &FittedModel,
+    model_at: DateTime<Utc>,
+    rules: &Rules,
+) -> Option<PAliveSchedule> {
+    let lifecycle = &view.lifecycle;
+    let from = lifecycle
+        .last_purchase_at
+        .map_or(model_at, |last| last.max(model_at));
+    p_alive::schedule(&view.purchases.summary, model, from, rules)
+}
+
 /// Folds one event of the customer into a view (lifecycle, value, purchases, consents, KPI facts
 /// and, with a model in force, the probability-alive schedule after a purchase or refund);
 /// returns the transitions fired, also in the view's history.
@@ -777,10 +787,8 @@ fn fold(
     if let Some(model) = model
         && matches!(event.body, EventBody::Purchase(_) | EventBody::Refund(_))
     {
-        // From the model's time, never before the last purchase: see `apply_model`.
-        let last = view.lifecycle.last_purchase_at.unwrap_or(event.occurred_at);
-        let from = model_at.map_or(last, |at| at.max(last));
-        view.lifecycle.p_alive = p_alive::schedule(&view.purchases.summary, model, from, rules);
+        let model_at = model_at.unwrap_or(event.occurred_at);
+        view.lifecycle.p_alive = p_alive_schedule(view, model, model_at, rules);
     }
     kpi::apply_state(&mut view.kpi, event, currency);
     fired

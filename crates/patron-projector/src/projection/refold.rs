@@ -23,9 +23,9 @@ use patron_domain::{Currency, CustomerId, Event, EventBody};
 use patron_lifecycle::{Rules, Transition};
 use patron_store::RecordedEvent;
 
-use super::{CustomerView, OutboxEntry, Projection, fold};
+use super::{CustomerView, OutboxEntry, Projection, fold, p_alive_schedule};
 use crate::kpi::{self, KpiKey};
-use crate::p_alive::{self, FittedModel};
+use crate::p_alive::FittedModel;
 
 /// Where the stored events of a customer with a late event come from (the projection keeps no
 /// events in memory).
@@ -70,14 +70,22 @@ pub struct NeedsStream {
 /// The records that still hold once every retraction in `entries` has withdrawn the record it
 /// names: what a consumer that applies retractions ends up with, in publication order.
 pub fn net_records(entries: impl IntoIterator<Item = OutboxEntry>) -> Vec<OutboxEntry> {
-    let mut net: Vec<OutboxEntry> = Vec::new();
-    for entry in entries {
-        match &entry.retracts {
-            Some(key) => net.retain(|kept| kept.dedupe_key != *key),
-            None => net.push(entry),
-        }
-    }
-    net
+    // Dedupe keys are unique and a retraction comes after the record it names, so a record
+    // holds exactly when no retraction names it.
+    let entries: Vec<OutboxEntry> = entries.into_iter().collect();
+    let retracted: std::collections::HashSet<&str> = entries
+        .iter()
+        .filter_map(|entry| entry.retracts.as_deref())
+        .collect();
+    let kept: Vec<bool> = entries
+        .iter()
+        .map(|entry| entry.retracts.is_none() && !retracted.contains(entry.dedupe_key.as_str()))
+        .collect();
+    entries
+        .into_iter()
+        .zip(kept)
+        .filter_map(|(entry, kept)| kept.then_some(entry))
+        .collect()
 }
 
 /// One fold of a customer's events in event-time order.
@@ -170,6 +178,13 @@ impl Projection {
                     || self.model_at.is_some_and(|model_at| t < model_at)))
     }
 
+    /// Whether the customer is part of a merged group (folded in arrival order, not re-folded).
+    fn in_merged_group(&self, customer_id: &CustomerId) -> bool {
+        self.customers
+            .get(customer_id)
+            .is_some_and(|view| view.own.is_some() || view.merged_into.is_some())
+    }
+
     /// The customers of `page` with an event that is late for the state before the page (and
     /// that can be re-folded), once each: whose streams to read before applying it.
     pub fn late_candidates(&self, page: &[RecordedEvent]) -> Vec<CustomerId> {
@@ -177,11 +192,7 @@ impl Projection {
             .iter()
             .filter(|e| e.position > self.checkpoint && !e.event.customer_id.is_reserved())
             .filter(|e| projected(&e.event) && self.is_late(&e.event))
-            .filter(|e| {
-                self.customers
-                    .get(&e.event.customer_id)
-                    .is_some_and(|view| view.own.is_none() && view.merged_into.is_none())
-            })
+            .filter(|e| !self.in_merged_group(&e.event.customer_id))
             .map(|e| e.event.customer_id.clone())
             .collect();
         out.sort_unstable();
@@ -198,11 +209,7 @@ impl Projection {
         applied: usize,
     ) -> Result<Option<Vec<RecordedEvent>>, NeedsStream> {
         let customer_id = &event.event.customer_id;
-        let grouped = self
-            .customers
-            .get(customer_id)
-            .is_some_and(|view| view.own.is_some() || view.merged_into.is_some());
-        if grouped || !self.is_late(&event.event) {
+        if self.in_merged_group(customer_id) || !self.is_late(&event.event) {
             return Ok(None);
         }
         let stream = streams.stream(customer_id).ok_or_else(|| NeedsStream {
@@ -353,10 +360,6 @@ fn switch_model(
     rules: &Rules,
 ) -> Vec<Transition> {
     let fired = patron_lifecycle::advance(&mut view.lifecycle, at, rules);
-    let from = view
-        .lifecycle
-        .last_purchase_at
-        .map_or(at, |last| last.max(at));
-    view.lifecycle.p_alive = p_alive::schedule(&view.purchases.summary, model, from, rules);
+    view.lifecycle.p_alive = p_alive_schedule(view, model, at, rules);
     fired
 }

@@ -165,11 +165,20 @@ struct SqliteLease {
 }
 
 impl SqliteLease {
-    /// The lease's table and the relay name (empty for the projector).
-    fn row(&self) -> (&'static str, &str) {
+    /// The statements that renew (`?1` owner, `?2` expiry, `?3` relay) and release (`?1`
+    /// owner, `?2` relay) this lease's row, and the relay name (empty for the projector).
+    fn statements(&self) -> (&'static str, &'static str, &str) {
         match &self.role {
-            Role::Projector => ("projector_lease", ""),
-            Role::Relay(relay) => ("relay_lease", relay.as_str()),
+            Role::Projector => (
+                "UPDATE projector_lease SET expires_at = ?2 WHERE owner = ?1",
+                "DELETE FROM projector_lease WHERE owner = ?1",
+                "",
+            ),
+            Role::Relay(relay) => (
+                "UPDATE relay_lease SET expires_at = ?2 WHERE owner = ?1 AND relay = ?3",
+                "DELETE FROM relay_lease WHERE owner = ?1 AND relay = ?2",
+                relay.as_str(),
+            ),
         }
     }
 }
@@ -178,13 +187,8 @@ impl SqliteLease {
 impl Lease for SqliteLease {
     async fn renew(&mut self) -> Result<bool, ReadModelError> {
         // Still ours, even if it expired meanwhile, when no one took it over.
-        let (table, relay) = self.row();
-        let statement = if table == "relay_lease" {
-            "UPDATE relay_lease SET expires_at = ?2 WHERE owner = ?1 AND relay = ?3"
-        } else {
-            "UPDATE projector_lease SET expires_at = ?2 WHERE owner = ?1"
-        };
-        let renewed = sqlx::query(statement)
+        let (renew, _, relay) = self.statements();
+        let renewed = sqlx::query(renew)
             .bind(&self.owner)
             .bind(now_millis().saturating_add(millis(self.ttl)))
             .bind(relay)
@@ -196,13 +200,8 @@ impl Lease for SqliteLease {
     }
 
     async fn release(self: Box<Self>) -> Result<(), ReadModelError> {
-        let (table, relay) = self.row();
-        let statement = if table == "relay_lease" {
-            "DELETE FROM relay_lease WHERE owner = ?1 AND relay = ?2"
-        } else {
-            "DELETE FROM projector_lease WHERE owner = ?1"
-        };
-        sqlx::query(statement)
+        let (_, release, relay) = self.statements();
+        sqlx::query(release)
             .bind(&self.owner)
             .bind(relay)
             .execute(&self.pool)

@@ -12,6 +12,7 @@
 //!
 //! Exits with status 1 when either count is not zero.
 
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::process::ExitCode;
 
@@ -21,7 +22,7 @@ use patron_api::model::{CustomerFilter, CustomerQuery};
 use patron_api::{ReadModels as _, SqlReadModels};
 use patron_domain::{CustomerId, Event, EventBody};
 use patron_lifecycle::{CustomerLifecycle, Rules, Transition, rule};
-use patron_store::EventStore;
+use patron_store::{EventStore, Position};
 
 use crate::cli::DatabaseArgs;
 
@@ -51,15 +52,32 @@ pub(crate) async fn run(database: &DatabaseArgs) -> anyhow::Result<ExitCode> {
             break;
         };
         after = Some(last.customer_id.clone());
-        for row in &page.customers {
+        // The page's streams in one read, up to what the read models have applied.
+        let ids = page
+            .customers
+            .iter()
+            .map(|row| {
+                CustomerId::parse(&row.customer_id).map_err(|reason| {
+                    anyhow::anyhow!("customer id {:?}: {reason}", row.customer_id)
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut streams: HashMap<CustomerId, Vec<Event>> = HashMap::new();
+        for recorded in events
+            .read_streams(&ids, Position(snapshot.checkpoint))
+            .await
+            .context("cannot read the event store")?
+        {
+            let stream = streams
+                .entry(recorded.event.customer_id.clone())
+                .or_default();
+            stream.push(recorded.event);
+        }
+        for (row, id) in page.customers.iter().zip(&ids) {
             let Some(detail) = models.customer(&row.customer_id).await? else {
                 continue;
             };
-            let id = CustomerId::parse(&row.customer_id)
-                .map_err(|reason| anyhow::anyhow!("customer id {:?}: {reason}", row.customer_id))?;
-            let stream = patron_projector::read_stream(events.as_ref(), &id)
-                .await
-                .with_context(|| format!("cannot read the stream of {id}"))?;
+            let stream = streams.remove(id).unwrap_or_default();
             let history: Vec<Stored> = detail
                 .history
                 .iter()
@@ -73,7 +91,7 @@ pub(crate) async fn run(database: &DatabaseArgs) -> anyhow::Result<ExitCode> {
                         .and_then(|t| t.parse().ok()),
                 })
                 .collect();
-            let own: Vec<&Event> = stream.iter().map(|e| &e.event).collect();
+            let own: Vec<&Event> = stream.iter().collect();
             report.customers += 1;
             report.contradicted += contradicted(&history, &own);
             let grouped = row.merged_into.is_some()
@@ -88,7 +106,7 @@ pub(crate) async fn run(database: &DatabaseArgs) -> anyhow::Result<ExitCode> {
             } else if !same(&history, &fold(&own, watermark, &rules)) {
                 report.differ += 1;
                 if report.examples.len() < 5 {
-                    report.examples.push(id.as_str().to_owned());
+                    report.examples.push(id.to_string());
                 }
             }
         }
