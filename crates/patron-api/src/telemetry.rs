@@ -21,7 +21,7 @@ use pin_project_lite::pin_project;
 use prost::Message as _;
 use tower_layer::Layer;
 use tower_service::Service;
-use tracing::Span;
+use tracing::{Instrument as _, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// The label of a path that names no method this server has (paths come from callers, so they
@@ -162,11 +162,13 @@ where
             let _entered = span.enter();
             self.inner.call(request)
         };
+        // The span is entered only while the inner future is polled (`Instrument`), never held
+        // across an await: a guard kept while the future is pending would leave the span current
+        // on the worker thread, and other tasks' spans polled there (a projector page) would join
+        // the caller's trace.
+        let instrumented = future.instrument(span.clone());
         Box::pin(async move {
-            let response = {
-                let _entered = span.enter();
-                future.await?
-            };
+            let response = instrumented.await?;
             let early = status_in(response.headers());
             let (parts, body) = response.into_parts();
             let finish = Finish {
@@ -288,6 +290,67 @@ mod tests {
             UNKNOWN
         );
         assert_eq!(&*method_label("/evil/../x"), UNKNOWN);
+    }
+
+    /// A request whose handler is pending leaves no span current on the thread that polled it:
+    /// otherwise the next task polled there (a projector page) would join the caller's trace.
+    #[test]
+    fn a_pending_request_leaves_no_span_current() {
+        use std::sync::Mutex;
+        use tracing_subscriber::layer::SubscriberExt as _;
+
+        #[derive(Clone, Default)]
+        struct Pending {
+            seen: Arc<Mutex<Vec<Option<String>>>>,
+        }
+        impl Service<Request<()>> for Pending {
+            type Response = Response<()>;
+            type Error = std::convert::Infallible;
+            type Future = Pin<Box<dyn Future<Output = Result<Response<()>, Self::Error>> + Send>>;
+            fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+                Poll::Ready(Ok(()))
+            }
+            fn call(&mut self, _: Request<()>) -> Self::Future {
+                let seen = self.seen.clone();
+                let mut polls = 0;
+                Box::pin(futures::future::poll_fn(move |cx| {
+                    let current = Span::current().metadata().map(|m| m.name().to_owned());
+                    seen.lock().expect("not poisoned").push(current);
+                    polls += 1;
+                    if polls == 1 {
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
+                    } else {
+                        Poll::Ready(Ok(Response::new(())))
+                    }
+                }))
+            }
+        }
+
+        let subscriber = tracing_subscriber::registry().with(tracing_opentelemetry::layer());
+        let _default = tracing::subscriber::set_default(subscriber);
+        let inner = Pending::default();
+        let mut service = RequestTelemetryLayer.layer(inner.clone());
+        let request = Request::builder()
+            .uri("/patron.api.v1.CustomerService/GetCustomer")
+            .body(())
+            .expect("a valid request");
+        let mut future = service.call(request);
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(future.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(
+            Span::current().metadata().map(|m| m.name()),
+            None,
+            "no span stays entered while the request is pending"
+        );
+        assert!(future.as_mut().poll(&mut cx).is_ready());
+        let seen = inner.seen.lock().expect("not poisoned").clone();
+        assert_eq!(
+            seen,
+            vec![Some("grpc.request".to_owned()), Some("grpc.request".to_owned())],
+            "the handler runs inside the request's span on every poll"
+        );
     }
 
     #[test]
