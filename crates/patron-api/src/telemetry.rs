@@ -348,7 +348,10 @@ mod tests {
         let seen = inner.seen.lock().expect("not poisoned").clone();
         assert_eq!(
             seen,
-            vec![Some("grpc.request".to_owned()), Some("grpc.request".to_owned())],
+            vec![
+                Some("grpc.request".to_owned()),
+                Some("grpc.request".to_owned())
+            ],
             "the handler runs inside the request's span on every poll"
         );
     }

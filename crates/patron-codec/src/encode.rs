@@ -148,7 +148,9 @@ fn body(body: &EventBody) -> (Body, Option<&Map<String, Value>>) {
             }),
             None,
         ),
-        EventBody::ModelFitted(_) | EventBody::CustomersMerged(_) => (
+        EventBody::ModelFitted(_)
+        | EventBody::SourceProgress(_)
+        | EventBody::CustomersMerged(_) => (
             Body::Other(pb::OtherEvent {
                 r#type: body.event_type().as_str().to_owned(),
                 data: match body.to_payload() {

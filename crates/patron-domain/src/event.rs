@@ -59,6 +59,11 @@ impl CustomerId {
         Self("$clv".to_owned())
     }
 
+    /// The stream of [`SourceProgress`] events.
+    pub fn sources() -> Self {
+        Self("$sources".to_owned())
+    }
+
     /// Customer ids starting with this are given by Patron to customers known only by an
     /// identifier (an event that named no customer, only e.g. a device id): provisional
     /// customers, merged into a named customer once an `identities_linked` event links them.
@@ -151,13 +156,17 @@ pub enum EventType {
     /// A predictive (BG/NBD) model was fitted and accepted: written by Patron's fitter (never
     /// accepted from outside) so that lifecycle rules using it replay exactly.
     ModelFitted,
+    /// How far ingest has read its source partitions: written by Patron's ingest (never
+    /// accepted from outside) so that the watermark waits for partitions read behind the others,
+    /// live and in a replay alike.
+    SourceProgress,
     /// A type this version does not know: kept, not projected.
     Unknown(String),
 }
 
 impl EventType {
     /// Every type this version understands.
-    pub const KNOWN: [EventType; 13] = [
+    pub const KNOWN: [EventType; 14] = [
         EventType::Purchase,
         EventType::Refund,
         EventType::Interaction,
@@ -171,6 +180,7 @@ impl EventType {
         EventType::CustomersUnmerged,
         EventType::Tick,
         EventType::ModelFitted,
+        EventType::SourceProgress,
     ];
 
     /// The stable name, e.g. `purchase` or `profile_updated`.
@@ -189,6 +199,7 @@ impl EventType {
             EventType::CustomersUnmerged => "customers_unmerged",
             EventType::Tick => "tick",
             EventType::ModelFitted => "model_fitted",
+            EventType::SourceProgress => "source_progress",
             EventType::Unknown(name) => name,
         }
     }
@@ -237,6 +248,8 @@ pub enum EventBody {
     Tick(Tick),
     /// See [`ModelFitted`].
     ModelFitted(ModelFitted),
+    /// See [`SourceProgress`].
+    SourceProgress(SourceProgress),
     /// See [`UnknownBody`].
     Unknown(UnknownBody),
 }
@@ -258,6 +271,7 @@ impl EventBody {
             EventBody::CustomersUnmerged(_) => EventType::CustomersUnmerged,
             EventBody::Tick(_) => EventType::Tick,
             EventBody::ModelFitted(_) => EventType::ModelFitted,
+            EventBody::SourceProgress(_) => EventType::SourceProgress,
             EventBody::Unknown(body) => EventType::Unknown(body.event_type.clone()),
         }
     }
@@ -296,6 +310,7 @@ impl EventBody {
             EventBody::CustomersUnmerged(b) => f(b),
             EventBody::Tick(b) => f(b),
             EventBody::ModelFitted(b) => f(b),
+            EventBody::SourceProgress(b) => f(b),
             EventBody::Unknown(b) => f(&b.data),
         }
     }
@@ -318,6 +333,7 @@ impl EventBody {
             EventType::CustomersUnmerged => EventBody::CustomersUnmerged(from_str(payload)?),
             EventType::Tick => EventBody::Tick(from_str(payload)?),
             EventType::ModelFitted => EventBody::ModelFitted(from_str(payload)?),
+            EventType::SourceProgress => EventBody::SourceProgress(from_str(payload)?),
             EventType::Unknown(name) => EventBody::Unknown(UnknownBody {
                 event_type: name,
                 data: from_str(payload)?,
@@ -342,6 +358,7 @@ impl EventBody {
             EventType::CustomersUnmerged => EventBody::CustomersUnmerged(from_value(payload)?),
             EventType::Tick => EventBody::Tick(from_value(payload)?),
             EventType::ModelFitted => EventBody::ModelFitted(from_value(payload)?),
+            EventType::SourceProgress => EventBody::SourceProgress(from_value(payload)?),
             EventType::Unknown(name) => EventBody::Unknown(UnknownBody {
                 event_type: name,
                 data: payload,
@@ -547,6 +564,39 @@ impl ModelFitted {
             parse(&self.b)?,
         ))
     }
+}
+
+/// How far one ingest consumer has read the source partitions it reads: for each, the latest
+/// event time read from it and whether records are left to read.
+///
+/// Patron's ingest appends one to the [`CustomerId::sources`] stream, in the same append as the
+/// batch it describes, whenever a partition is read *behind* its end (a backlog: a catch-up
+/// after downtime, a backfill, one partition fetched faster than another) or reaches its end
+/// again after being reported behind. The projector holds its watermark at the earliest
+/// progress of the partitions still behind, so that time-driven transitions wait for events a
+/// slower partition has not delivered yet; a replay sees the same progress at the same places.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceProgress {
+    /// The partitions reported, each at most once.
+    pub partitions: Vec<PartitionProgress>,
+}
+
+/// One source partition's progress (see [`SourceProgress`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionProgress {
+    /// The topic (or source name).
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The latest event time read from the partition so far, each capped at the time it was
+    /// read; absent while nothing valid has been read from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_to: Option<DateTime<Utc>>,
+    /// Whether records are left to read: the partition's end was not reached after its last
+    /// record read.
+    pub behind: bool,
 }
 
 /// Consent for one purpose was granted or withdrawn.

@@ -14,7 +14,8 @@ pub use digest::EventDigest;
 pub use event::{
     Acquired, ConsentChanged, CustomerId, CustomersMerged, CustomersUnmerged, ErasureRequested,
     Event, EventBody, EventType, Feedback, IdentitiesLinked, Identity, IdentityKind, Interaction,
-    InteractionKind, LineItem, ModelFitted, ProfileUpdated, Purchase, Refund, Tick, UnknownBody,
+    InteractionKind, LineItem, ModelFitted, PartitionProgress, ProfileUpdated, Purchase, Refund,
+    SourceProgress, Tick, UnknownBody,
 };
 pub use money::{Currency, MAX_ABS_MINOR_UNITS, Money, MoneyError};
 pub use validate::{

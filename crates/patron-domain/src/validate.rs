@@ -198,6 +198,12 @@ pub fn validate_subject(
             "model_fitted events are written by Patron's fitter, never accepted from producers",
         ));
     }
+    if event_type == EventType::SourceProgress {
+        return Err(ValidationError::invalid(
+            "type",
+            "source_progress events are written by Patron's ingest, never accepted from producers",
+        ));
+    }
     if let Some(path) = find_nul("data", &raw.data) {
         // Neither PostgreSQL text nor jsonb can hold U+0000; refuse it here, not at the store.
         return Err(ValidationError::invalid(
@@ -681,6 +687,13 @@ fn parse_body(event_type: EventType, data: Value) -> Result<EventBody, Validatio
         }
         // Refused by `validate` before the body is parsed; an empty tick is all a tick can be.
         EventType::Tick => EventBody::Tick(crate::event::Tick {}),
+        // Refused by `validate` before the body is parsed.
+        EventType::SourceProgress => {
+            return Err(ValidationError::invalid(
+                "type",
+                "source_progress events are written by Patron's ingest, never accepted from producers",
+            ));
+        }
         // Refused by `validate` before the body is parsed.
         EventType::ModelFitted => {
             return Err(ValidationError::invalid(

@@ -16,6 +16,7 @@
 
 mod dead_letter;
 mod prepare;
+mod progress;
 
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ use patron_store::{EventStore, Position, StoreError};
 
 pub use dead_letter::{DeadLetter, headers as dead_letter_headers};
 pub use prepare::{InboundRecord, PreparedBatch, Settings, prepare};
+pub use progress::{BEHIND_AFTER, Reports, SourceTracker};
 
 /// Where dead letters go (a Kafka topic in production).
 #[async_trait]
@@ -96,7 +98,8 @@ impl Ingestor {
         fields(records = prepared.records, appended, duplicates))]
     pub async fn commit(&self, prepared: &mut PreparedBatch) -> Result<BatchReport, IngestError> {
         self.resolve(prepared).await?;
-        let (receipt, started) = loop {
+        prepared.append_progress();
+        let (mut receipt, started) = loop {
             self.deliver_dead_letters(prepared).await?;
             let started = std::time::Instant::now();
             match self.store.append(&prepared.batch).await {
@@ -108,6 +111,15 @@ impl Ingestor {
                 Err(error) => return Err(error.into()),
             }
         };
+        // The progress event is Patron's own, not a customer event: it is counted neither as
+        // appended nor as a duplicate. It is new whenever anything is (a fresh id, in the same
+        // transaction), and a duplicate when a retried commit finds the batch already stored.
+        let progress = prepared.progress_events().len() as u64;
+        if receipt.appended > 0 {
+            receipt.appended = receipt.appended.saturating_sub(progress);
+        } else {
+            receipt.duplicates = receipt.duplicates.saturating_sub(progress);
+        }
         metrics::histogram!("patron_ingest_append_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("patron_ingest_events_total").increment(receipt.appended);
         metrics::counter!("patron_ingest_duplicates_total").increment(receipt.duplicates);

@@ -10,6 +10,7 @@ use patron_domain::{
 use patron_store::{AppendBatch, EventIdConflict, ExpectedVersion, SourceOffset, StreamAppend};
 
 use crate::dead_letter::DeadLetter;
+use crate::progress::Reports;
 
 /// A record as a transport delivered it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +72,14 @@ pub struct PreparedBatch {
     pub dead_letters_sent: usize,
     /// How many records the batch holds.
     pub records: usize,
+    /// For each partition the batch read valid events from, the latest event time among them
+    /// (each capped at the time of reading).
+    pub read_to: BTreeMap<(String, i32), DateTime<Utc>>,
+    /// The source progress to store with the batch (see [`crate::SourceTracker`]): put into
+    /// the append when it commits.
+    pub progress: Reports,
+    /// The source progress put into the append (hold first).
+    pub progress_appended: Vec<Event>,
 }
 
 /// Decodes and validates records at time `now`. The offsets cover every record, valid or not:
@@ -129,6 +138,18 @@ pub fn prepare(
             next_offset,
         })
         .collect();
+    let mut read_to: BTreeMap<(String, i32), DateTime<Utc>> = BTreeMap::new();
+    let times = events
+        .iter()
+        .map(|(event, record)| (event, record))
+        .chain(unresolved.iter().map(|(event, _, record)| (event, record)));
+    for (event, record) in times {
+        let at = event.occurred_at.min(now);
+        read_to
+            .entry((record.topic.clone(), record.partition))
+            .and_modify(|latest| *latest = (*latest).max(at))
+            .or_insert(at);
+    }
     let (batch, origins) = AppendBatch::grouped(events);
     PreparedBatch {
         batch: batch.with_offsets(offsets),
@@ -137,10 +158,46 @@ pub fn prepare(
         dead_letters,
         dead_letters_sent: 0,
         records: count,
+        read_to,
+        progress: Reports::default(),
+        progress_appended: Vec::new(),
     }
 }
 
 impl PreparedBatch {
+    /// The source progress events the batch carries, appended or not: its hold, then its
+    /// update.
+    pub fn progress_events(&self) -> Vec<&Event> {
+        if !self.progress_appended.is_empty() {
+            return self.progress_appended.iter().collect();
+        }
+        self.progress
+            .hold
+            .iter()
+            .chain(&self.progress.update)
+            .collect()
+    }
+
+    /// Puts the batch's source progress into the append, once: its hold as the first stream
+    /// (stored before every event of the batch), its update as the last (after them).
+    pub fn append_progress(&mut self) {
+        let stream = |event: Event| StreamAppend {
+            customer_id: event.customer_id.clone(),
+            expected: ExpectedVersion::Any,
+            events: vec![event],
+        };
+        if let Some(hold) = self.progress.hold.take() {
+            self.progress_appended.push(hold.clone());
+            self.batch.streams.insert(0, stream(hold));
+            self.origins.insert(0, Vec::new());
+        }
+        if let Some(update) = self.progress.update.take() {
+            self.progress_appended.push(update.clone());
+            self.batch.streams.push(stream(update));
+            self.origins.push(Vec::new());
+        }
+    }
+
     /// Adds an event whose customer was resolved to `customer` (see `unresolved`) to the batch:
     /// at the end of that customer's stream, after the events that named the customer directly.
     pub fn place(&mut self, mut event: Event, customer: CustomerId, record: InboundRecord) {

@@ -431,3 +431,53 @@ async fn conflict_letters_are_delivered_once_before_the_offsets_move() {
         4
     );
 }
+
+#[tokio::test]
+async fn source_progress_is_stored_around_the_batch_and_counted_as_no_customer_event() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let ingestor = Ingestor::new(store.clone(), Arc::new(RecordingSink::default()));
+    let mut tracker = SourceTracker::new(vec!["customer-events".into()]);
+    for partition in [0, 1] {
+        tracker.read("customer-events", partition);
+    }
+    // Read three days after the events: a backlog, behind.
+    let later = now() + chrono::TimeDelta::days(3);
+    let mut prepared = prepare(mixed_batch(), &Settings::new("ingest"), later);
+    prepared.progress = tracker.report(&prepared, later);
+    assert_eq!(prepared.progress_events().len(), 2);
+    let report = ingestor.commit(&mut prepared).await.unwrap();
+    assert_eq!(
+        (report.appended, report.duplicates),
+        (3, 0),
+        "progress events are not customer events"
+    );
+    let log = store.read_all(Position::ZERO, 100).await.unwrap();
+    assert_eq!(log.len(), 5);
+    let said = |event: &patron_store::RecordedEvent| {
+        assert_eq!(
+            event.event.customer_id,
+            patron_domain::CustomerId::sources()
+        );
+        let patron_domain::EventBody::SourceProgress(progress) = &event.event.body else {
+            panic!("a progress event: {event:?}");
+        };
+        progress
+            .partitions
+            .iter()
+            .map(|p| (p.partition, p.read_to, p.behind))
+            .collect::<Vec<_>>()
+    };
+    // Held first at what was known before (nothing), updated last to the latest event time.
+    assert_eq!(said(&log[0]), vec![(0, None, true), (1, None, true)]);
+    let time = chrono::Utc
+        .with_ymd_and_hms(2026, 11, 20, 10, 0, 0)
+        .unwrap();
+    assert_eq!(
+        said(&log[4]),
+        vec![(0, Some(time), true), (1, Some(time), true)]
+    );
+    // A retried commit that finds everything stored counts no duplicate for them either.
+    let again = ingestor.commit(&mut prepared).await.unwrap();
+    assert_eq!((again.appended, again.duplicates), (0, 3));
+    assert_eq!(store.read_all(Position::ZERO, 100).await.unwrap().len(), 5);
+}

@@ -24,7 +24,10 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, BlockingRetryable, ExponentialBuilder};
 use chrono::Utc;
-use patron_ingest::{DeadLetterSink, InboundRecord, Ingestor, PreparedBatch, Settings, prepare};
+use patron_domain::Event;
+use patron_ingest::{
+    DeadLetterSink, InboundRecord, Ingestor, PreparedBatch, Settings, SourceTracker, prepare,
+};
 use patron_store::{EventStore, SourceOffset, StoreError};
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
@@ -113,6 +116,9 @@ struct IngestContext {
     shared: Arc<Shared>,
     /// Partitions whose lag was last reported by this consumer, to zero them once they are gone.
     lagging: std::sync::Mutex<HashSet<(String, i32)>>,
+    /// Partitions assigned since the consume loop last looked: behind until their end is
+    /// reported (see `SourceTracker::assigned`).
+    assigned: std::sync::Mutex<Vec<(String, i32)>>,
 }
 
 impl IngestContext {
@@ -187,7 +193,18 @@ impl ConsumerContext for IngestContext {
                 self.position_at_stored_offsets(tpl);
                 let partitions = describe(tpl);
                 match consumer.assign(tpl) {
-                    Ok(()) => tracing::info!(%partitions, "partitions assigned"),
+                    Ok(()) => {
+                        tracing::info!(%partitions, "partitions assigned");
+                        let assigned: Vec<(String, i32)> = tpl
+                            .elements()
+                            .iter()
+                            .map(|e| (e.topic().to_owned(), e.partition()))
+                            .collect();
+                        self.assigned
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .extend(assigned);
+                    }
                     Err(error) => tracing::error!(%error, %partitions, "cannot assign partitions"),
                 }
             }
@@ -292,8 +309,8 @@ fn to_record(message: &BorrowedMessage<'_>) -> InboundRecord {
 
 /// How a batch's commit ended.
 enum Outcome {
-    /// Committed.
-    Committed(patron_ingest::BatchReport),
+    /// Committed, with the source progress it stored.
+    Committed(patron_ingest::BatchReport, Vec<Event>),
     /// Not committed: its partitions were revoked, or shutdown came during an outage. Its
     /// records will be read again from the stored offsets.
     Abandoned,
@@ -307,6 +324,8 @@ pub struct IngestConsumer {
     options: IngestOptions,
     shared: Arc<Shared>,
     summary: IngestSummary,
+    /// What the partitions' progress is and what the log says of it.
+    tracker: SourceTracker,
 }
 
 impl IngestConsumer {
@@ -336,6 +355,7 @@ impl IngestConsumer {
             )));
         }
         settings.consumer.clone_from(&options.group_id);
+        let tracker = SourceTracker::new(options.topics.clone());
         let shared = Arc::new(Shared {
             in_flight: Arc::new(Semaphore::new(1)),
             cancel: AtomicBool::new(false),
@@ -351,6 +371,7 @@ impl IngestConsumer {
             revoked: AtomicBool::new(false),
             shared: Arc::clone(&shared),
             lagging: std::sync::Mutex::new(HashSet::new()),
+            assigned: std::sync::Mutex::new(Vec::new()),
         };
         let consumer: StreamConsumer<IngestContext> = kafka
             .config(&[
@@ -363,6 +384,8 @@ impl IngestConsumer {
                 ("queued.max.messages.kbytes", "16384"),
                 // Statistics every 5 s feed the consumer-lag gauge.
                 ("statistics.interval.ms", "5000"),
+                // The end of each partition is reported (source progress, see SourceTracker).
+                ("enable.partition.eof", "true"),
             ])
             .create_with_context(context)?;
         Ok(Self {
@@ -372,6 +395,7 @@ impl IngestConsumer {
             options,
             shared,
             summary: IngestSummary::default(),
+            tracker,
         })
     }
 
@@ -391,11 +415,28 @@ impl IngestConsumer {
         let mut ready: Option<PreparedBatch> = None;
         loop {
             if self.revoked() {
+                self.tracker.reset();
                 pending.clear();
                 ready = None;
                 deadline = None;
             }
-            let due = !pending.is_empty()
+            let assigned = std::mem::take(
+                &mut *self
+                    .consumer
+                    .context()
+                    .assigned
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+            if !assigned.is_empty() {
+                self.tracker.assigned(&assigned);
+                if pending.is_empty() && deadline.is_none() {
+                    deadline = Some(Instant::now() + self.options.batch_max_delay);
+                }
+            }
+            // A partition that reached its end is news even with no record to go with it.
+            let news = self.tracker.has_news(Utc::now());
+            let due = (!pending.is_empty() || news)
                 && (pending.len() >= self.options.batch_size
                     || deadline.is_some_and(|d| d <= Instant::now()));
             if due && ready.is_none() {
@@ -430,21 +471,34 @@ impl IngestConsumer {
                 done = committed => {
                     in_flight = None;
                     self.record(done)?;
+                    if self.tracker.has_news(Utc::now()) && deadline.is_none() {
+                        deadline = Some(Instant::now() + self.options.batch_max_delay);
+                    }
                 }
                 () = timer => {}
                 message = self.consumer.recv(), if read => {
                     if self.revoked() {
+                        self.tracker.reset();
                         pending.clear();
                         ready = None;
                     }
                     match message {
-                        Ok(message) => pending.push(to_record(&message)),
+                        Ok(message) => {
+                            // Behind until the partition's end is reported (partition EOF,
+                            // which librdkafka emits once it has fetched up to the end, also
+                            // when a transaction's control record marks it).
+                            self.tracker.read(message.topic(), message.partition());
+                            pending.push(to_record(&message));
+                        }
+                        Err(rdkafka::error::KafkaError::PartitionEOF(partition)) => {
+                            self.tracker.reached_end(partition);
+                        }
                         Err(error) => tracing::warn!(%error, "kafka consumer error"),
                     }
                     if self.shared.paused.load(Ordering::SeqCst) {
                         pause(&self.consumer);
                     }
-                    if pending.is_empty() {
+                    if pending.is_empty() && !self.tracker.has_news(Utc::now()) {
                         deadline = None;
                     } else if deadline.is_none() {
                         deadline = Some(Instant::now() + self.options.batch_max_delay);
@@ -463,6 +517,7 @@ impl IngestConsumer {
             self.record(task.await)?;
         }
         if self.revoked() {
+            self.tracker.reset();
             pending.clear();
             ready = None;
         }
@@ -482,7 +537,8 @@ impl IngestConsumer {
     }
 
     /// Whether partitions were revoked since the last call: then every record read but not yet
-    /// committed must be dropped (the next owner reads it again from the stored offsets).
+    /// committed must be dropped (the next owner reads it again from the stored offsets), and
+    /// what this consumer knew of their progress is forgotten.
     fn revoked(&self) -> bool {
         let revoked = self
             .consumer
@@ -498,9 +554,12 @@ impl IngestConsumer {
     }
 
     /// Decodes and validates a batch.
-    fn prepare(&self, records: Vec<InboundRecord>) -> PreparedBatch {
+    fn prepare(&mut self, records: Vec<InboundRecord>) -> PreparedBatch {
         let _span = tracing::info_span!("ingest.decode", records = records.len()).entered();
-        prepare(records, &self.settings, Utc::now())
+        let now = Utc::now();
+        let mut prepared = prepare(records, &self.settings, now);
+        prepared.progress = self.tracker.report(&prepared, now);
+        prepared
     }
 
     /// Commits a prepared batch in a task of its own.
@@ -538,7 +597,8 @@ impl IngestConsumer {
     ) -> Result<(), KafkaError> {
         let outcome =
             done.map_err(|e| KafkaError::Config(format!("commit task failed: {e}")))??;
-        if let Outcome::Committed(report) = outcome {
+        if let Outcome::Committed(report, progress) = outcome {
+            self.tracker.committed(&progress);
             self.summary.batches += 1;
             self.summary.records += report.records as u64;
             self.summary.appended += report.appended;
@@ -593,7 +653,8 @@ async fn commit(
                     "batch committed"
                 );
                 commit_to_kafka(&consumer, &prepared.batch.offsets);
-                return Ok(Outcome::Committed(report));
+                let progress = prepared.progress_appended.clone();
+                return Ok(Outcome::Committed(report, progress));
             }
             Err(error) if error.is_transient() => {
                 if shared.stopping.load(Ordering::SeqCst) {

@@ -38,12 +38,15 @@ pub use port::{
     Generation, GenerationId, Lease, OutboxRecord, ReadModelError, ReadModelStore, Snapshot,
 };
 pub use projection::{
-    Changes, CustomerView, LogStreams, NeedsStream, OutboxEntry, Projection, Streams, net_records,
+    Changes, CustomerView, LogStreams, NeedsStream, OutboxEntry, Projection, SourceHold, Streams,
+    net_records,
 };
 pub use purchases::Purchases;
 pub use rebuild::{RebuildOptions, RebuildProgress, RebuildReport, rebuild};
 pub use relay::{LifecyclePublisher, PublishError, RelayConfig, RelayError, relay_once, run_relay};
-pub use runner::{Clock, LiveProjection, ProjectorConfig, Step, SystemClock, restore_model, run};
+pub use runner::{
+    Clock, LiveProjection, ProjectorConfig, Step, SystemClock, restore_from_log, run,
+};
 pub use scores::Scores;
 
 use std::collections::HashMap;

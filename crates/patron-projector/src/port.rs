@@ -28,6 +28,8 @@ pub struct Generation {
     pub checkpoint: Position,
     /// Its event-time watermark.
     pub watermark: Option<DateTime<Utc>>,
+    /// Its latest evidence of time (`None` when written by a version that did not keep it).
+    pub latest_evidence: Option<DateTime<Utc>>,
     /// The midnight of its last RFM and tier scoring.
     pub scored_at: Option<DateTime<Utc>>,
 }

@@ -6,8 +6,10 @@
 
 mod merge;
 mod refold;
+mod sources;
 
 pub use refold::{LogStreams, NeedsStream, Streams, net_records};
+pub use sources::SourceHold;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -110,6 +112,9 @@ pub struct Changes {
     pub checkpoint: Position,
     /// The event-time watermark after this batch.
     pub watermark: Option<DateTime<Utc>>,
+    /// The latest evidence of time after this batch (see [`Projection::latest_evidence`]): the
+    /// watermark plus the allowed lateness, unless partitions behind hold the watermark back.
+    pub latest_evidence: Option<DateTime<Utc>>,
     /// KPI counter deltas to add, see [`crate::kpi`].
     pub kpis: BTreeMap<KpiKey, i64>,
     /// The midnight of the last scoring (RFM and tiers), if there has been one.
@@ -160,8 +165,12 @@ pub struct Projection {
     /// The event time of that model event.
     model_at: Option<DateTime<Utc>>,
     /// The latest evidence of time: the greatest of every event's time capped at its commit
-    /// time. The watermark is this less the allowed lateness.
+    /// time. The watermark is this less the allowed lateness, held back by `behind`.
     high: Option<DateTime<Utc>>,
+    /// Source partitions that ingest last reported as read behind their end, each with the
+    /// latest event time read from it (`None`: nothing yet), from the `$sources` stream: the
+    /// watermark stays at or before the earliest of them (see [`SourceHold`]).
+    behind: SourceHold,
     /// The commit time of the event being applied (for `historical`).
     recorded_at: Option<DateTime<Utc>>,
     /// Every valid model event applied, by event time (a re-fold puts each in force at its
@@ -238,6 +247,34 @@ impl Projection {
     /// time (the watermark is this less the allowed lateness); `None` before the first event.
     pub fn latest_evidence(&self) -> Option<DateTime<Utc>> {
         self.high
+    }
+
+    /// Puts back the latest evidence of time when resuming (what [`Changes::latest_evidence`]
+    /// persisted); without it, the evidence is taken to be the watermark plus the allowed
+    /// lateness, which is exact unless partitions behind were holding the watermark.
+    pub fn restore_latest_evidence(&mut self, latest: Option<DateTime<Utc>>) {
+        if let Some(latest) = latest {
+            self.high = Some(self.high.map_or(latest, |h| h.max(latest)));
+        }
+    }
+
+    /// The source partitions holding the watermark back: reported behind their end by ingest,
+    /// each with the latest event time read from it.
+    pub fn sources_behind(&self) -> &SourceHold {
+        &self.behind
+    }
+
+    /// Puts back the source progress when resuming: a `source_progress` event at or before the
+    /// checkpoint (events after it will be applied). Call for each, in log order.
+    pub fn restore_progress(&mut self, event: &RecordedEvent) {
+        if event.position > self.checkpoint {
+            return;
+        }
+        if let EventBody::SourceProgress(progress) = &event.event.body
+            && event.event.customer_id == CustomerId::sources()
+        {
+            self.behind.apply(progress);
+        }
     }
 
     /// The position of the last applied event ([`Position::ZERO`] before the first).
@@ -381,6 +418,10 @@ impl Projection {
                 && *customer_id == CustomerId::clv()
             {
                 self.apply_model(fitted, event.event.occurred_at, rules);
+            } else if let EventBody::SourceProgress(progress) = &event.event.body
+                && *customer_id == CustomerId::sources()
+            {
+                self.behind.apply(progress);
             }
             self.observe(event, rules);
             if Some(index) == last_crossing
@@ -392,24 +433,31 @@ impl Projection {
         Ok(applied)
     }
 
-    /// The watermark an event leaves behind it: the evidence of time it brings (its time, but
-    /// never later than its commit) joined to `high`, less the allowed lateness. Returns the new
-    /// evidence and watermark.
-    fn evidence(
-        high: Option<DateTime<Utc>>,
-        event: &RecordedEvent,
-        rules: &Rules,
-    ) -> (DateTime<Utc>, Option<DateTime<Utc>>) {
+    /// The evidence of time after an event: `high` joined to the event's time, but never later
+    /// than its commit. Source progress brings none (it says what was read, not when).
+    fn evidence(high: Option<DateTime<Utc>>, event: &RecordedEvent) -> Option<DateTime<Utc>> {
+        if matches!(event.event.body, EventBody::SourceProgress(_)) {
+            return high;
+        }
         let evidence = event.event.occurred_at.min(event.recorded_at);
-        let high = high.map_or(evidence, |h| h.max(evidence));
-        (high, high.checked_sub_signed(rules.allowed_lateness()))
+        Some(high.map_or(evidence, |h| h.max(evidence)))
+    }
+
+    /// The watermark that evidence `high` allows: `high`, held at the earliest progress of the
+    /// partitions behind, less the allowed lateness. `None` while nothing allows one.
+    fn allowed(
+        high: Option<DateTime<Utc>>,
+        behind: &SourceHold,
+        rules: &Rules,
+    ) -> Option<DateTime<Utc>> {
+        let low = behind.cap(high?)?;
+        low.checked_sub_signed(rules.allowed_lateness())
     }
 
     /// Takes the evidence of time an applied event brings and raises the watermark with it.
     fn observe(&mut self, event: &RecordedEvent, rules: &Rules) {
-        let (high, watermark) = Self::evidence(self.high, event, rules);
-        self.high = Some(high);
-        if let Some(watermark) = watermark {
+        self.high = Self::evidence(self.high, event);
+        if let Some(watermark) = Self::allowed(self.high, &self.behind, rules) {
             self.raise_watermark(watermark, rules);
         }
     }
@@ -467,14 +515,22 @@ impl Projection {
     /// day than the one before it (the very first event counts).
     fn last_day_crossing(&self, events: &[RecordedEvent], rules: &Rules) -> Option<usize> {
         let (mut high, mut watermark) = (self.high, self.watermark);
+        // Cloned only when the page carries source progress (a few partitions at most).
+        let mut behind = std::borrow::Cow::Borrowed(&self.behind);
         let mut last = None;
         for (index, event) in events.iter().enumerate() {
             if event.position <= self.checkpoint {
                 continue;
             }
-            let (next_high, raised) = Self::evidence(high, event, rules);
-            high = Some(next_high);
-            let Some(raised) = raised else { continue };
+            if let EventBody::SourceProgress(progress) = &event.event.body
+                && event.event.customer_id == CustomerId::sources()
+            {
+                behind.to_mut().apply(progress);
+            }
+            high = Self::evidence(high, event);
+            let Some(raised) = Self::allowed(high, &behind, rules) else {
+                continue;
+            };
             let after = watermark.map_or(raised, |w| w.max(raised));
             if watermark.is_none_or(|before| before < midnight(after)) {
                 last = Some(index);
@@ -604,6 +660,7 @@ impl Projection {
             outbox: std::mem::take(&mut self.outbox),
             checkpoint: self.checkpoint,
             watermark: self.watermark,
+            latest_evidence: self.high,
             kpis,
             scored_at: self.scored_at,
         }

@@ -149,7 +149,8 @@ impl LiveProjection {
             generation.scored_at,
             &config.rules,
         );
-        restore_model(&mut projection, store.as_ref()).await?;
+        projection.restore_latest_evidence(generation.latest_evidence);
+        restore_from_log(&mut projection, store.as_ref()).await?;
         Ok(Self {
             store,
             models,
@@ -229,6 +230,7 @@ impl LiveProjection {
         }
         self.generation.checkpoint = changes.checkpoint;
         self.generation.watermark = changes.watermark;
+        self.generation.latest_evidence = changes.latest_evidence;
         Ok(Step { applied, caught_up })
     }
 
@@ -243,8 +245,13 @@ impl LiveProjection {
             .projection
             .latest_evidence()
             .is_none_or(|evidence| now - evidence >= interval);
-        // Nothing to fire without customers; an empty store stays empty.
-        if !lagging || self.projection.customers().is_empty() {
+        // Nothing to fire without customers; an empty store stays empty. While a source
+        // partition is read behind its end, the wall clock proves nothing: its events are on
+        // their way (and the watermark waits for them whatever a tick says).
+        if !lagging
+            || self.projection.customers().is_empty()
+            || !self.projection.sources_behind().is_empty()
+        {
             return Ok(false);
         }
         let at = now.duration_trunc(TimeDelta::seconds(1)).unwrap_or(now);
@@ -261,26 +268,30 @@ impl LiveProjection {
     }
 }
 
-/// Puts back the model in force from the `$clv` stream: the latest valid model event at or
-/// before the projection's checkpoint (the log is the only source of the model, so a resumed
-/// projection follows the same one a rebuild would).
-pub async fn restore_model(
+/// Puts back what a resumed projection keeps from Patron's own streams, up to its checkpoint:
+/// the model in force (the latest valid event of `$clv`) and the source partitions behind
+/// (`$sources`). The log is their only source, so a resumed projection follows what a rebuild
+/// would.
+pub async fn restore_from_log(
     projection: &mut Projection,
     store: &dyn EventStore,
 ) -> Result<(), ReadModelError> {
     const PAGE: usize = 256;
-    let stream = CustomerId::clv();
-    let mut after = 0;
-    loop {
-        let page = store.read_stream(&stream, after, PAGE).await?;
-        for event in &page {
-            projection.restore_model(event);
-        }
-        match page.last() {
-            Some(last) if page.len() == PAGE && last.version > after => after = last.version,
-            _ => return Ok(()),
+    for stream in [CustomerId::clv(), CustomerId::sources()] {
+        let mut after = 0;
+        loop {
+            let page = store.read_stream(&stream, after, PAGE).await?;
+            for event in &page {
+                projection.restore_model(event);
+                projection.restore_progress(event);
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE && last.version > after => after = last.version,
+                _ => break,
+            }
         }
     }
+    Ok(())
 }
 
 /// Runs the live projector until `shutdown` completes. Stands by while another instance holds the

@@ -10,7 +10,7 @@ use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use patron_clv::{BgNbdParams, TimeUnit};
 use patron_domain::{CustomerId, Event, EventBody, ModelFitted, Money, Purchase};
 use patron_lifecycle::{Rules, Stage, Transition, rule};
-use patron_projector::{OutboxEntry, Projection, catch_up, restore_model};
+use patron_projector::{OutboxEntry, Projection, catch_up, restore_from_log};
 use patron_store::contract::customer;
 use patron_store::{EventStore, InMemoryEventStore};
 use serde_json::Map;
@@ -222,7 +222,7 @@ async fn with_a_model_replay_equals_live_whatever_the_paging_and_restarts() {
             changes.scored_at,
             &rules,
         );
-        restore_model(&mut projection, &live).await.unwrap();
+        restore_from_log(&mut projection, &live).await.unwrap();
     }
     assert_eq!(projection.customers(), full.customers(), "live views");
     assert_eq!(outbox, full_outbox, "live outbox");

@@ -33,6 +33,7 @@ macro_rules! event_store_contract {
     ($fresh:expr) => {
         $crate::event_store_contract!(@tests $fresh;
             append_then_read_back,
+            a_stream_twice_in_a_batch_keeps_batch_order,
             text_survives_storage,
             idempotent_by_event_id,
             duplicates_within_a_batch_are_stored_once,
@@ -167,6 +168,41 @@ pub async fn append_then_read_back<S: EventStore>(store: S) {
             .unwrap()
             .is_empty()
     );
+}
+
+/// A batch may name one stream more than once (ingest puts its source progress first and last):
+/// positions follow the batch's order and the stream's versions go on from one part to the next.
+pub async fn a_stream_twice_in_a_batch_keeps_batch_order<S: EventStore>(store: S) {
+    let (ada, bob) = (customer("ada"), customer("bob"));
+    let part = |customer_id: &CustomerId, events: Vec<Event>| StreamAppend {
+        customer_id: customer_id.clone(),
+        expected: ExpectedVersion::Any,
+        events,
+    };
+    let (first, middle, last) = (visit(&ada), purchase(&bob, 500), visit(&ada));
+    let batch = AppendBatch {
+        streams: vec![
+            part(&ada, vec![first.clone()]),
+            part(&bob, vec![middle.clone()]),
+            part(&ada, vec![last.clone()]),
+        ],
+        offsets: Vec::new(),
+    };
+    let receipt = store.append(&batch).await.expect("the batch is stored");
+    assert_eq!(receipt.appended, 3);
+    let all = read_everything(&store).await;
+    assert_eq!(
+        all.iter()
+            .map(|r| (r.event.event_id, r.position.0, r.version))
+            .collect::<Vec<_>>(),
+        vec![
+            (first.event_id, 1, 1),
+            (middle.event_id, 2, 1),
+            (last.event_id, 3, 2)
+        ],
+        "positions in batch order, versions consecutive per stream"
+    );
+    assert_eq!(store.stream_version(&ada).await.unwrap(), 2);
 }
 
 pub async fn text_survives_storage<S: EventStore>(store: S) {

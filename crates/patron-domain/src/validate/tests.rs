@@ -515,6 +515,53 @@ fn a_model_event_round_trips_its_parameters_exactly() {
 }
 
 #[test]
+fn producers_cannot_send_source_progress() {
+    let data = json!({"partitions": [{"topic": "t", "partition": 0, "behind": true}]});
+    let err = rejected(
+        raw("source_progress", data),
+        ErrorClass::InvalidField,
+        "type",
+    );
+    assert!(
+        err.message.contains("ingest"),
+        "says who writes them: {err}"
+    );
+}
+
+#[test]
+fn source_progress_round_trips_through_its_stored_form() {
+    let at = chrono::DateTime::parse_from_rfc3339("2026-03-01T10:00:00.5Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let body = EventBody::SourceProgress(crate::SourceProgress {
+        partitions: vec![
+            crate::PartitionProgress {
+                topic: "customer-events".into(),
+                partition: 3,
+                read_to: Some(at),
+                behind: true,
+            },
+            crate::PartitionProgress {
+                topic: "customer-events".into(),
+                partition: 0,
+                read_to: None,
+                behind: false,
+            },
+        ],
+    });
+    let text = body.to_payload_string();
+    assert_eq!(
+        EventBody::from_payload_str("source_progress", &text).unwrap(),
+        body
+    );
+    assert_eq!(
+        EventBody::from_payload("source_progress", body.to_payload()).unwrap(),
+        body
+    );
+    assert!(CustomerId::sources().is_reserved());
+}
+
+#[test]
 fn a_tick_round_trips_through_its_stored_form() {
     let body = EventBody::Tick(crate::Tick {});
     assert_eq!(body.to_payload_string(), "{}");

@@ -337,12 +337,13 @@ async fn write_kpis_and_checkpoint(
     }
     sqlx::query(
         "UPDATE projection_generations SET checkpoint = $2, watermark = $3, scored_at = $4, \
-            updated_at = now() WHERE generation = $1",
+            updated_at = now(), latest_evidence = $5 WHERE generation = $1",
     )
     .bind(generation)
     .bind(to_i64(changes.checkpoint.0))
     .bind(changes.watermark)
     .bind(changes.scored_at)
+    .bind(changes.latest_evidence)
     .execute(&mut **tx)
     .await
     .map_err(db)?;
@@ -513,28 +514,27 @@ impl ReadModelStore for PgReadModels {
     }
 
     async fn active_generation(&self) -> Result<Option<Generation>, ReadModelError> {
-        let row: Option<(
-            i64,
-            String,
-            i64,
-            Option<chrono::DateTime<Utc>>,
-            Option<chrono::DateTime<Utc>>,
-        )> = sqlx::query_as(
-            "SELECT g.generation, g.rules, g.checkpoint, g.watermark, g.scored_at \
+        type Time = Option<chrono::DateTime<Utc>>;
+        let row: Option<(i64, String, i64, Time, Time, Time)> = sqlx::query_as(
+            "SELECT g.generation, g.rules, g.checkpoint, g.watermark, g.scored_at, \
+                    g.latest_evidence \
                  FROM projection_active a JOIN projection_generations g USING (generation)",
         )
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        row.map(|(id, rules, checkpoint, watermark, scored_at)| {
-            Ok(Generation {
-                id,
-                rules,
-                checkpoint: position(checkpoint)?,
-                watermark,
-                scored_at,
-            })
-        })
+        row.map(
+            |(id, rules, checkpoint, watermark, scored_at, latest_evidence)| {
+                Ok(Generation {
+                    id,
+                    rules,
+                    checkpoint: position(checkpoint)?,
+                    watermark,
+                    latest_evidence,
+                    scored_at,
+                })
+            },
+        )
         .transpose()
     }
 
@@ -554,6 +554,7 @@ impl ReadModelStore for PgReadModels {
             rules: rules.to_owned(),
             checkpoint: Position::ZERO,
             watermark: None,
+            latest_evidence: None,
             scored_at: None,
         })
     }

@@ -187,7 +187,7 @@ async fn write(
     .await?;
     sqlx::query(
         "UPDATE projection_generations SET checkpoint = ?2, watermark = ?3, scored_at = ?4, \
-            updated_at = ?5 WHERE generation = ?1",
+            updated_at = ?5, latest_evidence = ?6 WHERE generation = ?1",
     )
     .bind(generation)
     .bind(to_i64(changes.checkpoint.0))
@@ -202,6 +202,11 @@ async fn write(
             .map(|t| json!(t).as_str().map(str::to_owned)),
     )
     .bind(json!(Utc::now()).as_str().map(str::to_owned))
+    .bind(
+        changes
+            .latest_evidence
+            .map(|t| json!(t).as_str().map(str::to_owned)),
+    )
     .execute(&mut **tx)
     .await
     .map_err(db)?;
@@ -367,19 +372,29 @@ impl ReadModelStore for SqliteReadModels {
     }
 
     async fn active_generation(&self) -> Result<Option<Generation>, ReadModelError> {
-        let row: Option<(i64, String, i64, Option<String>, Option<String>)> = sqlx::query_as(
-            "SELECT g.generation, g.rules, g.checkpoint, g.watermark, g.scored_at \
+        type Row = (
+            i64,
+            String,
+            i64,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT g.generation, g.rules, g.checkpoint, g.watermark, g.scored_at, \
+                g.latest_evidence \
              FROM projection_active a JOIN projection_generations g USING (generation)",
         )
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        row.map(|(id, rules, checkpoint, watermark, scored_at)| {
+        row.map(|(id, rules, checkpoint, watermark, scored_at, latest)| {
             Ok(Generation {
                 id,
                 rules,
                 checkpoint: position(checkpoint)?,
                 watermark: time(watermark)?,
+                latest_evidence: time(latest)?,
                 scored_at: time(scored_at)?,
             })
         })
@@ -406,6 +421,7 @@ impl ReadModelStore for SqliteReadModels {
             rules: rules.to_owned(),
             checkpoint: Position::ZERO,
             watermark: None,
+            latest_evidence: None,
             scored_at: None,
         })
     }
