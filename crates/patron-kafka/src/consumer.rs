@@ -420,19 +420,11 @@ impl IngestConsumer {
                 ready = None;
                 deadline = None;
             }
-            let assigned = std::mem::take(
-                &mut *self
-                    .consumer
-                    .context()
-                    .assigned
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-            );
-            if !assigned.is_empty() {
-                self.tracker.assigned(&assigned);
-                if pending.is_empty() && deadline.is_none() {
-                    deadline = Some(Instant::now() + self.options.batch_max_delay);
-                }
+            if take_assigned(self.consumer.context(), &mut self.tracker)
+                && pending.is_empty()
+                && deadline.is_none()
+            {
+                deadline = Some(Instant::now() + self.options.batch_max_delay);
             }
             // A partition that reached its end is news even with no record to go with it.
             let news = self.tracker.has_news(Utc::now());
@@ -482,6 +474,9 @@ impl IngestConsumer {
                         pending.clear();
                         ready = None;
                     }
+                    // An assignment made during this poll comes before what the poll returned
+                    // (the end of a partition just assigned, say).
+                    take_assigned(self.consumer.context(), &mut self.tracker);
                     match message {
                         Ok(message) => {
                             // Behind until the partition's end is reported (partition EOF,
@@ -525,7 +520,9 @@ impl IngestConsumer {
             let task = self.start_commit(batch);
             self.record(task.await)?;
         }
-        if !pending.is_empty() {
+        // What is in hand, or else what the log does not know yet of the partitions' progress
+        // (a partition read to its end is released, not left holding event time).
+        if !pending.is_empty() || self.tracker.has_news(Utc::now()) {
             let batch = self.prepare(std::mem::take(&mut pending));
             let task = self.start_commit(batch);
             self.record(task.await)?;
@@ -607,6 +604,19 @@ impl IngestConsumer {
         }
         Ok(())
     }
+}
+
+/// Tells `tracker` of the partitions assigned since the last call; returns whether there were
+/// any.
+fn take_assigned(context: &IngestContext, tracker: &mut SourceTracker) -> bool {
+    let assigned = std::mem::take(
+        &mut *context
+            .assigned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    tracker.assigned(&assigned);
+    !assigned.is_empty()
 }
 
 /// Commits one batch, waiting out transient failures with backoff (partitions paused meanwhile).

@@ -92,3 +92,39 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Every customer event in the log, in order: the log less Patron's own streams (the source
+/// progress ingest writes beside the events).
+pub async fn customer_events(
+    store: &dyn patron_store::EventStore,
+) -> Vec<patron_store::RecordedEvent> {
+    let mut out = Vec::new();
+    let mut after = patron_store::Position::ZERO;
+    loop {
+        let page = store.read_all(after, 5_000).await.unwrap();
+        let Some(last) = page.last() else {
+            return out;
+        };
+        after = last.position;
+        out.extend(
+            page.into_iter()
+                .filter(|e| !e.event.customer_id.is_reserved()),
+        );
+    }
+}
+
+/// The source partitions the log says are behind once every progress report is read (what
+/// would hold a projector's watermark), and how many reports there were.
+pub async fn sources_behind(
+    store: &dyn patron_store::EventStore,
+) -> (patron_projector::SourceHold, usize) {
+    let stream = patron_domain::CustomerId::sources();
+    let reports = store.read_stream(&stream, 0, 100_000).await.unwrap();
+    let mut hold = patron_projector::SourceHold::default();
+    for report in &reports {
+        if let patron_domain::EventBody::SourceProgress(progress) = &report.event.body {
+            hold.apply(progress);
+        }
+    }
+    (hold, reports.len())
+}
