@@ -196,11 +196,22 @@ fn kafka_partitions_and_an_ordered_import_give_the_same_histories() {
         a.len(),
         b.len()
     );
+    // Ingest reported the partitions it read behind their end, so the watermark waited for the
+    // slower ones instead of firing transitions their events then disproved; every partition
+    // was read to its end, so none holds event time now.
     let kafka_corrections = rows(
         &via_kafka,
         "SELECT CAST(count(*) AS TEXT) FROM outbox WHERE retracts IS NOT NULL",
     );
-    println!("retractions published on the Kafka path: {kafka_corrections:?}");
+    let published = rows(&via_kafka, "SELECT CAST(count(*) AS TEXT) FROM outbox");
+    println!("retractions published on the Kafka path: {kafka_corrections:?} of {published:?}");
+    assert_eq!(
+        kafka_corrections,
+        ["0"],
+        "four partitions read at different speeds, their progress reported, need no correction"
+    );
+    let behind = patron(&via_kafka, &["sources"]).success().stdout();
+    assert_eq!(behind, "", "no partition is left behind");
     let corrections = rows(
         &via_import,
         "SELECT CAST(count(*) AS TEXT) FROM outbox WHERE retracts IS NOT NULL",
@@ -298,4 +309,72 @@ fn rules_diff_predicts_the_rebuild(url: &str, dir: &std::path::Path) {
         history_changes,
         "{preview}"
     );
+}
+
+/// `patron sources` lists what the log says is behind; `patron sources release` lets go of a
+/// topic no ingest will read again, and refuses to release what is not behind.
+#[test]
+fn sources_lists_partitions_behind_and_releases_them() {
+    use patron_domain::{CustomerId, Event, EventBody, PartitionProgress, SourceProgress};
+    use patron_store::{AppendBatch, EventStore as _, ExpectedVersion};
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (store, dir) = runtime.block_on(patron_store_sql::testing::fresh_sqlite());
+    let url = format!("sqlite://{}", dir.path().join("events.db").display());
+    let hold = |topic: &str, partition: i32, day: Option<u32>| PartitionProgress {
+        topic: topic.into(),
+        partition,
+        read_to: day.map(|d| format!("2026-03-{d:02}T00:00:00Z").parse().unwrap()),
+        behind: true,
+    };
+    let event = Event {
+        event_id: uuid::Uuid::now_v7(),
+        customer_id: CustomerId::sources(),
+        occurred_at: chrono::Utc::now(),
+        source: "patron-ingest".into(),
+        body: EventBody::SourceProgress(SourceProgress {
+            partitions: vec![
+                hold("gone", 0, Some(3)),
+                hold("gone", 1, None),
+                hold("kept", 0, Some(5)),
+            ],
+        }),
+    };
+    let batch = AppendBatch::single(CustomerId::sources(), ExpectedVersion::Any, vec![event]);
+    runtime.block_on(store.append(&batch)).unwrap();
+    drop(store);
+
+    let listed = patron(&url, &["sources"]).success().stdout();
+    let lines: Vec<serde_json::Value> = listed
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            serde_json::json!({"topic": "gone", "partition": 0, "read_to": "2026-03-03T00:00:00Z"}),
+            serde_json::json!({"topic": "gone", "partition": 1, "read_to": null}),
+            serde_json::json!({"topic": "kept", "partition": 0, "read_to": "2026-03-05T00:00:00Z"}),
+        ]
+    );
+    patron(&url, &["sources", "release", "--topic", "gone"]).success();
+    let listed = patron(&url, &["sources"]).success().stdout();
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert!(listed.contains("\"kept\""), "{listed}");
+    let refused = patron(&url, &["sources", "release", "--topic", "gone"]);
+    assert!(!refused.output.status.success(), "nothing to release");
+    assert!(
+        refused.stderr().contains("is reported behind"),
+        "{}",
+        refused.stderr()
+    );
+    patron(
+        &url,
+        &["sources", "release", "--topic", "kept", "--partition", "0"],
+    )
+    .success();
+    assert_eq!(patron(&url, &["sources"]).success().stdout(), "");
 }

@@ -46,6 +46,7 @@ pub use rebuild::{RebuildOptions, RebuildProgress, RebuildReport, rebuild};
 pub use relay::{LifecyclePublisher, PublishError, RelayConfig, RelayError, relay_once, run_relay};
 pub use runner::{
     Clock, LiveProjection, ProjectorConfig, Step, SystemClock, restore_from_log, run,
+    sources_behind,
 };
 pub use scores::Scores;
 

@@ -15,12 +15,12 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use patron_domain::{Currency, CustomerId, Event, EventBody, Tick};
 use patron_lifecycle::Rules;
-use patron_store::{AppendBatch, EventStore, ExpectedVersion, Position};
+use patron_store::{AppendBatch, EventStore, ExpectedVersion, Position, StoreError};
 use uuid::Uuid;
 
-use crate::Projection;
 use crate::leader::Leadership;
 use crate::port::{Generation, Lease, ReadModelError, ReadModelStore};
+use crate::{Projection, SourceHold};
 
 /// Where the projector gets the current time (only to decide when to append a tick: the
 /// projection itself never reads a clock).
@@ -219,6 +219,8 @@ impl LiveProjection {
         metrics::counter!("patron_projection_refolds_total")
             .increment(refolds.saturating_sub(refolds_before));
         metrics::gauge!("patron_projection_checkpoint").set(changes.checkpoint.0 as f64);
+        metrics::gauge!("patron_projection_partitions_behind")
+            .set(self.projection.sources_behind().iter().count() as f64);
         if let Some(last) = page.last() {
             // How far behind event time and the log the read models are, as of this commit.
             let behind = (chrono::Utc::now() - last.event.occurred_at).num_milliseconds();
@@ -292,6 +294,27 @@ pub async fn restore_from_log(
         }
     }
     Ok(())
+}
+
+/// The source partitions the whole log reports behind (what holds a projector that has applied
+/// it all), from the `$sources` stream.
+pub async fn sources_behind(store: &dyn EventStore) -> Result<SourceHold, StoreError> {
+    const PAGE: usize = 256;
+    let stream = CustomerId::sources();
+    let mut hold = SourceHold::default();
+    let mut after = 0;
+    loop {
+        let page = store.read_stream(&stream, after, PAGE).await?;
+        for event in &page {
+            if let EventBody::SourceProgress(progress) = &event.event.body {
+                hold.apply(progress);
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE && last.version > after => after = last.version,
+            _ => return Ok(hold),
+        }
+    }
 }
 
 /// Runs the live projector until `shutdown` completes. Stands by while another instance holds the

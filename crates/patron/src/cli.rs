@@ -190,6 +190,10 @@ pub(crate) enum Command {
     /// quote and the transition, and histories that differ from folding the customer's events
     /// one by one in event-time order. Both counts must be 0 (exit status 1 otherwise).
     CheckHistories,
+    /// List the source partitions ingest reports as read behind their end — what holds the
+    /// projector's watermark back — as JSON lines; `patron sources release` lets go of
+    /// partitions that will not be read again (a topic no longer consumed).
+    Sources(SourcesCommand),
     /// Consume customer events from Kafka into the event store, effectively once.
     ///
     /// Records are decoded (protobuf, or CloudEvents JSON in structured or binary mode),
@@ -513,6 +517,7 @@ impl Command {
             Self::Import(_) => "import",
             Self::Events(_) => "events",
             Self::CheckHistories => "check-histories",
+            Self::Sources(_) => "sources",
             Self::Ingest(_) => "ingest",
             Self::Project(_) => "project",
             Self::Relay(_) => "relay",
@@ -664,6 +669,35 @@ pub(crate) struct EventsArgs {
     /// `customers_merged` events the store writes are left out, and personal data is in clear).
     #[arg(long, value_enum, default_value_t = EventsFormat::Json)]
     pub(crate) format: EventsFormat,
+}
+
+/// `patron sources`: list the partitions behind, or release some.
+#[derive(Debug, Args)]
+pub(crate) struct SourcesCommand {
+    #[command(subcommand)]
+    pub(crate) action: Option<SourcesAction>,
+}
+
+/// What `patron sources` does besides listing.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum SourcesAction {
+    /// Report partitions as no longer behind (a `source_progress` event in the `$sources`
+    /// stream), so that they stop holding the watermark: for a topic, or one partition of it,
+    /// that no ingest will read again. A partition still consumed is reported behind again by
+    /// its ingest when it next reads it behind its end.
+    Release(SourcesReleaseArgs),
+}
+
+/// Options of `patron sources release`.
+#[derive(Debug, Args)]
+pub(crate) struct SourcesReleaseArgs {
+    /// The topic whose partitions to release.
+    #[arg(long, env = "PATRON_SOURCES_TOPIC")]
+    pub(crate) topic: String,
+
+    /// Only this partition (otherwise every partition of the topic reported behind).
+    #[arg(long, env = "PATRON_SOURCES_PARTITION")]
+    pub(crate) partition: Option<i32>,
 }
 
 /// How `patron events` prints events.

@@ -48,6 +48,12 @@ fn main() -> ExitCode {
             Command::Import(args) => commands::import::run(&cli.database, args).await,
             Command::Events(args) => commands::events::run(&cli.database, args).await,
             Command::CheckHistories => commands::check::run(&cli.database).await,
+            Command::Sources(command) => match command.action {
+                None => commands::sources::list(&cli.database).await,
+                Some(cli::SourcesAction::Release(args)) => {
+                    commands::sources::release(&cli.database, &args).await
+                }
+            },
             Command::Ingest(args) => commands::ingest::run(&cli.database, args).await,
             Command::Project(args) => commands::project::run(&cli.database, args).await,
             Command::Relay(args) => commands::relay::run(&cli.database, args).await,

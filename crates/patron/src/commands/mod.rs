@@ -13,6 +13,7 @@ pub(crate) mod rebuild;
 pub(crate) mod relay;
 pub(crate) mod rules;
 pub(crate) mod serve;
+pub(crate) mod sources;
 
 use anyhow::Context as _;
 use patron_store_sql::{ConnectOptions, SqlEventStore, redact};
