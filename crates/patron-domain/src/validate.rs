@@ -184,7 +184,7 @@ pub fn validate_subject(
     };
     let event_type = match raw.event_type.as_deref().map(str::trim) {
         None | Some("") => return Err(ValidationError::missing("type")),
-        Some(name) => EventType::from_name(name),
+        Some(name) => EventType::from_name(&type_name(name)?),
     };
     if event_type == EventType::Tick {
         return Err(ValidationError::invalid(
@@ -459,6 +459,28 @@ fn kind_of(value: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
+}
+
+/// Longest event type name accepted (an unknown type is stored as sent).
+pub const MAX_TYPE_CHARS: usize = 128;
+
+/// An event type name: at most [`MAX_TYPE_CHARS`] characters, none of them a control character
+/// (NUL, which no database text column holds, among them). Unknown types are stored as sent, so
+/// this is all that stands between a producer's `type` and the store.
+fn type_name(name: &str) -> Result<String, ValidationError> {
+    if name.chars().any(char::is_control) {
+        return Err(ValidationError::invalid(
+            "type",
+            "must not contain control characters (NUL included)",
+        ));
+    }
+    if name.chars().count() > MAX_TYPE_CHARS {
+        return Err(ValidationError::invalid(
+            "type",
+            format!("must be at most {MAX_TYPE_CHARS} characters"),
+        ));
+    }
+    Ok(name.to_owned())
 }
 
 fn text(path: &str, value: &str, max_chars: usize) -> Result<String, ValidationError> {

@@ -303,6 +303,10 @@ def build():
     record("ce-nul-in-data.json", cloudevent(37, data=purchase_data(order_id="o-\u0000-1")),
            "invalid_field", "order_id holds U+0000, which PostgreSQL text cannot store",
            STRUCTURED)
+    record("ce-nul-in-type.json", cloudevent(61, type="shop.order\u0000created", data={"x": 1}),
+           "invalid_field",
+           "an unknown type holding U+0000 (unknown types are stored as sent; no text column "
+           "holds NUL)", STRUCTURED)
     record("ce-consent-purpose-spaces.json",
            cloudevent(38, type="patron.consent_changed.v1",
                       data={"purpose": "Marketing Email", "granted": True}),

@@ -515,6 +515,20 @@ fn a_model_event_round_trips_its_parameters_exactly() {
 }
 
 #[test]
+fn a_type_with_control_characters_or_too_long_is_refused_not_stored() {
+    for bad in ["shop.order\u{0}created", "shop.order\ncreated", "\u{7f}x"] {
+        let err = rejected(raw(bad, json!({})), ErrorClass::InvalidField, "type");
+        assert!(err.message.contains("control"), "{bad:?}: {err}");
+    }
+    let long = "t".repeat(MAX_TYPE_CHARS + 1);
+    let err = rejected(raw(&long, json!({})), ErrorClass::InvalidField, "type");
+    assert!(err.message.contains("at most"), "{err}");
+    // An unknown type of ordinary text is kept as sent.
+    let kept = check(raw(&"t".repeat(MAX_TYPE_CHARS), json!({"x": 1}))).expect("valid");
+    assert_eq!(kept.event_type().as_str(), "t".repeat(MAX_TYPE_CHARS));
+}
+
+#[test]
 fn producers_cannot_send_source_progress() {
     let data = json!({"partitions": [{"topic": "t", "partition": 0, "behind": true}]});
     let err = rejected(
