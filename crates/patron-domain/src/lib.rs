@@ -19,6 +19,6 @@ pub use event::{
 };
 pub use money::{Currency, MAX_ABS_MINOR_UNITS, Money, MoneyError};
 pub use validate::{
-    ErrorClass, MAX_PURPOSE_CHARS, RawEvent, RawTime, ValidationError, ValidationPolicy,
-    is_purpose_name, validate, validate_subject,
+    ErrorClass, MAX_PURPOSE_CHARS, MAX_TYPE_CHARS, RawEvent, RawTime, ValidationError,
+    ValidationPolicy, is_purpose_name, validate, validate_subject,
 };

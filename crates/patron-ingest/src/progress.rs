@@ -55,7 +55,8 @@ impl Tracked {
 #[derive(Debug, Clone, Default)]
 pub struct SourceTracker {
     topics: Vec<String>,
-    partitions: BTreeMap<(String, i32), Tracked>,
+    /// By topic, then partition (looked up by `&str` for every record: no allocation).
+    partitions: BTreeMap<String, BTreeMap<i32, Tracked>>,
 }
 
 /// The progress events one batch carries (see the module documentation).
@@ -87,32 +88,41 @@ impl SourceTracker {
     /// its first record or its end, so the watermark waits for partitions whose records have
     /// not arrived yet, not only for those read slowly.
     pub fn assigned(&mut self, partitions: &[(String, i32)]) {
-        for key in partitions {
-            self.partitions.entry(key.clone()).or_default().ended = false;
+        for (topic, partition) in partitions {
+            self.tracked(topic, *partition).ended = false;
         }
     }
 
     /// A record of `topic`/`partition` was read: records may be left after it until the
     /// partition's end is reported ([`SourceTracker::reached_end`]).
     pub fn read(&mut self, topic: &str, partition: i32) {
-        match self.partitions.get_mut(&(topic.to_owned(), partition)) {
+        match self
+            .partitions
+            .get_mut(topic)
+            .and_then(|partitions| partitions.get_mut(&partition))
+        {
             Some(tracked) => tracked.ended = false,
-            None => {
-                self.partitions
-                    .insert((topic.to_owned(), partition), Tracked::default());
-            }
+            None => *self.tracked(topic, partition) = Tracked::default(),
         }
+    }
+
+    /// The partition's entry, made if missing.
+    fn tracked(&mut self, topic: &str, partition: i32) -> &mut Tracked {
+        if !self.partitions.contains_key(topic) {
+            self.partitions.insert(topic.to_owned(), BTreeMap::new());
+        }
+        self.partitions
+            .get_mut(topic)
+            .map(|partitions| partitions.entry(partition).or_default())
+            .unwrap_or_else(|| unreachable!("inserted above"))
     }
 
     /// The end of partition `partition` was reached. The transport names the partition by
     /// number only, so it is taken to be that partition of every topic consumed (a topic whose
     /// partition still has records to read is reported behind again with its next record).
     pub fn reached_end(&mut self, partition: i32) {
-        for topic in &self.topics {
-            self.partitions
-                .entry((topic.clone(), partition))
-                .or_default()
-                .ended = true;
+        for topic in self.topics.clone() {
+            self.tracked(&topic, partition).ended = true;
         }
     }
 
@@ -121,6 +131,7 @@ impl SourceTracker {
     pub fn has_news(&self, now: DateTime<Utc>) -> bool {
         self.partitions
             .values()
+            .flat_map(BTreeMap::values)
             .any(|t| t.reported_behind != Some(t.behind(now)))
     }
 
@@ -135,10 +146,14 @@ impl SourceTracker {
     pub fn report(&mut self, prepared: &PreparedBatch, now: DateTime<Utc>) -> Reports {
         let mut hold = Vec::new();
         let mut update = Vec::new();
-        for key in prepared.read_to.keys() {
-            self.partitions.entry(key.clone()).or_default();
+        for (topic, partition) in prepared.read_to.keys() {
+            self.tracked(topic, *partition);
         }
-        for ((topic, partition), tracked) in &mut self.partitions {
+        let tracked = self
+            .partitions
+            .iter_mut()
+            .flat_map(|(topic, partitions)| partitions.iter_mut().map(move |(p, t)| (topic, p, t)));
+        for (topic, partition, tracked) in tracked {
             let before = tracked.read_to;
             let key = (topic.clone(), *partition);
             if let Some(at) = prepared.read_to.get(&key) {
@@ -191,7 +206,8 @@ impl SourceTracker {
             for reported in &progress.partitions {
                 if let Some(tracked) = self
                     .partitions
-                    .get_mut(&(reported.topic.clone(), reported.partition))
+                    .get_mut(&reported.topic)
+                    .and_then(|partitions| partitions.get_mut(&reported.partition))
                 {
                     tracked.reported_behind = Some(reported.behind);
                 }
