@@ -28,6 +28,7 @@ mod port;
 mod projection;
 mod purchases;
 mod rebuild;
+mod reconcile;
 mod relay;
 mod runner;
 mod scores;
@@ -35,14 +36,15 @@ mod scores;
 pub use consent::Consents;
 pub use kpi::{CustomerKpi, KpiKey, MonthActivity};
 pub use port::{
-    Generation, GenerationId, Lease, OutboxRecord, ReadModelError, ReadModelStore, Snapshot,
+    Generation, GenerationId, Lease, OutboxRecord, Publish, ReadModelError, ReadModelStore,
+    Snapshot,
 };
 pub use projection::{
     Changes, CustomerView, LogStreams, NeedsStream, OutboxEntry, Projection, SourceHold, Streams,
     net_records,
 };
 pub use purchases::Purchases;
-pub use rebuild::{RebuildOptions, RebuildProgress, RebuildReport, rebuild};
+pub use rebuild::{Corrections, RebuildOptions, RebuildProgress, RebuildReport, rebuild};
 pub use relay::{LifecyclePublisher, PublishError, RelayConfig, RelayError, relay_once, run_relay};
 pub use runner::{
     Clock, LiveProjection, ProjectorConfig, Step, SystemClock, restore_from_log, run,

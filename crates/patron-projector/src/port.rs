@@ -17,6 +17,23 @@ use crate::{Changes, CustomerView, OutboxEntry};
 /// A generation's number.
 pub type GenerationId = i64;
 
+/// What activating a generation adds to the outbox.
+#[derive(Debug, Clone, Copy)]
+pub enum Publish<'a> {
+    /// The transitions the generation fired while not active: those after the previously active
+    /// generation's checkpoint are added (already present dedupe keys are skipped).
+    Held(&'a [OutboxEntry]),
+    /// Corrections that make the published records the generation's stage histories, computed
+    /// from the outbox up to `outbox_head`: added as they are, provided the outbox still ends at
+    /// `outbox_head` ([`ReadModelError::OutboxMoved`] otherwise, and nothing is changed).
+    Corrections {
+        /// Retractions and the records that replace them, in order.
+        entries: &'a [OutboxEntry],
+        /// The last outbox id they were computed from.
+        outbox_head: i64,
+    },
+}
+
 /// One generation of the read models.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Generation {
@@ -69,6 +86,15 @@ pub enum ReadModelError {
         expected: Position,
         /// The checkpoint found.
         actual: Position,
+    },
+    /// Records were added to the outbox after the ones corrections were computed from (a live
+    /// projector published meanwhile): compute them again.
+    #[error("the outbox moved on from id {expected} to {actual} while corrections were computed")]
+    OutboxMoved {
+        /// The last id the corrections were computed from.
+        expected: i64,
+        /// The last id found.
+        actual: i64,
     },
     /// The active generation was built with other lifecycle rules than the ones configured.
     #[error(
@@ -160,15 +186,14 @@ pub trait ReadModelStore: Send + Sync + 'static {
     ) -> Result<(), ReadModelError>;
 
     /// Writes a last batch of changes to `generation` and makes it the active one, in one
-    /// transaction; `held` are the transitions it fired while not active: those after the
-    /// previously active generation's checkpoint are added to the outbox (already present dedupe
-    /// keys are skipped). Returns the previously active generation.
+    /// transaction, adding to the outbox what `publish` says. Returns the previously active
+    /// generation.
     async fn activate(
         &self,
         generation: GenerationId,
         expected: Position,
         changes: &Changes,
-        held: &[OutboxEntry],
+        publish: Publish<'_>,
     ) -> Result<Option<GenerationId>, ReadModelError>;
 
     /// Deletes an inactive generation's rows.

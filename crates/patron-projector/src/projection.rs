@@ -8,6 +8,7 @@ mod merge;
 mod refold;
 mod sources;
 
+pub(crate) use refold::dedupe_key;
 pub use refold::{LogStreams, NeedsStream, Streams, net_records};
 pub use sources::SourceHold;
 
@@ -302,6 +303,18 @@ impl Projection {
             self.model = Some(model);
             self.model_at = Some(event.event.occurred_at);
             self.remember_model(event.event.occurred_at, model);
+        }
+    }
+
+    /// Sets the revisions a customer's records are published under (a rebuild adopting the
+    /// published keys, see [`crate::reconcile`]); the view becomes dirty. Unknown customers are
+    /// left alone.
+    pub(crate) fn set_revisions(&mut self, customer_id: &CustomerId, revisions: Vec<(u64, u32)>) {
+        if self.customers.contains_key(customer_id) {
+            self.touch(customer_id);
+            if let Some(view) = self.customers.get_mut(customer_id) {
+                view.revisions = revisions;
+            }
         }
     }
 

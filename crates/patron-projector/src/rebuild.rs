@@ -5,9 +5,10 @@ use std::time::{Duration, Instant};
 
 use patron_store::{EventStore, Position, RecordedEvent};
 
-use crate::port::{GenerationId, ReadModelError, ReadModelStore};
+use crate::port::{GenerationId, Publish, ReadModelError, ReadModelStore};
+use crate::reconcile::{self, Histories, Published};
 use crate::runner::ProjectorConfig;
-use crate::{OutboxEntry, Projection};
+use crate::{Changes, OutboxEntry, Projection};
 
 /// How a rebuild reads and writes.
 #[derive(Debug, Clone, Copy)]
@@ -19,6 +20,12 @@ pub struct RebuildOptions {
     /// when the head of the log (as of the start) is less than a quarter of this away: the last
     /// write comes soon anyway, and every customer it touches would be written twice.
     pub flush_every: usize,
+    /// Whether the swap publishes corrections: retractions of the published lifecycle records
+    /// that the new histories no longer hold, and the new records that replace them (see
+    /// [`RebuildReport::corrections`]). Without, it publishes only the transitions the active
+    /// generation had not reached, and the report says how many customers' published records
+    /// are left different from their new histories.
+    pub corrections: bool,
 }
 
 impl Default for RebuildOptions {
@@ -28,6 +35,7 @@ impl Default for RebuildOptions {
             // most once per page.
             page: 50_000,
             flush_every: 1_000_000,
+            corrections: true,
         }
     }
 }
@@ -64,16 +72,35 @@ pub struct RebuildReport {
     pub folding: Duration,
     /// Of which writing the new generation and swapping it in.
     pub writing: Duration,
+    /// How the published lifecycle records compare with the new histories at the swap.
+    pub corrections: Corrections,
+}
+
+/// How a rebuild's swap left the published lifecycle records (see
+/// [`RebuildOptions::corrections`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Corrections {
+    /// Whether corrections were published (otherwise they were only counted).
+    pub published: bool,
+    /// Customers whose published records differed from their new history.
+    pub customers: usize,
+    /// Retractions (published, or that would have been).
+    pub retractions: usize,
+    /// New records (published, or that would have been): the changed part of the new histories,
+    /// and the transitions the active generation had not reached.
+    pub records: usize,
 }
 
 /// Folds the whole log into a new generation, writing it every `flush_every` events, then makes
 /// it active in one transaction and deletes the generation it replaced.
 ///
 /// Queries keep reading the old generation until the swap. A live projector may run meanwhile:
-/// on its next commit it finds its generation superseded, reloads the new one and goes on from
-/// its checkpoint. Transitions the live projector already published are not published again
-/// (only the new generation's transitions after the old one's checkpoint are added to the
-/// outbox, and known dedupe keys are skipped).
+/// the rebuild reads on until it has folded at least as far as the live one, and on its next
+/// commit the live projector finds its generation superseded, reloads the new one and goes on
+/// from its checkpoint. At the swap, the published lifecycle records are made the new histories
+/// (see [`RebuildOptions::corrections`]): records that still hold are not published again, those
+/// that no longer hold are retracted, and the new records follow. If the live projector publishes
+/// while the corrections are computed, they are computed again.
 pub async fn rebuild(
     store: Arc<dyn EventStore>,
     models: Arc<dyn ReadModelStore>,
@@ -91,6 +118,7 @@ pub async fn rebuild(
     let mut since_flush = 0usize;
     let mut events = 0u64;
     let mut held: Vec<OutboxEntry> = Vec::new();
+    let mut histories = Histories::default();
     let (mut reading, mut folding, mut writing) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     // Read the next page and write the last page's transitions while folding this one.
     let mut next = read(store.clone(), Position::ZERO, page_size);
@@ -102,6 +130,15 @@ pub async fn rebuild(
             .map_err(|join| ReadModelError::Corrupt(join.to_string()))??;
         reading += waited.elapsed();
         let Some(last) = page.last().map(|event| event.position) else {
+            // Caught up with the log as it was; the live projector may have gone further.
+            let live = models
+                .active_generation()
+                .await?
+                .map_or(Position::ZERO, |active| active.checkpoint);
+            if live > projection.checkpoint() {
+                next = read(store.clone(), projection.checkpoint(), page_size);
+                continue;
+            }
             break;
         };
         next = read(store.clone(), last, page_size);
@@ -115,9 +152,12 @@ pub async fn rebuild(
         )
         .await?;
         let fired = projection.take_transitions();
+        histories.add(&fired);
         folding += fold.elapsed();
         let write = Instant::now();
-        hold(&mut held, &fired, models.as_ref()).await?;
+        if !options.corrections {
+            hold(&mut held, &fired, models.as_ref()).await?;
+        }
         finish(history.take()).await?;
         history = Some(write_history(models.clone(), generation.id, fired));
         writing += write.elapsed();
@@ -146,10 +186,31 @@ pub async fn rebuild(
     let customers = projection.customers().len();
     let checkpoint = projection.checkpoint();
     // Transitions are all written (taken after every page); the views and KPIs remain.
-    let changes = projection.into_changes();
-    let replaced = models
-        .activate(generation.id, written, &changes, &held)
-        .await?;
+    let mut published = Published::default();
+    let (replaced, corrections) = if options.corrections {
+        swap_with_corrections(
+            models.as_ref(),
+            generation.id,
+            written,
+            &mut projection,
+            &histories,
+            &mut published,
+        )
+        .await?
+    } else {
+        published.read_more(models.as_ref()).await?;
+        let plan = reconcile::plan(
+            &published,
+            &histories,
+            |customer| projection.customer(customer),
+            checkpoint,
+        );
+        let changes = projection.into_changes();
+        let replaced = models
+            .activate(generation.id, written, &changes, Publish::Held(&held))
+            .await?;
+        (replaced, summary(&plan, false))
+    };
     tracing::debug!(elapsed = ?write.elapsed(), "activated");
     if let Some(old) = replaced {
         models.drop_generation(old).await?;
@@ -166,7 +227,92 @@ pub async fn rebuild(
         reading,
         folding,
         writing,
+        corrections,
     })
+}
+
+/// Swaps the new generation in with the corrections that make the published records its
+/// histories; computes them again (from the records added meanwhile) while a live projector
+/// publishes under the old generation.
+async fn swap_with_corrections(
+    models: &dyn ReadModelStore,
+    generation: GenerationId,
+    written: Position,
+    projection: &mut Projection,
+    histories: &Histories,
+    published: &mut Published,
+) -> Result<(Option<GenerationId>, Corrections), ReadModelError> {
+    let position = projection.checkpoint();
+    let mut changes = projection.take_changes();
+    // The views' revisions before any plan changed them (a plan made again starts from them).
+    let mut pristine: std::collections::BTreeMap<patron_domain::CustomerId, Vec<(u64, u32)>> =
+        std::collections::BTreeMap::new();
+    loop {
+        published.read_more(models).await?;
+        for (customer, revisions) in &pristine {
+            projection.set_revisions(customer, revisions.clone());
+        }
+        let plan = reconcile::plan(
+            published,
+            histories,
+            |customer| projection.customer(customer),
+            position,
+        );
+        for (customer, revisions) in &plan.revisions {
+            if let Some(view) = projection.customer(customer) {
+                pristine
+                    .entry(customer.clone())
+                    .or_insert_with(|| view.revisions.clone());
+            }
+            projection.set_revisions(customer, revisions.clone());
+        }
+        merge(&mut changes, projection.take_changes());
+        let publish = Publish::Corrections {
+            entries: &plan.entries,
+            outbox_head: published.head(),
+        };
+        match models
+            .activate(generation, written, &changes, publish)
+            .await
+        {
+            Ok(replaced) => return Ok((replaced, summary(&plan, true))),
+            Err(ReadModelError::OutboxMoved { expected, actual }) => {
+                tracing::debug!(expected, actual, "the outbox moved on; correcting again");
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Adds later changes of the same projection to `changes`: their views replace the earlier
+/// ones (both are sorted by customer id), their counters add up.
+fn merge(changes: &mut Changes, later: Changes) {
+    for (customer, view) in later.customers {
+        match changes
+            .customers
+            .binary_search_by(|(id, _)| id.cmp(&customer))
+        {
+            Ok(index) => changes.customers[index].1 = view,
+            Err(index) => changes.customers.insert(index, (customer, view)),
+        }
+    }
+    for (key, delta) in later.kpis {
+        crate::kpi::add(&mut changes.kpis, key, delta);
+    }
+    changes.outbox.extend(later.outbox);
+    changes.checkpoint = later.checkpoint;
+    changes.watermark = later.watermark;
+    changes.latest_evidence = later.latest_evidence;
+    changes.scored_at = later.scored_at;
+}
+
+fn summary(plan: &reconcile::Plan, published: bool) -> Corrections {
+    Corrections {
+        published,
+        customers: plan.customers,
+        retractions: plan.retractions,
+        records: plan.entries.len() - plan.retractions,
+    }
 }
 
 /// Keeps the transitions the active generation has not reached yet (the others it has

@@ -19,7 +19,7 @@ use patron_store::{AppendBatch, EventStore, ExpectedVersion, Position, StoreErro
 use uuid::Uuid;
 
 use crate::leader::Leadership;
-use crate::port::{Generation, Lease, ReadModelError, ReadModelStore};
+use crate::port::{Generation, Lease, Publish, ReadModelError, ReadModelStore};
 use crate::{Projection, SourceHold};
 
 /// Where the projector gets the current time (only to decide when to append a tick: the
@@ -127,7 +127,7 @@ impl LiveProjection {
                 let created = models.create_generation(&config.rules_text).await?;
                 let empty = Projection::new().take_changes();
                 models
-                    .activate(created.id, Position::ZERO, &empty, &[])
+                    .activate(created.id, Position::ZERO, &empty, Publish::Held(&[]))
                     .await?;
                 created
             }

@@ -403,6 +403,7 @@ async fn a_fit_moves_customers_through_the_log_and_a_rebuild_reproduces_it(sql: 
         RebuildOptions {
             page: 97,
             flush_every: 500,
+            ..RebuildOptions::default()
         },
         &mut |_| {},
     )

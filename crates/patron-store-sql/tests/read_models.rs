@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -354,6 +354,7 @@ async fn rebuild_equals_live(db: Db) {
     let options = RebuildOptions {
         page: 333,
         flush_every: 1_000,
+        corrections: true,
     };
     let report = rebuild(store.clone(), db.models(), &config(), options, &mut |_| {
         progress += 1
@@ -452,9 +453,43 @@ async fn changed_rules_are_refused(db: Db) {
         .expect("the same rules, written without the newer keys");
 }
 
-/// A rebuild with other rules, then new events: every transition the new rules make after the
-/// swap reaches the outbox. (The same index under other rules is another transition: its dedupe
-/// key must not be taken for a repeat of the old generation's.)
+/// The published lifecycle, net of retractions, per customer: `customer:seq:from:to:rule`.
+async fn net_published(db: &Db) -> BTreeSet<String> {
+    let entries = db.outbox().await.into_iter().map(|r| r.entry);
+    patron_projector::net_records(entries)
+        .iter()
+        .map(|e| {
+            let t = &e.transition;
+            let from = t.from.map_or("-", |s| s.as_str());
+            format!(
+                "{}:{}:{from}:{}:{}",
+                e.customer_id,
+                e.seq,
+                t.to.as_str(),
+                t.rule
+            )
+        })
+        .collect()
+}
+
+/// The active read models' stage histories, in the form of [`net_published`].
+async fn active_histories(db: &Db) -> BTreeSet<String> {
+    let query = "SELECT customer_id || ':' || seq || ':' || coalesce(from_stage, '-') || ':' || \
+                 to_stage || ':' || rule FROM stage_history \
+                 WHERE generation = (SELECT generation FROM projection_active)";
+    let rows: Vec<String> = match &db.sql {
+        SqlEventStore::Postgres(s) => sqlx::query_scalar(query).fetch_all(s.pool()).await,
+        SqlEventStore::Sqlite(s) => sqlx::query_scalar(query).fetch_all(s.pool()).await,
+    }
+    .unwrap();
+    rows.into_iter().collect()
+}
+
+/// A rebuild with other rules publishes the difference: afterwards, and after new events, the
+/// published lifecycle net of retractions is every customer's stage history in the new read
+/// models. (The same index under other rules is another transition: its dedupe key must not be
+/// taken for a repeat of the old generation's.) With `corrections: false`, nothing is retracted
+/// and the report says how many customers that leaves different.
 async fn rules_change_then_new_events_publish_every_transition(db: Db) {
     let events = demo_year(40);
     let (first, second) = events.split_at(events.len() * 2 / 3);
@@ -476,7 +511,25 @@ async fn rules_change_then_new_events_publish_every_transition(db: Db) {
         rules,
         "at_risk_gap_multiple_percent = 350\nchurn_gap_multiple_percent = 700",
     );
-    rebuild(
+    assert_eq!(net_published(&db).await, active_histories(&db).await);
+    // Without corrections first: counted, not published.
+    let before = db.outbox().await.len();
+    let quiet = RebuildOptions {
+        corrections: false,
+        ..RebuildOptions::default()
+    };
+    let report = rebuild(store.clone(), db.models(), &strict, quiet, &mut |_| {})
+        .await
+        .unwrap();
+    let c = report.corrections;
+    assert!(
+        !c.published && c.customers > 0 && c.retractions > 0,
+        "{c:?}"
+    );
+    assert_eq!(db.outbox().await.len(), before, "nothing published");
+    assert_ne!(net_published(&db).await, active_histories(&db).await);
+    // With corrections (the default): the published lifecycle becomes the new histories.
+    let report = rebuild(
         store.clone(),
         db.models(),
         &strict,
@@ -485,6 +538,49 @@ async fn rules_change_then_new_events_publish_every_transition(db: Db) {
     )
     .await
     .unwrap();
+    let d = report.corrections;
+    assert!(d.published, "{d:?}");
+    assert_eq!(
+        (d.customers, d.retractions, d.records),
+        (c.customers, c.retractions, c.records),
+        "what was counted is what is published"
+    );
+    assert_eq!(db.outbox().await.len(), before + d.retractions + d.records);
+    assert_eq!(net_published(&db).await, active_histories(&db).await);
+    // A rebuild with the same rules has nothing to correct.
+    let again = rebuild(
+        store.clone(),
+        db.models(),
+        &strict,
+        RebuildOptions::default(),
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.corrections.customers, 0, "{:?}", again.corrections);
+    // A purchase arriving late, the day before an inactivity transition the swap republished:
+    // the live projector retracts that record by the key consumers hold (the new read models
+    // adopted the published keys).
+    let outbox = db.outbox().await;
+    let republished = outbox[before..]
+        .iter()
+        .map(|r| &r.entry)
+        .find(|e| e.retracts.is_none() && e.transition.rule.starts_with("inactivity"))
+        .expect("the swap republished an inactivity transition");
+    let mut late = events
+        .iter()
+        .find(|e| {
+            e.customer_id == republished.customer_id
+                && matches!(e.body, patron_domain::EventBody::Purchase(_))
+        })
+        .expect("the customer bought")
+        .clone();
+    late.event_id = uuid::Uuid::now_v7();
+    late.occurred_at = republished.transition.at - TimeDelta::days(1);
+    if let patron_domain::EventBody::Purchase(purchase) = &mut late.body {
+        purchase.order_id = format!("{}-late", purchase.order_id);
+    }
+    append(store.as_ref(), &[late]).await;
     append(store.as_ref(), second).await;
     let mut live = LiveProjection::open(store.clone(), db.models(), strict)
         .await
@@ -522,6 +618,19 @@ async fn rules_change_then_new_events_publish_every_transition(db: Db) {
     assert!(
         missing.is_empty(),
         "transitions made after the swap but never published: {missing:?}"
+    );
+    assert_eq!(
+        net_published(&db).await,
+        active_histories(&db).await,
+        "after new events, the published lifecycle is still the read models' histories"
+    );
+    let key = &republished.dedupe_key;
+    assert!(
+        db.outbox()
+            .await
+            .iter()
+            .any(|r| r.entry.retracts.as_deref() == Some(key.as_str())),
+        "the late purchase retracted the republished {key}"
     );
 }
 
@@ -786,10 +895,10 @@ impl ReadModelStore for Watched {
         generation: GenerationId,
         expected: patron_store::Position,
         changes: &Changes,
-        held: &[OutboxEntry],
+        publish: patron_projector::Publish<'_>,
     ) -> Result<Option<GenerationId>, ReadModelError> {
         self.inner
-            .activate(generation, expected, changes, held)
+            .activate(generation, expected, changes, publish)
             .await
     }
     async fn write_history(

@@ -553,6 +553,12 @@ pub(crate) struct RebuildArgs {
     #[arg(long, env = "PATRON_REBUILD_PAGE_SIZE", default_value_t = 50_000,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub(crate) page_size: u32,
+
+    /// Publish no corrections at the swap: lifecycle records published before that the new
+    /// read models no longer hold stay as they were (not retracted), and how many customers that
+    /// leaves different is printed. By default they are retracted and the new records published.
+    #[arg(long, env = "PATRON_REBUILD_NO_CORRECTIONS")]
+    pub(crate) no_corrections: bool,
 }
 
 /// Where Kafka is.

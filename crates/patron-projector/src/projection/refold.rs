@@ -115,7 +115,7 @@ pub(super) fn order_key(event: &Event) -> (DateTime<Utc>, uuid::Uuid) {
 /// key it already holds); with the same rules, the same transitions get the same keys, so a
 /// rebuild publishes nothing twice. The revision keeps a transition retracted and later
 /// published again, identical, from being dropped as a repeat.
-pub(super) fn dedupe_key(
+pub(crate) fn dedupe_key(
     customer_id: &CustomerId,
     seq: usize,
     revisions: &[(u64, u32)],

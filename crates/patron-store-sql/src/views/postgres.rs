@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use patron_projector::{
-    Changes, Generation, GenerationId, Lease, OutboxEntry, OutboxRecord, ReadModelError,
+    Changes, Generation, GenerationId, Lease, OutboxEntry, OutboxRecord, Publish, ReadModelError,
     ReadModelStore, Snapshot,
 };
 use patron_store::Position;
@@ -611,7 +611,7 @@ impl ReadModelStore for PgReadModels {
         generation: GenerationId,
         expected: Position,
         changes: &Changes,
-        held: &[OutboxEntry],
+        publish: Publish<'_>,
     ) -> Result<Option<GenerationId>, ReadModelError> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         let (active, status) = lock(&mut tx, generation, expected).await?;
@@ -630,11 +630,27 @@ impl ReadModelStore for PgReadModels {
                 .await
                 .map_err(db)?;
                 let old_checkpoint = position(old_checkpoint)?;
-                let fresh: Vec<&OutboxEntry> = held
-                    .iter()
-                    .filter(|e| e.position > old_checkpoint)
-                    .collect();
-                append_outbox(&mut tx, head, fresh.iter().copied()).await?;
+                match publish {
+                    Publish::Held(held) => {
+                        let fresh: Vec<&OutboxEntry> = held
+                            .iter()
+                            .filter(|e| e.position > old_checkpoint)
+                            .collect();
+                        append_outbox(&mut tx, head, fresh.iter().copied()).await?;
+                    }
+                    Publish::Corrections {
+                        entries,
+                        outbox_head,
+                    } => {
+                        if head != outbox_head {
+                            return Err(ReadModelError::OutboxMoved {
+                                expected: outbox_head,
+                                actual: head,
+                            });
+                        }
+                        append_outbox(&mut tx, head, entries.iter()).await?;
+                    }
+                }
                 sqlx::query("UPDATE projection_generations SET status = $2 WHERE generation = $1")
                     .bind(old)
                     .bind(RETIRED)
@@ -656,7 +672,10 @@ impl ReadModelStore for PgReadModels {
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
-                append_outbox(&mut tx, 0, held.iter()).await?;
+                let entries = match publish {
+                    Publish::Held(entries) | Publish::Corrections { entries, .. } => entries,
+                };
+                append_outbox(&mut tx, 0, entries.iter()).await?;
                 None
             }
         };

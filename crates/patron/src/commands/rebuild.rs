@@ -12,16 +12,9 @@ pub(crate) async fn run(database: &DatabaseArgs, args: RebuildArgs) -> anyhow::R
     let config = rules::projector_config(&args.rules)?;
     let store = open_store(database).await?;
     let models = store.read_models();
-    // Whether the rules change: then the records already published under the old rules stay
-    // on the lifecycle topic as they are (they are not retracted); say so.
-    let changed = patron_projector::ReadModelStore::active_generation(models.as_ref())
-        .await?
-        .is_some_and(|active| {
-            patron_lifecycle::Rules::from_toml_str(&active.rules)
-                .map_or(true, |stored| stored != config.rules)
-        });
     let options = RebuildOptions {
         page: usize::try_from(args.page_size).unwrap_or(50_000),
+        corrections: !args.no_corrections,
         ..RebuildOptions::default()
     };
     let bar = std::io::stderr().is_terminal().then(|| {
@@ -67,12 +60,23 @@ pub(crate) async fn run(database: &DatabaseArgs, args: RebuildArgs) -> anyhow::R
         writing_seconds = format!("{:.2}", report.writing.as_secs_f64()),
         "rebuild complete: the new read models are live"
     );
-    if changed {
-        tracing::warn!(
-            "the lifecycle rules changed: records published under the old rules stay on the \
-             lifecycle topic as they were (not retracted); the new rules' transitions are \
-             published from the swap on (`patron rules diff` shows the difference beforehand)"
-        );
+    let c = report.corrections;
+    let line = if c.published {
+        format!(
+            "lifecycle records: {} customers corrected ({} retractions, {} records published)",
+            c.customers, c.retractions, c.records
+        )
+    } else {
+        format!(
+            "lifecycle records: no correction published (--no-corrections); {} customers' \
+             published records differ from the new read models ({} retractions and {} records \
+             would correct them)",
+            c.customers, c.retractions, c.records
+        )
+    };
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!("{line}");
     }
     Ok(ExitCode::SUCCESS)
 }
