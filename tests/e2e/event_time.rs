@@ -5,7 +5,7 @@
 //! the same stage history for every customer. `patron check-histories` finds no inactivity
 //! transition contradicted by a purchase, and no history that differs from the event-time fold,
 //! in either store. `patron rules diff` predicts exactly what a rebuild with other rules then
-//! changes.
+//! changes, and the rebuild corrects the published records of exactly those customers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -288,7 +288,9 @@ fn rules_diff_predicts_the_rebuild(url: &str, dir: &std::path::Path) {
         before,
         "the preview changes nothing"
     );
-    patron(url, &["rebuild", "--rules", &looser]).success();
+    let rebuild = patron(url, &["rebuild", "--rules", &looser])
+        .success()
+        .stderr();
     let after = stages_and_histories(url);
     let stage_changes = before
         .iter()
@@ -308,6 +310,12 @@ fn rules_diff_predicts_the_rebuild(url: &str, dir: &std::path::Path) {
         count_after(&preview, "customers whose history changes"),
         history_changes,
         "{preview}"
+    );
+    // The rebuild published the difference: one correction per customer whose history changed.
+    assert_eq!(
+        count_after(&rebuild, "lifecycle records"),
+        history_changes,
+        "{rebuild}"
     );
 }
 
