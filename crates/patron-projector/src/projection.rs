@@ -390,6 +390,25 @@ impl Projection {
             } else {
                 None
             };
+            // A valid model event dated before what some customers have folded re-folds them:
+            // their folds under the models known so far (what was published), taken first.
+            let mut model_late = match &event.event.body {
+                EventBody::ModelFitted(fitted)
+                    if *customer_id == CustomerId::clv()
+                        && FittedModel::from_event(fitted).is_some() =>
+                {
+                    let customers = self.model_late_for(event.event.occurred_at);
+                    Some(self.folds_before(
+                        &customers,
+                        event.position,
+                        streams,
+                        applied,
+                        rules,
+                        currency,
+                    )?)
+                }
+                _ => None,
+            };
             applied += 1;
             self.checkpoint = event.position;
             self.recorded_at = Some(event.recorded_at);
@@ -431,6 +450,9 @@ impl Projection {
                 && *customer_id == CustomerId::clv()
             {
                 self.apply_model(fitted, event.event.occurred_at, rules);
+                if let Some(folds) = model_late.take() {
+                    self.refold_under_new_model(folds, rules, currency);
+                }
             } else if let EventBody::SourceProgress(progress) = &event.event.body
                 && *customer_id == CustomerId::sources()
             {

@@ -228,3 +228,43 @@ async fn with_a_model_replay_equals_live_whatever_the_paging_and_restarts() {
     assert_eq!(outbox, full_outbox, "live outbox");
     assert_eq!(projection.checkpoint(), live.head().await.unwrap());
 }
+
+/// A model event that arrives after events dated past it (the fit's evaluation time lies before
+/// them) re-folds the customers it is late for: their histories, and the published records net
+/// of retractions, are what the log in event-time order gives, the model in force from its time.
+#[tokio::test]
+async fn a_model_arriving_after_later_events_refolds_those_customers() {
+    let in_order = log(true);
+    let (oracle, oracle_outbox) = project(&in_order, 10_000).await;
+    assert!(
+        oracle_outbox.iter().all(|e| e.retracts.is_none()),
+        "in event-time order nothing is corrected"
+    );
+    let mut model_last = log(false);
+    model_last.push(model_event(day(3, 2)));
+    for page in [1, 9, 10_000] {
+        let (late, outbox) = project(&model_last, page).await;
+        assert!(
+            outbox.iter().any(|e| e.retracts.is_some()),
+            "pages of {page}: the inactivity transitions published before the model are retracted"
+        );
+        for (id, view) in oracle.customers() {
+            let got = late.customer(id).unwrap();
+            assert_eq!(
+                (got.lifecycle.stage, got.lifecycle.since),
+                (view.lifecycle.stage, view.lifecycle.since),
+                "pages of {page}: {id}'s stage"
+            );
+            let net: Vec<Transition> = patron_projector::net_records(outbox.iter().cloned())
+                .into_iter()
+                .filter(|e| e.customer_id == *id)
+                .map(|e| e.transition)
+                .collect();
+            assert_eq!(
+                net,
+                support::history(&oracle_outbox, id.as_str()),
+                "pages of {page}: {id}'s published history, net of retractions"
+            );
+        }
+    }
+}

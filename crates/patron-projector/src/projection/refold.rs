@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use patron_domain::{Currency, CustomerId, Event, EventBody};
 use patron_lifecycle::{Rules, Transition};
-use patron_store::RecordedEvent;
+use patron_store::{Position, RecordedEvent};
 
 use super::{CustomerView, OutboxEntry, Projection, fold, p_alive_schedule};
 use crate::kpi::{self, KpiKey};
@@ -89,7 +89,7 @@ pub fn net_records(entries: impl IntoIterator<Item = OutboxEntry>) -> Vec<Outbox
 }
 
 /// One fold of a customer's events in event-time order.
-struct Refolded {
+pub(super) struct Refolded {
     view: CustomerView,
     history: Vec<Transition>,
     /// The event-driven KPI counters of the events (stage flows are counted as transitions
@@ -195,6 +195,16 @@ impl Projection {
             .filter(|e| !self.in_merged_group(&e.event.customer_id))
             .map(|e| e.event.customer_id.clone())
             .collect();
+        // A model event dated before what customers have folded re-folds them (as of the state
+        // before the page; customers it makes late within the page are read one by one).
+        for event in page.iter().filter(|e| e.position > self.checkpoint) {
+            if let EventBody::ModelFitted(fitted) = &event.event.body
+                && event.event.customer_id == CustomerId::clv()
+                && crate::p_alive::FittedModel::from_event(fitted).is_some()
+            {
+                out.extend(self.model_late_for(event.event.occurred_at));
+            }
+        }
         out.sort_unstable();
         out.dedup();
         out
@@ -245,6 +255,76 @@ impl Projection {
         let at = known.partition_point(|e| order_key(e) < order_key(&event.event));
         known.insert(at, &event.event);
         let new = self.fold_sorted(&known, rules, currency);
+        self.correct(&customer_id, old, new, rules);
+    }
+
+    /// The customers a model event dated `at` arrives late for: outside merged groups, with an
+    /// event folded after `at` or a transition after it (fired under the model before it). Their
+    /// histories from `at` on may differ under the new model: they are re-folded.
+    pub(super) fn model_late_for(&self, at: DateTime<Utc>) -> Vec<CustomerId> {
+        self.customers
+            .iter()
+            .filter(|(_, view)| view.own.is_none() && view.merged_into.is_none())
+            .filter(|(_, view)| {
+                view.folded.is_some_and(|(t, _)| t > at)
+                    || view.lifecycle.since.is_some_and(|since| since > at)
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Folds each of `customers` from its stream (events before `position`) under the models
+    /// known so far: what was published for it. Stops with [`NeedsStream`] for a stream
+    /// `streams` does not have.
+    pub(super) fn folds_before(
+        &self,
+        customers: &[CustomerId],
+        position: Position,
+        streams: &dyn Streams,
+        applied: usize,
+        rules: &Rules,
+        currency: Currency,
+    ) -> Result<Vec<(CustomerId, Vec<Event>, Refolded)>, NeedsStream> {
+        customers
+            .iter()
+            .map(|customer_id| {
+                let stream = streams.stream(customer_id).ok_or_else(|| NeedsStream {
+                    customer_id: customer_id.clone(),
+                    applied,
+                })?;
+                let mut known: Vec<Event> = stream
+                    .into_iter()
+                    .filter(|e| e.position < position && projected(&e.event))
+                    .map(|e| e.event)
+                    .collect();
+                known.sort_by_key(order_key);
+                let refs: Vec<&Event> = known.iter().collect();
+                let old = self.fold_sorted(&refs, rules, currency);
+                Ok((customer_id.clone(), known, old))
+            })
+            .collect()
+    }
+
+    /// Re-folds customers folded before (`folds_before`) under the models known now (a model
+    /// event arrived late for them) and records the corrections.
+    pub(super) fn refold_under_new_model(
+        &mut self,
+        folds: Vec<(CustomerId, Vec<Event>, Refolded)>,
+        rules: &Rules,
+        currency: Currency,
+    ) {
+        for (customer_id, known, old) in folds {
+            let refs: Vec<&Event> = known.iter().collect();
+            let new = self.fold_sorted(&refs, rules, currency);
+            self.correct(&customer_id, old, new, rules);
+        }
+    }
+
+    /// Makes a customer's view the `new` fold and publishes the difference between the `old`
+    /// fold's history (what was published) and the new one: retractions, newest first, then
+    /// the new transitions under a new revision.
+    fn correct(&mut self, customer_id: &CustomerId, old: Refolded, new: Refolded, rules: &Rules) {
+        let customer_id = customer_id.clone();
         self.refolds += 1;
 
         let Some(current) = self.customers.get(&customer_id) else {
