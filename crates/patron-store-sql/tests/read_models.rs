@@ -1141,6 +1141,71 @@ async fn one_projector_is_active_and_a_standby_takes_over(db: Db) {
     );
 }
 
+/// KPI sums saturate at the bounds of a 64-bit integer, the same on both backends (PostgreSQL
+/// would refuse the row and stop the projector for good; SQLite would turn the sum into a float
+/// that no read can take back).
+async fn kpi_sums_saturate_at_the_bounds(db: Db) {
+    let live = LiveProjection::open(db.store(), db.models(), config())
+        .await
+        .unwrap();
+    let generation = live.generation().id;
+    let models = db.models();
+    let key = |dim: &str| patron_projector::KpiKey {
+        metric: patron_projector::kpi::STAGE_FLOW,
+        period: "2026-01-01".into(),
+        dim1: dim.into(),
+        dim2: String::new(),
+    };
+    let deltas: [(&str, i64); 6] = [
+        ("high", i64::MAX - 5),
+        ("high", 10),
+        ("high", -10),
+        ("low", i64::MIN + 5),
+        ("low", -10),
+        ("low", 3),
+    ];
+    for (dim, delta) in deltas {
+        let changes = Changes {
+            kpis: [(key(dim), delta)].into_iter().collect(),
+            ..Changes::default()
+        };
+        models
+            .commit(generation, patron_store::Position::ZERO, &changes)
+            .await
+            .unwrap_or_else(|e| panic!("adding {delta} to {dim}: {e}"));
+    }
+    let sql = &db.sql;
+    let value = |dim: &'static str| {
+        let query =
+            format!("SELECT value FROM kpis WHERE generation = {generation} AND dim1 = '{dim}'");
+        async move {
+            match sql {
+                SqlEventStore::Postgres(s) => {
+                    sqlx::query_scalar::<_, i64>(&query)
+                        .fetch_one(s.pool())
+                        .await
+                }
+                SqlEventStore::Sqlite(s) => {
+                    sqlx::query_scalar::<_, i64>(&query)
+                        .fetch_one(s.pool())
+                        .await
+                }
+            }
+            .unwrap()
+        }
+    };
+    assert_eq!(
+        value("high").await,
+        i64::MAX - 10,
+        "saturated at the top, then 10 less"
+    );
+    assert_eq!(
+        value("low").await,
+        i64::MIN + 3,
+        "saturated at the bottom, then 3 more"
+    );
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod postgres {
@@ -1163,4 +1228,5 @@ on_both_backends!(
     ticks_drive_time_and_replay,
     relay_publishes_in_order_at_least_once,
     two_relays_publish_each_record_once,
+    kpi_sums_saturate_at_the_bounds,
 );

@@ -323,7 +323,8 @@ async fn write_kpis_and_checkpoint(
             "INSERT INTO kpis AS k (generation, metric, period, dim1, dim2, value) \
              SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::int8[]) \
              ON CONFLICT (generation, metric, period, dim1, dim2) \
-             DO UPDATE SET value = k.value + excluded.value",
+             DO UPDATE SET value = LEAST(GREATEST(k.value::numeric + excluded.value, \
+                 -9223372036854775808), 9223372036854775807)::int8",
         )
         .bind(generation)
         .bind(kpis.keys().map(|k| k.metric).collect::<Vec<_>>())

@@ -180,7 +180,12 @@ async fn write(
         "INSERT INTO kpis (generation, metric, period, dim1, dim2, value) \
          SELECT ?2, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 \
          FROM json_each(?1) WHERE true \
-         ON CONFLICT (generation, metric, period, dim1, dim2) DO UPDATE SET value = value + excluded.value",
+         ON CONFLICT (generation, metric, period, dim1, dim2) DO UPDATE SET value = \
+             CASE WHEN excluded.value > 0 AND value > 9223372036854775807 - excluded.value \
+                      THEN 9223372036854775807 \
+                  WHEN excluded.value < 0 AND value < (-9223372036854775807 - 1) - excluded.value \
+                      THEN -9223372036854775807 - 1 \
+                  ELSE value + excluded.value END",
         kpis.collect(),
         generation,
     )
