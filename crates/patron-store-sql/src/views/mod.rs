@@ -269,3 +269,29 @@ pub(crate) fn position(value: i64) -> Result<Position, ReadModelError> {
 pub(crate) fn seq(entry: &OutboxEntry) -> i32 {
     i32::try_from(entry.seq).unwrap_or(i32::MAX)
 }
+
+/// The outbox entries an activation adds, when the active generation (at `old_checkpoint`, the
+/// outbox at `head`) is replaced: the held transitions after its checkpoint, or the corrections
+/// if the outbox has not moved since they were computed.
+pub(crate) fn to_publish<'a>(
+    publish: patron_projector::Publish<'a>,
+    head: i64,
+    old_checkpoint: Position,
+) -> Result<Vec<&'a OutboxEntry>, ReadModelError> {
+    match publish {
+        patron_projector::Publish::Held(held) => Ok(held
+            .iter()
+            .filter(|e| e.position > old_checkpoint)
+            .collect()),
+        patron_projector::Publish::Corrections {
+            entries,
+            outbox_head,
+        } if outbox_head == head => Ok(entries.iter().collect()),
+        patron_projector::Publish::Corrections { outbox_head, .. } => {
+            Err(ReadModelError::OutboxMoved {
+                expected: outbox_head,
+                actual: head,
+            })
+        }
+    }
+}

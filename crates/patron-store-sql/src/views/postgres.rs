@@ -631,27 +631,8 @@ impl ReadModelStore for PgReadModels {
                 .await
                 .map_err(db)?;
                 let old_checkpoint = position(old_checkpoint)?;
-                match publish {
-                    Publish::Held(held) => {
-                        let fresh: Vec<&OutboxEntry> = held
-                            .iter()
-                            .filter(|e| e.position > old_checkpoint)
-                            .collect();
-                        append_outbox(&mut tx, head, fresh.iter().copied()).await?;
-                    }
-                    Publish::Corrections {
-                        entries,
-                        outbox_head,
-                    } => {
-                        if head != outbox_head {
-                            return Err(ReadModelError::OutboxMoved {
-                                expected: outbox_head,
-                                actual: head,
-                            });
-                        }
-                        append_outbox(&mut tx, head, entries.iter()).await?;
-                    }
-                }
+                let entries = super::to_publish(publish, head, old_checkpoint)?;
+                append_outbox(&mut tx, head, entries.into_iter()).await?;
                 sqlx::query("UPDATE projection_generations SET status = $2 WHERE generation = $1")
                     .bind(old)
                     .bind(RETIRED)
