@@ -170,19 +170,32 @@ fn plan_customer(
         common += 1;
     }
     let changed = common < held.len() || common < new.len();
+    let same_keys = held
+        .iter()
+        .zip(new)
+        .take(common)
+        .all(|(published, fresh)| published.dedupe_key == fresh.dedupe_key);
     let before = view.map(|v| v.revisions.as_slice()).unwrap_or_default();
+    let ahead = before.last().map_or(0, |(_, r)| *r) >= old.revision;
+    if !changed && same_keys && ahead {
+        // What the live projector would have: the same fold, the same revisions, and later
+        // records under a revision no published key carries.
+        return;
+    }
+    let used = before
+        .iter()
+        .map(|(_, r)| *r)
+        .chain(runs.iter().map(|(_, r)| *r))
+        .max()
+        .unwrap_or(0)
+        .max(old.revision);
+    let first = u64::try_from(common).unwrap_or(u64::MAX);
     if changed {
-        let used = before
-            .iter()
-            .map(|(_, r)| *r)
-            .chain(runs.iter().map(|(_, r)| *r))
-            .max()
-            .unwrap_or(0)
-            .max(old.revision);
-        runs.push((
-            u64::try_from(common).unwrap_or(u64::MAX),
-            used.saturating_add(1),
-        ));
+        runs.push((first, used.saturating_add(1)));
+    } else if runs.last().map_or(0, |(_, r)| *r) < used {
+        // Records after the common part were published (and retracted) under revisions up to
+        // `used`: the next ones take a revision after it, never a published key.
+        runs.push((first, used.saturating_add(1)));
     }
     if runs != before && view.is_some() {
         plan.revisions.push((customer.clone(), runs.clone()));
@@ -229,4 +242,157 @@ fn revision_of(record: &OutboxEntry) -> Option<u32> {
         .parse()
         .ok()?;
     (record.dedupe_key == key(&[(0, revision)], &record.transition)).then_some(revision)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use chrono::{TimeZone, Utc};
+    use patron_lifecycle::Stage;
+
+    use super::*;
+
+    fn customer() -> CustomerId {
+        CustomerId::parse("c-1").unwrap()
+    }
+
+    fn transition(seq: usize, to: Stage) -> Transition {
+        Transition {
+            from: None,
+            to,
+            at: Utc
+                .with_ymd_and_hms(2026, 1, 1 + u32::try_from(seq).unwrap(), 0, 0, 0)
+                .unwrap(),
+            rule: "r".into(),
+            facts: BTreeMap::new(),
+        }
+    }
+
+    /// A record of `seq` under `revisions`.
+    fn record(seq: usize, to: Stage, revisions: &[(u64, u32)]) -> OutboxEntry {
+        let transition = transition(seq, to);
+        OutboxEntry {
+            dedupe_key: dedupe_key(&customer(), seq, revisions, &transition),
+            customer_id: customer(),
+            seq,
+            transition,
+            position: Position(1),
+            consent: BTreeMap::new(),
+            retracts: None,
+            historical: false,
+        }
+    }
+
+    fn retraction(of: &OutboxEntry) -> OutboxEntry {
+        OutboxEntry {
+            dedupe_key: format!("{}-retracted", of.dedupe_key),
+            retracts: Some(of.dedupe_key.clone()),
+            ..of.clone()
+        }
+    }
+
+    fn published(entries: Vec<OutboxEntry>) -> Published {
+        let mut out = Published::default();
+        for entry in entries {
+            let records = out.customers.entry(entry.customer_id.clone()).or_default();
+            match &entry.retracts {
+                Some(key) => {
+                    records.retracted.insert(key.clone());
+                }
+                None => {
+                    records.revision = records.revision.max(revision_of(&entry).unwrap());
+                    records.records.push(entry);
+                }
+            }
+        }
+        out
+    }
+
+    fn plan_for(published: &Published, new: Vec<OutboxEntry>, view: &CustomerView) -> Plan {
+        let mut histories = Histories::default();
+        histories.add(&new);
+        plan(published, &histories, |_| Some(view), Position(9))
+    }
+
+    use Stage::{Active, AtRisk, Churned, New, Prospect};
+
+    #[test]
+    fn the_same_history_under_the_same_keys_needs_nothing() {
+        let history = vec![record(0, Prospect, &[]), record(1, New, &[])];
+        let plan = plan_for(
+            &published(history.clone()),
+            history,
+            &CustomerView::default(),
+        );
+        assert!(plan.entries.is_empty() && plan.revisions.is_empty());
+        assert_eq!(plan.customers, 0);
+    }
+
+    #[test]
+    fn a_different_tail_is_retracted_newest_first_and_replaced_under_a_new_revision() {
+        let old = vec![
+            record(0, Prospect, &[]),
+            record(1, New, &[]),
+            record(2, AtRisk, &[]),
+            record(3, Churned, &[]),
+        ];
+        let new = vec![
+            record(0, Prospect, &[]),
+            record(1, New, &[]),
+            record(2, Active, &[]),
+        ];
+        let plan = plan_for(&published(old.clone()), new, &CustomerView::default());
+        let keys: Vec<(&str, Option<&str>)> = plan
+            .entries
+            .iter()
+            .map(|e| (e.dedupe_key.as_str(), e.retracts.as_deref()))
+            .collect();
+        let replacement = record(2, Active, &[(2, 1)]);
+        assert_eq!(
+            keys,
+            vec![
+                (
+                    format!("{}-retracted", old[3].dedupe_key).as_str(),
+                    Some(old[3].dedupe_key.as_str())
+                ),
+                (
+                    format!("{}-retracted", old[2].dedupe_key).as_str(),
+                    Some(old[2].dedupe_key.as_str())
+                ),
+                (replacement.dedupe_key.as_str(), None),
+            ]
+        );
+        assert_eq!((plan.customers, plan.retractions), (1, 2));
+        assert_eq!(plan.revisions, vec![(customer(), vec![(2, 1)])]);
+    }
+
+    #[test]
+    fn published_revisions_are_adopted_and_never_reused_for_later_records() {
+        // Published: 0 and 1, then 2 under revision 0 retracted, 2 under revision 1 retracted:
+        // the history is two records long, and the next record at 2 must not take either key.
+        let r0 = record(2, AtRisk, &[]);
+        let r1 = record(2, AtRisk, &[(2, 1)]);
+        let old = vec![
+            record(0, Prospect, &[]),
+            record(1, New, &[]),
+            r0.clone(),
+            retraction(&r0),
+            r1.clone(),
+            retraction(&r1),
+        ];
+        // The new generation folds the same two records without revisions of its own.
+        let new = vec![record(0, Prospect, &[]), record(1, New, &[])];
+        let plan = plan_for(&published(old), new, &CustomerView::default());
+        assert!(plan.entries.is_empty(), "{:?}", plan.entries);
+        assert_eq!(plan.revisions, vec![(customer(), vec![(2, 2)])]);
+        let next = dedupe_key(&customer(), 2, &plan.revisions[0].1, &r1.transition);
+        assert!(next != r0.dedupe_key && next != r1.dedupe_key, "{next}");
+        // A changed history bumps past every revision published too.
+        let new = vec![record(0, Prospect, &[]), record(1, Active, &[])];
+        let mut old = published(vec![record(0, Prospect, &[]), record(1, New, &[])]);
+        old.customers.get_mut(&customer()).unwrap().revision = 1;
+        let plan = plan_for(&old, new, &CustomerView::default());
+        assert_eq!(plan.revisions, vec![(customer(), vec![(1, 2)])]);
+    }
 }
