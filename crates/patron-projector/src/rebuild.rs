@@ -8,7 +8,7 @@ use patron_store::{EventStore, Position, RecordedEvent};
 use crate::port::{GenerationId, Publish, ReadModelError, ReadModelStore};
 use crate::reconcile::{self, Histories, Published};
 use crate::runner::ProjectorConfig;
-use crate::{Changes, OutboxEntry, Projection};
+use crate::{OutboxEntry, Projection};
 
 /// How a rebuild reads and writes.
 #[derive(Debug, Clone, Copy)]
@@ -192,7 +192,7 @@ pub async fn rebuild(
             models.as_ref(),
             generation.id,
             written,
-            &mut projection,
+            projection,
             &histories,
             &mut published,
         )
@@ -232,41 +232,33 @@ pub async fn rebuild(
 }
 
 /// Swaps the new generation in with the corrections that make the published records its
-/// histories; computes them again (from the records added meanwhile) while a live projector
-/// publishes under the old generation.
+/// histories. If a live projector publishes under the old generation meanwhile, the corrections
+/// are computed again from the records it added, starting from the views as the first plan left
+/// them (their revisions only go up, so no key is reused); a customer not among the views to
+/// write is read back from what the rebuild already wrote.
 async fn swap_with_corrections(
     models: &dyn ReadModelStore,
     generation: GenerationId,
     written: Position,
-    projection: &mut Projection,
+    mut projection: Projection,
     histories: &Histories,
     published: &mut Published,
 ) -> Result<(Option<GenerationId>, Corrections), ReadModelError> {
     let position = projection.checkpoint();
-    let mut changes = projection.take_changes();
-    // The views' revisions before any plan changed them (a plan made again starts from them).
-    let mut pristine: std::collections::BTreeMap<patron_domain::CustomerId, Vec<(u64, u32)>> =
-        std::collections::BTreeMap::new();
+    published.read_more(models).await?;
+    let mut plan = reconcile::plan(
+        published,
+        histories,
+        |customer| projection.customer(customer),
+        position,
+    );
+    for (customer, revisions) in &plan.revisions {
+        projection.set_revisions(customer, revisions.clone());
+    }
+    // Moved, not copied: the last changes of a rebuild hold (nearly) every customer.
+    let mut changes = projection.into_changes();
+    let mut written_views: Option<std::collections::HashMap<_, _>> = None;
     loop {
-        published.read_more(models).await?;
-        for (customer, revisions) in &pristine {
-            projection.set_revisions(customer, revisions.clone());
-        }
-        let plan = reconcile::plan(
-            published,
-            histories,
-            |customer| projection.customer(customer),
-            position,
-        );
-        for (customer, revisions) in &plan.revisions {
-            if let Some(view) = projection.customer(customer) {
-                pristine
-                    .entry(customer.clone())
-                    .or_insert_with(|| view.revisions.clone());
-            }
-            projection.set_revisions(customer, revisions.clone());
-        }
-        merge(&mut changes, projection.take_changes());
         let publish = Publish::Corrections {
             entries: &plan.entries,
             outbox_head: published.head(),
@@ -281,29 +273,40 @@ async fn swap_with_corrections(
             }
             Err(error) => return Err(error),
         }
-    }
-}
-
-/// Adds later changes of the same projection to `changes`: their views replace the earlier
-/// ones (both are sorted by customer id), their counters add up.
-fn merge(changes: &mut Changes, later: Changes) {
-    for (customer, view) in later.customers {
-        match changes
+        published.read_more(models).await?;
+        let snapshot = match written_views.take() {
+            Some(views) => views,
+            None => models
+                .load(generation)
+                .await?
+                .customers
+                .into_iter()
+                .collect(),
+        };
+        let view = |customer: &patron_domain::CustomerId| match changes
             .customers
-            .binary_search_by(|(id, _)| id.cmp(&customer))
+            .binary_search_by(|(id, _)| id.cmp(customer))
         {
-            Ok(index) => changes.customers[index].1 = view,
-            Err(index) => changes.customers.insert(index, (customer, view)),
+            Ok(index) => Some(&changes.customers[index].1),
+            Err(_) => snapshot.get(customer),
+        };
+        plan = reconcile::plan(published, histories, view, position);
+        for (customer, revisions) in std::mem::take(&mut plan.revisions) {
+            let index = changes
+                .customers
+                .binary_search_by(|(id, _)| id.cmp(&customer));
+            match index {
+                Ok(index) => changes.customers[index].1.revisions = revisions,
+                Err(index) => {
+                    if let Some(mut view) = snapshot.get(&customer).cloned() {
+                        view.revisions = revisions;
+                        changes.customers.insert(index, (customer, view));
+                    }
+                }
+            }
         }
+        written_views = Some(snapshot);
     }
-    for (key, delta) in later.kpis {
-        crate::kpi::add(&mut changes.kpis, key, delta);
-    }
-    changes.outbox.extend(later.outbox);
-    changes.checkpoint = later.checkpoint;
-    changes.watermark = later.watermark;
-    changes.latest_evidence = later.latest_evidence;
-    changes.scored_at = later.scored_at;
 }
 
 fn summary(plan: &reconcile::Plan, published: bool) -> Corrections {

@@ -541,7 +541,30 @@ async fn rules_change_then_new_events_publish_every_transition(db: Db) {
         .unwrap()
         .corrections
     };
-    let d = rebuild_strict().await;
+    // The first swap is refused as if a live projector had published meanwhile: the corrections
+    // are made again, from views mostly already written (small flushes).
+    let watched = Watched::new(db.models());
+    watched.outbox_moves.store(1, Ordering::SeqCst);
+    let small_flushes = RebuildOptions {
+        page: 97,
+        flush_every: 200,
+        ..RebuildOptions::default()
+    };
+    let d = rebuild(
+        store.clone(),
+        watched.clone(),
+        &strict,
+        small_flushes,
+        &mut |_| {},
+    )
+    .await
+    .unwrap()
+    .corrections;
+    assert_eq!(
+        watched.outbox_moves.load(Ordering::SeqCst),
+        0,
+        "the refusal happened"
+    );
     assert!(d.published, "{d:?}");
     assert_eq!(
         (d.customers, d.retractions, d.records),
@@ -824,6 +847,8 @@ struct Watched {
     commits: AtomicUsize,
     conflicts: AtomicUsize,
     standing_by: AtomicUsize,
+    /// Activations with corrections to refuse as if a live projector had published meanwhile.
+    outbox_moves: AtomicUsize,
 }
 
 impl Watched {
@@ -833,6 +858,7 @@ impl Watched {
             commits: AtomicUsize::new(0),
             conflicts: AtomicUsize::new(0),
             standing_by: AtomicUsize::new(0),
+            outbox_moves: AtomicUsize::new(0),
         })
     }
 
@@ -892,6 +918,17 @@ impl ReadModelStore for Watched {
         changes: &Changes,
         publish: patron_projector::Publish<'_>,
     ) -> Result<Option<GenerationId>, ReadModelError> {
+        if let patron_projector::Publish::Corrections { outbox_head, .. } = publish
+            && self
+                .outbox_moves
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return Err(ReadModelError::OutboxMoved {
+                expected: outbox_head,
+                actual: outbox_head,
+            });
+        }
         self.inner
             .activate(generation, expected, changes, publish)
             .await
