@@ -271,9 +271,7 @@ impl Projection {
         if event.position > self.checkpoint {
             return;
         }
-        if let EventBody::SourceProgress(progress) = &event.event.body
-            && event.event.customer_id == CustomerId::sources()
-        {
+        if let Some(progress) = source_progress(&event.event) {
             self.behind.apply(progress);
         }
     }
@@ -453,9 +451,7 @@ impl Projection {
                 if let Some(folds) = model_late.take() {
                     self.refold_under_new_model(folds, rules, currency);
                 }
-            } else if let EventBody::SourceProgress(progress) = &event.event.body
-                && *customer_id == CustomerId::sources()
-            {
+            } else if let Some(progress) = source_progress(&event.event) {
                 self.behind.apply(progress);
             }
             self.observe(event, rules);
@@ -557,9 +553,7 @@ impl Projection {
             if event.position <= self.checkpoint {
                 continue;
             }
-            if let EventBody::SourceProgress(progress) = &event.event.body
-                && event.event.customer_id == CustomerId::sources()
-            {
+            if let Some(progress) = source_progress(&event.event) {
                 behind.to_mut().apply(progress);
             }
             high = Self::evidence(high, event);
@@ -884,4 +878,14 @@ fn fold(
     }
     kpi::apply_state(&mut view.kpi, event, currency);
     fired
+}
+
+/// The source progress an event reports, if it is a progress report of the `$sources` stream.
+fn source_progress(event: &Event) -> Option<&patron_domain::SourceProgress> {
+    match &event.body {
+        EventBody::SourceProgress(progress) if event.customer_id == CustomerId::sources() => {
+            Some(progress)
+        }
+        _ => None,
+    }
 }

@@ -15,7 +15,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use patron_domain::{Currency, CustomerId, Event, EventBody, Tick};
 use patron_lifecycle::Rules;
-use patron_store::{AppendBatch, EventStore, ExpectedVersion, Position, StoreError};
+use patron_store::{AppendBatch, EventStore, ExpectedVersion, Position, RecordedEvent, StoreError};
 use uuid::Uuid;
 
 use crate::leader::Leadership;
@@ -278,20 +278,12 @@ pub async fn restore_from_log(
     projection: &mut Projection,
     store: &dyn EventStore,
 ) -> Result<(), ReadModelError> {
-    const PAGE: usize = 256;
     for stream in [CustomerId::clv(), CustomerId::sources()] {
-        let mut after = 0;
-        loop {
-            let page = store.read_stream(&stream, after, PAGE).await?;
-            for event in &page {
-                projection.restore_model(event);
-                projection.restore_progress(event);
-            }
-            match page.last() {
-                Some(last) if page.len() == PAGE && last.version > after => after = last.version,
-                _ => break,
-            }
-        }
+        for_each_in_stream(store, &stream, |event| {
+            projection.restore_model(event);
+            projection.restore_progress(event);
+        })
+        .await?;
     }
     Ok(())
 }
@@ -299,20 +291,30 @@ pub async fn restore_from_log(
 /// The source partitions the whole log reports behind (what holds a projector that has applied
 /// it all), from the `$sources` stream.
 pub async fn sources_behind(store: &dyn EventStore) -> Result<SourceHold, StoreError> {
-    const PAGE: usize = 256;
-    let stream = CustomerId::sources();
     let mut hold = SourceHold::default();
+    for_each_in_stream(store, &CustomerId::sources(), |event| {
+        if let EventBody::SourceProgress(progress) = &event.event.body {
+            hold.apply(progress);
+        }
+    })
+    .await?;
+    Ok(hold)
+}
+
+/// Calls `f` with every event of `stream`, in order, reading it page by page.
+async fn for_each_in_stream(
+    store: &dyn EventStore,
+    stream: &CustomerId,
+    mut f: impl FnMut(&RecordedEvent),
+) -> Result<(), StoreError> {
+    const PAGE: usize = 256;
     let mut after = 0;
     loop {
-        let page = store.read_stream(&stream, after, PAGE).await?;
-        for event in &page {
-            if let EventBody::SourceProgress(progress) = &event.event.body {
-                hold.apply(progress);
-            }
-        }
+        let page = store.read_stream(stream, after, PAGE).await?;
+        page.iter().for_each(&mut f);
         match page.last() {
             Some(last) if page.len() == PAGE && last.version > after => after = last.version,
-            _ => return Ok(hold),
+            _ => return Ok(()),
         }
     }
 }

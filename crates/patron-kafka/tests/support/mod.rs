@@ -119,12 +119,7 @@ pub async fn sources_behind(
     store: &dyn patron_store::EventStore,
 ) -> (patron_projector::SourceHold, usize) {
     let stream = patron_domain::CustomerId::sources();
-    let reports = store.read_stream(&stream, 0, 100_000).await.unwrap();
-    let mut hold = patron_projector::SourceHold::default();
-    for report in &reports {
-        if let patron_domain::EventBody::SourceProgress(progress) = &report.event.body {
-            hold.apply(progress);
-        }
-    }
-    (hold, reports.len())
+    let reports = store.read_stream(&stream, 0, 100_000).await.unwrap().len();
+    let hold = patron_projector::sources_behind(store).await.unwrap();
+    (hold, reports)
 }
