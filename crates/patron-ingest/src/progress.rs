@@ -126,6 +126,18 @@ impl SourceTracker {
         }
     }
 
+    /// The end of `topic`/`partition` was reached (its records read up to the high watermark
+    /// the transport last saw). A partition this consumer does not know of is left alone.
+    pub fn reached_end_of(&mut self, topic: &str, partition: i32) {
+        if let Some(tracked) = self
+            .partitions
+            .get_mut(topic)
+            .and_then(|partitions| partitions.get_mut(&partition))
+        {
+            tracked.ended = true;
+        }
+    }
+
     /// Whether what the log says of some partition is no longer true at `now` (a report is due
     /// even when no record is waiting).
     pub fn has_news(&self, now: DateTime<Utc>) -> bool {

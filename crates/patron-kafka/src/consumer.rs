@@ -11,11 +11,16 @@
 //! it (or cancels it while it waits out an outage) before the partitions move, so the next owner
 //! always starts from offsets that no older commit can still overtake.
 //!
-//! Outages: when a commit fails transiently (the database is down), the committing task pauses
-//! the partitions and retries the same batch with exponential backoff, while the consume loop
-//! keeps polling (so the member stays in the group); once the commit succeeds, it resumes.
+//! Outages: when a commit fails transiently (the database is down), the committing task asks for
+//! the partitions to be paused and retries the same batch with exponential backoff, while the
+//! consume loop pauses them and keeps polling (so the member stays in the group); once the commit
+//! succeeds, the loop resumes each partition and seeks it to the offset after the last record it
+//! read. The loop alone pauses and resumes (no stale pause can land after a resume). The seek
+//! matters: librdkafka 2.12 resumes a partition without waking the fetcher that dropped it while
+//! paused (seen: a minute before it was read again), and a seek restarts it at a position this
+//! consumer knows to be right.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
@@ -101,8 +106,11 @@ struct Shared {
     stopping: AtomicBool,
     /// Wakes a committing task that waits out an outage.
     wake: Notify,
-    /// Whether partitions are paused for an outage.
+    /// Whether the partitions should be paused for an outage (set by the committing task, acted
+    /// on by the consume loop).
     paused: AtomicBool,
+    /// Wakes the consume loop: the pause was asked for, or a partition's end became known.
+    wake_loop: Notify,
     /// Outages so far.
     pauses: AtomicU64,
 }
@@ -116,9 +124,12 @@ struct IngestContext {
     shared: Arc<Shared>,
     /// Partitions whose lag was last reported by this consumer, to zero them once they are gone.
     lagging: std::sync::Mutex<HashSet<(String, i32)>>,
-    /// Partitions assigned since the consume loop last looked: behind until their end is
-    /// reported (see `SourceTracker::assigned`).
-    assigned: std::sync::Mutex<Vec<(String, i32)>>,
+    /// Partitions assigned since the consume loop last looked, with the offset each starts at:
+    /// behind until their end is reported (see `SourceTracker::assigned`).
+    assigned: std::sync::Mutex<Vec<(String, i32, Offset)>>,
+    /// Each partition's end as the latest statistics give it (the high watermark of its latest
+    /// fetch), so that reaching it is known even when no end-of-partition event comes.
+    ends: std::sync::Mutex<HashMap<(String, i32), i64>>,
 }
 
 impl IngestContext {
@@ -137,6 +148,7 @@ impl IngestContext {
                 now.insert((topic.clone(), partition));
             }
         }
+        self.note_ends(statistics);
         let Ok(mut lagging) = self.lagging.lock() else {
             return;
         };
@@ -144,6 +156,28 @@ impl IngestContext {
             lag_gauge(topic, *partition).set(0.0);
         }
         *lagging = now;
+    }
+}
+
+impl IngestContext {
+    /// Keeps each partition's high watermark from `statistics` and wakes the consume loop when
+    /// one is known.
+    fn note_ends(&self, statistics: &Statistics) {
+        let mut ends = self
+            .ends
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        ends.clear();
+        for (topic, partitions) in &statistics.topics {
+            for (&partition, stats) in &partitions.partitions {
+                if partition >= 0 && stats.hi_offset >= 0 {
+                    ends.insert((topic.clone(), partition), stats.hi_offset);
+                }
+            }
+        }
+        if !ends.is_empty() {
+            self.shared.wake_loop.notify_one();
+        }
     }
 }
 
@@ -195,10 +229,10 @@ impl ConsumerContext for IngestContext {
                 match consumer.assign(tpl) {
                     Ok(()) => {
                         tracing::info!(%partitions, "partitions assigned");
-                        let assigned: Vec<(String, i32)> = tpl
+                        let assigned: Vec<(String, i32, Offset)> = tpl
                             .elements()
                             .iter()
-                            .map(|e| (e.topic().to_owned(), e.partition()))
+                            .map(|e| (e.topic().to_owned(), e.partition(), e.offset()))
                             .collect();
                         self.assigned
                             .lock()
@@ -326,6 +360,11 @@ pub struct IngestConsumer {
     summary: IngestSummary,
     /// What the partitions' progress is and what the log says of it.
     tracker: SourceTracker,
+    /// Where each assigned partition is read next: its start, then the offset after the last
+    /// record read from it. Reading resumes there after a pause.
+    next: HashMap<(String, i32), Offset>,
+    /// Whether the loop has paused the partitions (see `Shared::paused` for the request).
+    paused: bool,
 }
 
 impl IngestConsumer {
@@ -362,6 +401,7 @@ impl IngestConsumer {
             stopping: AtomicBool::new(false),
             wake: Notify::new(),
             paused: AtomicBool::new(false),
+            wake_loop: Notify::new(),
             pauses: AtomicU64::new(0),
         });
         let context = IngestContext {
@@ -372,6 +412,7 @@ impl IngestConsumer {
             shared: Arc::clone(&shared),
             lagging: std::sync::Mutex::new(HashSet::new()),
             assigned: std::sync::Mutex::new(Vec::new()),
+            ends: std::sync::Mutex::new(HashMap::new()),
         };
         let consumer: StreamConsumer<IngestContext> = kafka
             .config(&[
@@ -396,6 +437,8 @@ impl IngestConsumer {
             shared,
             summary: IngestSummary::default(),
             tracker,
+            next: HashMap::new(),
+            paused: false,
         })
     }
 
@@ -408,6 +451,8 @@ impl IngestConsumer {
         self.consumer.subscribe(&topics)?;
         tracing::info!(topics = ?self.options.topics, group = %self.options.group_id, "consuming");
         let mut shutdown = pin!(shutdown);
+        // A message borrows the consumer, while the loop's state changes under it.
+        let consumer = Arc::clone(&self.consumer);
         let mut pending: Vec<InboundRecord> = Vec::with_capacity(self.options.batch_size);
         let mut deadline: Option<Instant> = None;
         let mut in_flight: Option<JoinHandle<Result<Outcome, KafkaError>>> = None;
@@ -415,17 +460,15 @@ impl IngestConsumer {
         let mut ready: Option<PreparedBatch> = None;
         loop {
             if self.revoked() {
-                self.tracker.reset();
+                self.forget();
                 pending.clear();
                 ready = None;
                 deadline = None;
             }
-            if take_assigned(self.consumer.context(), &mut self.tracker)
-                && pending.is_empty()
-                && deadline.is_none()
-            {
+            if self.take_assigned() && pending.is_empty() && deadline.is_none() {
                 deadline = Some(Instant::now() + self.options.batch_max_delay);
             }
+            self.follow_pause();
             // A partition that reached its end is news even with no record to go with it.
             let news = self.tracker.has_news(Utc::now());
             let due = (!pending.is_empty() || news)
@@ -455,11 +498,17 @@ impl IngestConsumer {
             };
             // While a full batch waits for the one in flight, stop reading (backpressure), unless
             // paused for an outage: then keep polling to stay in the group.
-            let read = pending.len() < self.options.batch_size
-                || self.shared.paused.load(Ordering::SeqCst);
+            let read = pending.len() < self.options.batch_size || self.paused;
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
+                () = self.shared.wake_loop.notified() => {
+                    self.follow_pause();
+                    self.note_ends();
+                    if self.tracker.has_news(Utc::now()) && deadline.is_none() {
+                        deadline = Some(Instant::now() + self.options.batch_max_delay);
+                    }
+                }
                 done = committed => {
                     in_flight = None;
                     self.record(done)?;
@@ -468,21 +517,26 @@ impl IngestConsumer {
                     }
                 }
                 () = timer => {}
-                message = self.consumer.recv(), if read => {
+                message = consumer.recv(), if read => {
                     if self.revoked() {
-                        self.tracker.reset();
+                        self.forget();
                         pending.clear();
                         ready = None;
                     }
                     // An assignment made during this poll comes before what the poll returned
                     // (the end of a partition just assigned, say).
-                    take_assigned(self.consumer.context(), &mut self.tracker);
+                    self.take_assigned();
                     match message {
                         Ok(message) => {
                             // Behind until the partition's end is reported (partition EOF,
                             // which librdkafka emits once it has fetched up to the end, also
-                            // when a transaction's control record marks it).
+                            // when a transaction's control record marks it; or the statistics'
+                            // high watermark, see `note_ends`).
                             self.tracker.read(message.topic(), message.partition());
+                            self.next.insert(
+                                (message.topic().to_owned(), message.partition()),
+                                Offset::Offset(message.offset().saturating_add(1)),
+                            );
                             pending.push(to_record(&message));
                         }
                         Err(rdkafka::error::KafkaError::PartitionEOF(partition)) => {
@@ -490,9 +544,7 @@ impl IngestConsumer {
                         }
                         Err(error) => tracing::warn!(%error, "kafka consumer error"),
                     }
-                    if self.shared.paused.load(Ordering::SeqCst) {
-                        pause(&self.consumer);
-                    }
+                    self.follow_pause();
                     if pending.is_empty() && !self.tracker.has_news(Utc::now()) {
                         deadline = None;
                     } else if deadline.is_none() {
@@ -512,7 +564,7 @@ impl IngestConsumer {
             self.record(task.await)?;
         }
         if self.revoked() {
-            self.tracker.reset();
+            self.forget();
             pending.clear();
             ready = None;
         }
@@ -531,6 +583,100 @@ impl IngestConsumer {
         self.summary.pauses = self.shared.pauses.load(Ordering::SeqCst);
         tracing::info!(summary = ?self.summary, "consumer stopped");
         Ok(self.summary)
+    }
+
+    /// Forgets the partitions: they were revoked (what they are is for their next owner to
+    /// report and read; if they come back, they are assigned afresh).
+    fn forget(&mut self) {
+        self.tracker.reset();
+        self.next.clear();
+    }
+
+    /// Tells the tracker of the partitions assigned since the last call and notes where each
+    /// starts; pauses them if consumption is paused. Returns whether there were any.
+    fn take_assigned(&mut self) -> bool {
+        let assigned = std::mem::take(
+            &mut *self
+                .consumer
+                .context()
+                .assigned
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if assigned.is_empty() {
+            return false;
+        }
+        let partitions: Vec<(String, i32)> =
+            assigned.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
+        self.tracker.assigned(&partitions);
+        for (topic, partition, offset) in assigned {
+            self.next.insert((topic, partition), offset);
+        }
+        if self.paused {
+            pause(&self.consumer);
+        }
+        true
+    }
+
+    /// Pauses or resumes the partitions as the committing task asks. On resume, each partition
+    /// is read from the offset after the last record read from it (or from its start).
+    fn follow_pause(&mut self) {
+        let wanted = self.shared.paused.load(Ordering::SeqCst);
+        if wanted == self.paused {
+            return;
+        }
+        self.paused = wanted;
+        if wanted {
+            pause(&self.consumer);
+            return;
+        }
+        let assignment = match self.consumer.assignment() {
+            Ok(assignment) => assignment,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the assignment to resume");
+                return;
+            }
+        };
+        if let Err(error) = self.consumer.resume(&assignment) {
+            tracing::warn!(%error, "cannot resume partitions");
+        }
+        // After the resume: a seek restarts the partition's fetcher. librdkafka 2.12 resumes a
+        // partition without waking its broker's fetcher, which was seen to leave it unread for
+        // a minute, and where it resumes need not be where this consumer stopped.
+        for element in assignment.elements() {
+            let key = (element.topic().to_owned(), element.partition());
+            let Some(offset) = self.next.get(&key) else {
+                continue;
+            };
+            if let Err(error) = self.consumer.seek(&key.0, key.1, *offset, Duration::ZERO) {
+                tracing::warn!(%error, topic = %key.0, partition = key.1, "cannot set where reading resumes");
+            }
+        }
+        tracing::info!("event store reachable again; consumption resumed");
+    }
+
+    /// Marks as ended each partition read up to the high watermark its latest statistics give,
+    /// unless paused (a paused partition's watermark is not refreshed). librdkafka reports a
+    /// partition's end once per end offset: if that report was dropped with a pause, this is
+    /// how the end becomes known.
+    fn note_ends(&mut self) {
+        if self.paused {
+            return;
+        }
+        let ends = self
+            .consumer
+            .context()
+            .ends
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        for ((topic, partition), end) in ends {
+            if let Some(Offset::Offset(next)) = self.next.get(&(topic.clone(), partition))
+                && *next >= end
+            {
+                self.tracker.reached_end_of(&topic, partition);
+            }
+        }
     }
 
     /// Whether partitions were revoked since the last call: then every record read but not yet
@@ -606,19 +752,6 @@ impl IngestConsumer {
     }
 }
 
-/// Tells `tracker` of the partitions assigned since the last call; returns whether there were
-/// any.
-fn take_assigned(context: &IngestContext, tracker: &mut SourceTracker) -> bool {
-    let assigned = std::mem::take(
-        &mut *context
-            .assigned
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    );
-    tracker.assigned(&assigned);
-    !assigned.is_empty()
-}
-
 /// Commits one batch, waiting out transient failures with backoff (partitions paused meanwhile).
 async fn commit(
     consumer: Arc<StreamConsumer<IngestContext>>,
@@ -640,19 +773,8 @@ async fn commit(
         let started = Instant::now();
         match ingestor.commit(&mut prepared).await {
             Ok(report) => {
-                if shared.paused.swap(false, Ordering::SeqCst) {
-                    match consumer.assignment() {
-                        Ok(assignment) => {
-                            if let Err(error) = consumer.resume(&assignment) {
-                                tracing::warn!(%error, "cannot resume partitions");
-                            }
-                            tracing::info!("event store reachable again; consumption resumed");
-                        }
-                        Err(error) => {
-                            tracing::warn!(%error, "cannot read the assignment to resume")
-                        }
-                    }
-                }
+                // The consume loop resumes once it sees this batch done.
+                shared.paused.store(false, Ordering::SeqCst);
                 tracing::debug!(
                     records = report.records,
                     appended = report.appended,
@@ -674,8 +796,8 @@ async fn commit(
                 if !shared.paused.swap(true, Ordering::SeqCst) {
                     shared.pauses.fetch_add(1, Ordering::SeqCst);
                     metrics::counter!("patron_ingest_pauses_total").increment(1);
+                    shared.wake_loop.notify_one();
                 }
-                pause(&consumer);
                 let delay = delays.next().unwrap_or(options.retry_max_delay);
                 tracing::warn!(%error, retry_in = ?delay, "cannot commit the batch; consumption paused");
                 tokio::select! {

@@ -41,7 +41,15 @@ fn start(
     options: IngestOptions,
     store: Arc<dyn EventStore>,
 ) -> (oneshot::Sender<()>, tokio::task::JoinHandle<IngestSummary>) {
-    let kafka = kafka(bootstrap);
+    start_with(kafka(bootstrap), options, store)
+}
+
+/// [`start`] with the given client settings.
+fn start_with(
+    kafka: KafkaSettings,
+    options: IngestOptions,
+    store: Arc<dyn EventStore>,
+) -> (oneshot::Sender<()>, tokio::task::JoinHandle<IngestSummary>) {
     let dead_letters = Arc::new(KafkaDeadLetters::new(&kafka, ".dlq").unwrap());
     let settings = Settings::new(options.group_id.clone());
     let consumer = IngestConsumer::new(&kafka, options, settings, store, dead_letters).unwrap();
@@ -261,6 +269,79 @@ async fn an_outage_pauses_consumption_and_loses_nothing() {
         "retries are spaced: {gaps:?}"
     );
     assert!(gaps.last() > gaps.first(), "retry delays grow: {gaps:?}");
+}
+
+/// Small batches over four partitions: when the outage starts, most partitions have had nothing
+/// delivered yet, and what librdkafka had fetched for them is dropped with the pause. Reading
+/// resumes where this consumer stopped, and every partition read to its end is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_outage_before_most_partitions_are_read_skips_nothing_and_ends_released() {
+    outage_before_partitions_are_read(&[]).await;
+}
+
+/// The same, with librdkafka's end-of-partition events turned off: the partitions' ends are
+/// known from the statistics' high watermarks alone (what covers an end event dropped with a
+/// pause: librdkafka reports each end offset once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partition_ends_are_known_without_end_of_partition_events() {
+    outage_before_partitions_are_read(&[("enable.partition.eof", "false")]).await;
+}
+
+async fn outage_before_partitions_are_read(extra: &[(&str, &str)]) {
+    let kafka = MockKafka::start_for_test(1);
+    kafka.create_topic(TOPIC, 4).expect("create a mock topic");
+    let records: Vec<TestRecord> = (0..2000).map(any_format).collect();
+    patron_kafka::testing::produce(&kafka.bootstrap(), TOPIC, &records).await;
+
+    let store = Arc::new(FaultyStore::new(InMemoryEventStore::new()).down());
+    let mut small = options("outage-early");
+    small.batch_size = 20;
+    let mut settings = self::kafka(&kafka.bootstrap());
+    settings.options.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    let (stop, task) = start_with(settings, small, store.clone());
+    eventually(
+        Duration::from_secs(60),
+        "the consumer has retried several times",
+        || {
+            let store = Arc::clone(&store);
+            async move { store.failures() >= 3 }
+        },
+    )
+    .await;
+    store.down.store(false, Ordering::SeqCst);
+    eventually(
+        Duration::from_secs(90),
+        "every event is stored after the outage",
+        || {
+            let store = Arc::clone(&store);
+            async move { customer_events(store.as_ref()).await.len() >= 2000 }
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(60),
+        "every partition read to its end is released",
+        || {
+            let store = Arc::clone(&store);
+            async move { sources_behind(store.as_ref()).await.0.is_empty() }
+        },
+    )
+    .await;
+    let (_, reports) = sources_behind(store.as_ref()).await;
+    assert!(reports >= 2, "held, then released: {reports} reports");
+    stop.send(()).unwrap();
+    let summary = task.await.unwrap();
+    assert_eq!(
+        (summary.appended, summary.duplicates),
+        (2000, 0),
+        "{summary:?}"
+    );
+    assert_eq!(customer_events(store.as_ref()).await.len(), 2000);
+    assert_eq!(summary.pauses, 1, "{summary:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
