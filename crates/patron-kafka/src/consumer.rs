@@ -46,6 +46,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
 
+use crate::positions::{Jump, Positions};
 use crate::{KafkaError, KafkaSettings};
 
 /// How the consumer batches and where it reads.
@@ -94,6 +95,9 @@ pub struct IngestSummary {
     pub dead_letters: u64,
     /// Times consumption was paused for an outage.
     pub pauses: u64,
+    /// Times the first record after an assignment or seek was not at the offset asked for
+    /// (`patron_ingest_offset_jumps_total`).
+    pub jumps: u64,
 }
 
 /// State shared by the consume loop, the committing task and the rebalance callback.
@@ -362,7 +366,7 @@ pub struct IngestConsumer {
     tracker: SourceTracker,
     /// Where each assigned partition is read next: its start, then the offset after the last
     /// record read from it. Reading resumes there after a pause.
-    next: HashMap<(String, i32), Offset>,
+    positions: Positions,
     /// Whether the loop has paused the partitions (see `Shared::paused` for the request).
     paused: bool,
 }
@@ -437,7 +441,7 @@ impl IngestConsumer {
             shared,
             summary: IngestSummary::default(),
             tracker,
-            next: HashMap::new(),
+            positions: Positions::default(),
             paused: false,
         })
     }
@@ -533,10 +537,13 @@ impl IngestConsumer {
                             // when a transaction's control record marks it; or the statistics'
                             // high watermark, see `note_ends`).
                             self.tracker.read(message.topic(), message.partition());
-                            self.next.insert(
-                                (message.topic().to_owned(), message.partition()),
-                                Offset::Offset(message.offset().saturating_add(1)),
-                            );
+                            if let Some(jump) = self.positions.read(
+                                message.topic(),
+                                message.partition(),
+                                message.offset(),
+                            ) {
+                                self.jumped(message.topic(), message.partition(), jump);
+                            }
                             pending.push(to_record(&message));
                         }
                         Err(rdkafka::error::KafkaError::PartitionEOF(partition)) => {
@@ -589,7 +596,7 @@ impl IngestConsumer {
     /// report and read; if they come back, they are assigned afresh).
     fn forget(&mut self) {
         self.tracker.reset();
-        self.next.clear();
+        self.positions.clear();
     }
 
     /// Tells the tracker of the partitions assigned since the last call and notes where each
@@ -610,7 +617,7 @@ impl IngestConsumer {
             assigned.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
         self.tracker.assigned(&partitions);
         for (topic, partition, offset) in assigned {
-            self.next.insert((topic, partition), offset);
+            self.positions.start(&topic, partition, offset);
         }
         if self.paused {
             pause(&self.consumer);
@@ -643,13 +650,14 @@ impl IngestConsumer {
         // After the resume: a seek restarts the partition's fetcher. librdkafka 2.12 resumes a
         // partition without waking its broker's fetcher, which was seen to leave it unread for
         // a minute, and where it resumes need not be where this consumer stopped.
+        self.positions.sought();
         for element in assignment.elements() {
-            let key = (element.topic().to_owned(), element.partition());
-            let Some(offset) = self.next.get(&key) else {
+            let (topic, partition) = (element.topic(), element.partition());
+            let Some(offset) = self.positions.next(topic, partition) else {
                 continue;
             };
-            if let Err(error) = self.consumer.seek(&key.0, key.1, *offset, Duration::ZERO) {
-                tracing::warn!(%error, topic = %key.0, partition = key.1, "cannot set where reading resumes");
+            if let Err(error) = self.consumer.seek(topic, partition, offset, Duration::ZERO) {
+                tracing::warn!(%error, %topic, partition, "cannot set where reading resumes");
             }
         }
         tracing::info!("event store reachable again; consumption resumed");
@@ -671,11 +679,37 @@ impl IngestConsumer {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         for ((topic, partition), end) in ends {
-            if let Some(Offset::Offset(next)) = self.next.get(&(topic.clone(), partition))
-                && *next >= end
+            if let Some(Offset::Offset(next)) = self.positions.next(&topic, partition)
+                && next >= end
             {
                 self.tracker.reached_end_of(&topic, partition);
             }
+        }
+    }
+
+    /// Reports that the first record after an assignment or seek was not at the offset asked for.
+    fn jumped(&mut self, topic: &str, partition: i32, jump: Jump) {
+        self.summary.jumps += 1;
+        metrics::counter!(
+            "patron_ingest_offset_jumps_total",
+            "topic" => topic.to_owned(),
+            "partition" => partition.to_string()
+        )
+        .increment(1);
+        if jump.got > jump.asked {
+            tracing::warn!(
+                %topic, partition, asked = jump.asked, got = jump.got,
+                skipped = jump.got - jump.asked,
+                "the broker answered past the offset asked for: records in between were not read \
+                 (deleted by retention, or served from the wrong place; transaction markers take \
+                 offsets too)"
+            );
+        } else {
+            tracing::warn!(
+                %topic, partition, asked = jump.asked, got = jump.got,
+                "the broker answered before the offset asked for (the topic recreated, or its \
+                 offset reset): records are read again; those stored already are duplicates"
+            );
         }
     }
 

@@ -12,6 +12,7 @@ mod consumer;
 mod dead_letters;
 mod embedded;
 mod lifecycle;
+mod positions;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -547,3 +547,117 @@ async fn events_naming_only_an_identifier_are_stored_for_the_customer_holding_it
         letters[0].header(h::ERROR_REASON)
     );
 }
+
+/// The store says partition 0 was read up to offset 1000, but the topic holds fewer records (it
+/// was recreated): the broker cannot answer at 1000, the offset is reset to the beginning, and
+/// the first record is reported as a jump (metric, warning with both offsets, summary), and then
+/// read like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_first_record_not_at_the_stored_offset_is_reported() {
+    let kafka = MockKafka::start_for_test(1);
+    kafka.create_topic(TOPIC, 1).expect("create a mock topic");
+    let records: Vec<TestRecord> = (0..50).map(any_format).collect();
+    patron_kafka::testing::produce(&kafka.bootstrap(), TOPIC, &records).await;
+
+    let store = Arc::new(InMemoryEventStore::new());
+    let group = "recreated";
+    store
+        .append(&patron_store::AppendBatch {
+            streams: Vec::new(),
+            offsets: vec![patron_store::SourceOffset {
+                consumer: group.into(),
+                topic: TOPIC.into(),
+                partition: 0,
+                next_offset: 1000,
+            }],
+        })
+        .await
+        .expect("store an offset");
+    let (stop, task) = start(&kafka.bootstrap(), options(group), store.clone());
+    eventually(Duration::from_secs(60), "the records are stored", || {
+        let store = Arc::clone(&store);
+        async move { customer_events(store.as_ref()).await.len() == 50 }
+    })
+    .await;
+    stop.send(()).unwrap();
+    let summary = task.await.unwrap();
+    assert_eq!(summary.jumps, 1, "{summary:?}");
+    assert_eq!(summary.appended, 50, "{summary:?}");
+}
+
+/// Records read from the offsets asked for are no jump, across restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resuming_at_the_stored_offsets_reports_no_jump() {
+    let kafka = MockKafka::start_for_test(1);
+    kafka.create_topic(TOPIC, 2).expect("create a mock topic");
+    let records: Vec<TestRecord> = (0..300).map(any_format).collect();
+    patron_kafka::testing::produce(&kafka.bootstrap(), TOPIC, &records[..150]).await;
+    let store = Arc::new(InMemoryEventStore::new());
+    for (round, expected) in [(0, 150), (1, 300)] {
+        if round == 1 {
+            patron_kafka::testing::produce(&kafka.bootstrap(), TOPIC, &records[150..]).await;
+        }
+        let (stop, task) = start(&kafka.bootstrap(), options("steady"), store.clone());
+        eventually(Duration::from_secs(60), "the records are stored", || {
+            let store = Arc::clone(&store);
+            async move { customer_events(store.as_ref()).await.len() == expected }
+        })
+        .await;
+        stop.send(()).unwrap();
+        let summary = task.await.unwrap();
+        assert_eq!(summary.jumps, 0, "round {round}: {summary:?}");
+    }
+}
+
+/// On the real broker the suite runs (`PATRON_TEST_KAFKA_BROKERS`): records produced in batches
+/// of 100, the store's offset in the middle of the first. A broker that serves the fetch from
+/// the offset asked for gives every record after it and no jump; one that answers from the next
+/// batch (tansu 0.6's in-memory engine does) skips records, and ingest must report it. Either
+/// way nothing is lost silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_skipping_records_is_noticed_real_broker() {
+    let Ok(bootstrap) = std::env::var("PATRON_TEST_KAFKA_BROKERS") else {
+        println!("SKIPPED: PATRON_TEST_KAFKA_BROKERS is not set");
+        return;
+    };
+    let topic = format!("mid-batch-{}", std::process::id());
+    patron_kafka::testing::create_topic(&bootstrap, &topic, 1).await;
+    let records: Vec<TestRecord> = (0..200).map(any_format).collect();
+    patron_kafka::testing::produce_with(&bootstrap, &topic, &records, 100).await;
+
+    let store = Arc::new(InMemoryEventStore::new());
+    let group = format!("{topic}-group");
+    store
+        .append(&patron_store::AppendBatch {
+            streams: Vec::new(),
+            offsets: vec![patron_store::SourceOffset {
+                consumer: group.clone(),
+                topic: topic.clone(),
+                partition: 0,
+                next_offset: 50,
+            }],
+        })
+        .await
+        .expect("store an offset");
+    let mut options = options(&group);
+    options.topics = vec![topic.clone()];
+    let (stop, task) = start(&bootstrap, options, store.clone());
+    eventually(Duration::from_secs(60), "records are stored", || {
+        let store = Arc::clone(&store);
+        async move { !customer_events(store.as_ref()).await.is_empty() }
+    })
+    .await;
+    // Whatever the broker gives after the first record comes within a few batch delays.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.send(()).unwrap();
+    let summary = task.await.unwrap();
+    let stored = customer_events(store.as_ref()).await.len();
+    println!(
+        "mid-batch resume: {stored} of 150 records stored, {} jump(s) reported",
+        summary.jumps
+    );
+    assert!(
+        (stored == 150 && summary.jumps == 0) || (stored < 150 && summary.jumps == 1),
+        "records skipped without a report, or a jump reported without a skip: {stored} stored, {summary:?}"
+    );
+}
