@@ -266,6 +266,9 @@ async fn sigkill_loses_nothing_and_stores_nothing_twice_real_broker() {
     };
     let topic = format!("customer-events-{}", uuid::Uuid::new_v4().simple());
     create_topic(&bootstrap, &topic, 4).await;
+    // Ingest checks at start that its dead-letter topic exists; tansu does not create topics
+    // when asked for their metadata.
+    create_topic(&bootstrap, &format!("{topic}.dlq"), 1).await;
     // One record per produce batch: tansu 0.6's in-memory engine serves a fetch from inside a
     // multi-record batch from the next batch on (and reports a short high watermark), which
     // would skip records after every restart; that is the broker's defect, not the consumer's.

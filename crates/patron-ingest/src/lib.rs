@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use patron_domain::{ErrorClass, ValidationError};
 use patron_store::{EventStore, Position, StoreError};
 
-pub use dead_letter::{DeadLetter, headers as dead_letter_headers};
+pub use dead_letter::{DeadLetter, Letter, headers as dead_letter_headers};
 pub use prepare::{InboundRecord, PreparedBatch, Settings, prepare};
 pub use progress::{BEHIND_AFTER, Reports, SourceTracker};
 

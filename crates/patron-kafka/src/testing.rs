@@ -86,6 +86,8 @@ pub async fn produce_with(bootstrap: &str, topic: &str, records: &[TestRecord], 
             if batch > 1 { "20" } else { "0" }.into(),
         ),
         ("batch.num.messages".into(), batch.to_string()),
+        // Records a little over a megabyte, which brokers accept by default, are test input.
+        ("message.max.bytes".into(), "4000000".into()),
     ];
     let producer = crate::Producer::new(&kafka).expect("producer");
     for chunk in records.chunks(10_000) {

@@ -661,3 +661,95 @@ async fn a_broker_skipping_records_is_noticed_real_broker() {
         "records skipped without a report, or a jump reported without a skip: {stored} stored, {summary:?}"
     );
 }
+
+/// A record a little over a megabyte (brokers accept it; the dead-letter producer's default
+/// limit is 1,000,000 bytes) is dead-lettered without its payload, its size noted; the records
+/// around it are stored and consumption never pauses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_record_too_large_to_forward_whole_is_dead_lettered_without_its_payload() {
+    let kafka = MockKafka::start_for_test(1);
+    kafka.create_topic(TOPIC, 1).expect("create a mock topic");
+    let mut records: Vec<TestRecord> = (0..20).map(any_format).collect();
+    records.insert(
+        10,
+        TestRecord {
+            key: Some(b"huge".to_vec()),
+            headers: vec![("content-type".into(), b"application/json".to_vec())],
+            payload: vec![b'x'; 1_050_000],
+        },
+    );
+    patron_kafka::testing::produce(&kafka.bootstrap(), TOPIC, &records).await;
+
+    let store = Arc::new(InMemoryEventStore::new());
+    let (stop, task) = start(&kafka.bootstrap(), options("huge"), store.clone());
+    eventually(
+        Duration::from_secs(60),
+        "the other records are stored",
+        || {
+            let store = Arc::clone(&store);
+            async move { customer_events(store.as_ref()).await.len() == 20 }
+        },
+    )
+    .await;
+    stop.send(()).unwrap();
+    let summary = task.await.unwrap();
+    let letters = read_topic(
+        &kafka.bootstrap(),
+        &format!("{TOPIC}.dlq"),
+        1,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let letter = &letters[0];
+    assert!(letter.payload.is_empty(), "{} bytes", letter.payload.len());
+    assert_eq!(
+        letter.header(h::PAYLOAD_OMITTED).as_deref(),
+        Some("1050000")
+    );
+    assert_eq!(letter.header(h::ORIGINAL_OFFSET).as_deref(), Some("10"));
+    assert_eq!(
+        letter.header(h::ERROR_CLASS).as_deref(),
+        Some("payload_too_large")
+    );
+    assert_eq!(letter.key.as_deref(), Some(&b"huge"[..]));
+    assert_eq!(
+        (summary.dead_letters, summary.pauses),
+        (1, 0),
+        "{summary:?}"
+    );
+}
+
+/// A dead-letter topic the broker does not have and will not create (auto-creation off) is
+/// found at start, by name; one the broker creates on request is fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_missing_dead_letter_topic_is_found_at_start() {
+    let kafka = MockKafka::start_for_test(1);
+    kafka.create_topic(TOPIC, 1).expect("create a mock topic");
+    let mut strict = self::kafka(&kafka.bootstrap());
+    strict
+        .options
+        .push(("allow.auto.create.topics".into(), "false".into()));
+    let letters = KafkaDeadLetters::new(&strict, ".dlq").unwrap();
+    let error = letters
+        .check_topics(&[TOPIC.to_owned()], Duration::from_secs(10))
+        .await
+        .expect_err("no such topic");
+    let message = error.to_string();
+    assert!(
+        message.contains(&format!("{TOPIC}.dlq")),
+        "names the topic: {message}"
+    );
+
+    let lenient = KafkaDeadLetters::new(&self::kafka(&kafka.bootstrap()), ".dlq").unwrap();
+    lenient
+        .check_topics(&[TOPIC.to_owned()], Duration::from_secs(10))
+        .await
+        .expect("created on request");
+    // Now that it exists, the strict client is satisfied too.
+    KafkaDeadLetters::new(&strict, ".dlq")
+        .unwrap()
+        .check_topics(&[TOPIC.to_owned()], Duration::from_secs(10))
+        .await
+        .expect("the topic exists");
+}

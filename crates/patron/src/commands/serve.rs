@@ -25,7 +25,7 @@ pub(crate) async fn run(database: &DatabaseArgs, args: ServeArgs) -> anyhow::Res
     let store = sql.clone().into_dyn();
     let models = sql.read_models();
     let kafka = args.ingest.kafka.settings();
-    let consumer = ingest::consumer(&args.ingest, store.clone())?;
+    let consumer = ingest::consumer(&args.ingest, store.clone()).await?;
     let publisher = KafkaLifecyclePublisher::new(&kafka, &args.lifecycle_topic)
         .context("cannot create the lifecycle producer")?;
     let mut api = args.api.config()?;
