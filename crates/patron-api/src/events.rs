@@ -20,6 +20,13 @@ use crate::read_models::ReadModels;
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 /// Largest page size accepted.
 pub const MAX_PAGE_SIZE: u32 = 1000;
+/// Most bytes of events in one response: under the 4 MiB a gRPC client accepts by default,
+/// with room for the rest of the message. A page stops before the event that would pass it
+/// (it always holds one event: a stored event is at most a few hundred KiB).
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024 - 64 * 1024;
+/// Events read from the store at a time while a page fills, so that the events read but not
+/// sent are few whatever the page size asked for.
+const READ_CHUNK: usize = 100;
 
 /// The raw-event queries over the read models' event store.
 #[derive(Clone)]
@@ -52,6 +59,48 @@ fn page_size(asked: u32) -> Result<usize, ApiError> {
     }
 }
 
+/// Fills a page of at most `limit` events and [`MAX_RESPONSE_BYTES`], reading `READ_CHUNK`
+/// events at a time with `read(after, n)`, where `after` is the cursor of the last event taken
+/// (`cursor` gives it) or `start`.
+async fn fill<F, Fut>(
+    start: u64,
+    limit: usize,
+    cursor: impl Fn(&RecordedEvent) -> u64,
+    mut read: F,
+) -> Result<Vec<pb::StoredEvent>, ApiError>
+where
+    F: FnMut(u64, usize) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<RecordedEvent>, patron_store::StoreError>>,
+{
+    use prost::Message as _;
+    let mut page = Vec::new();
+    let mut bytes = 0usize;
+    let mut after = start;
+    while page.len() < limit {
+        let asked = READ_CHUNK.min(limit - page.len());
+        let chunk = read(after, asked).await?;
+        let Some(last) = chunk.last() else {
+            break;
+        };
+        let ended = chunk.len() < asked;
+        after = cursor(last);
+        for event in &chunk {
+            let event = stored(event);
+            // The field's tag and length prefix besides the event itself.
+            let size = event.encoded_len() + 8;
+            if !page.is_empty() && bytes + size > MAX_RESPONSE_BYTES {
+                return Ok(page);
+            }
+            bytes += size;
+            page.push(event);
+        }
+        if ended {
+            break;
+        }
+    }
+    Ok(page)
+}
+
 fn stored(event: &RecordedEvent) -> pb::StoredEvent {
     pb::StoredEvent {
         position: event.position.0,
@@ -77,12 +126,18 @@ impl EventStoreService for EventStoreApi {
         if stream_version == 0 {
             return Err(ApiError::NotFound(format!("customer {:?}", id.as_str())).into());
         }
-        let events = store
-            .read_stream(&id, request.after_version, limit)
-            .await
-            .map_err(ApiError::from)?;
+        let events = fill(
+            request.after_version,
+            limit,
+            |event| event.version,
+            |after, n| {
+                let (store, id) = (Arc::clone(&store), id.clone());
+                async move { store.read_stream(&id, after, n).await }
+            },
+        )
+        .await?;
         Ok(Response::new(pb::GetCustomerEventsResponse {
-            events: events.iter().map(stored).collect(),
+            events,
             stream_version,
         }))
     }
@@ -95,12 +150,18 @@ impl EventStoreService for EventStoreApi {
         let limit = page_size(request.page_size)?;
         let store = self.store()?;
         let head = store.head().await.map_err(ApiError::from)?;
-        let events = store
-            .read_all(Position(request.after_position), limit)
-            .await
-            .map_err(ApiError::from)?;
+        let events = fill(
+            request.after_position,
+            limit,
+            |event| event.position.0,
+            |after, n| {
+                let store = Arc::clone(&store);
+                async move { store.read_all(Position(after), n).await }
+            },
+        )
+        .await?;
         Ok(Response::new(pb::ReadEventsResponse {
-            events: events.iter().map(stored).collect(),
+            events,
             head_position: head.0,
         }))
     }

@@ -168,11 +168,7 @@ pub async fn serve_on(
     models: Arc<dyn ReadModels>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ApiError> {
-    if config.tokens.iter().all(|token| token.trim().is_empty()) {
-        return Err(ApiError::Serve(
-            "no bearer token configured: the API refuses to run unauthenticated".into(),
-        ));
-    }
+    check_tokens(&config.tokens)?;
     let address = listener.local_addr().ok();
     let (reporter, health) = tonic_health::server::health_reporter();
     report(&reporter, probe(models.as_ref()).await).await;
@@ -227,6 +223,29 @@ pub async fn serve_on(
         .await;
     pinger.abort();
     result.map_err(|error| ApiError::Serve(error.to_string()))
+}
+
+/// Refuses to serve with no bearer token, or with one that is empty or holds whitespace or
+/// control characters: an empty token beside real ones (`PATRON_API_TOKENS=a,,b`) would admit
+/// `Bearer ` with nothing after it, and a token with a space cannot be presented in a header.
+fn check_tokens(tokens: &[String]) -> Result<(), ApiError> {
+    if tokens.is_empty() {
+        return Err(ApiError::Serve(
+            "no bearer token configured: the API refuses to run unauthenticated".into(),
+        ));
+    }
+    if let Some(index) = tokens
+        .iter()
+        .position(|t| t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        return Err(ApiError::Serve(format!(
+            "bearer token {} of {} is empty or holds whitespace or control characters; \
+             check PATRON_API_TOKENS (comma-separated, no empty entries)",
+            index + 1,
+            tokens.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Accepted connections with `TCP_NODELAY` set. tonic sets it only on listeners it binds itself;
@@ -292,5 +311,29 @@ mod tests {
         let _client = tokio::net::TcpStream::connect(address).await.unwrap();
         let accepted = incoming.next().await.unwrap().unwrap();
         assert!(accepted.nodelay().unwrap(), "TCP_NODELAY is not set");
+    }
+
+    fn tokens(list: &[&str]) -> Vec<String> {
+        list.iter().map(|t| (*t).to_owned()).collect()
+    }
+
+    #[test]
+    fn real_tokens_pass() {
+        assert!(check_tokens(&tokens(&["s3cret", "another-one"])).is_ok());
+    }
+
+    #[test]
+    fn no_token_an_empty_one_or_one_with_spaces_is_refused() {
+        for bad in [
+            tokens(&[]),
+            tokens(&[""]),
+            tokens(&["s3cret", ""]),
+            tokens(&["s3cret", " "]),
+            tokens(&["with space"]),
+            tokens(&["tab\there"]),
+        ] {
+            let error = check_tokens(&bad).expect_err("refused");
+            assert!(error.to_string().contains("token"), "{bad:?}: {error}");
+        }
     }
 }

@@ -10,7 +10,7 @@ use patron_domain::ValidationPolicy;
 use patron_proto::api::v1 as pb;
 use patron_proto::api::v1::event_store_service_client::EventStoreServiceClient;
 use patron_store::Position;
-use support::{Bearer, Db, TOKEN, all_events, start_server};
+use support::{Bearer, Db, TOKEN, all_events, cloud_event, start, start_server};
 use tonic::Code;
 
 fn decoded(stored: &pb::StoredEvent) -> patron_domain::Event {
@@ -143,4 +143,78 @@ async fn sqlite_events() {
 #[tokio::test]
 async fn postgres_events() {
     events_come_back_as_stored(Db::postgres().await).await;
+}
+
+/// Events of about 16 KB each (a feedback comment of 4,096 four-byte characters): 600 of them
+/// would be 9.6 MB in one page, over the 4 MiB a gRPC client accepts by default. Pages stop
+/// short of that, hold at least one event, and paging still gives every event once, in order.
+#[tokio::test]
+async fn pages_stay_under_what_a_client_accepts() {
+    use prost::Message as _;
+    let db = Db::sqlite().await;
+    let comment = "\u{1F600}".repeat(4096);
+    let events: Vec<_> = (0..600)
+        .map(|i| {
+            cloud_event(
+                "big-talker",
+                start() + chrono::TimeDelta::minutes(i),
+                "feedback",
+                &format!(r#"{{"nps":7,"comment":"{comment}"}}"#),
+            )
+        })
+        .collect();
+    db.append(&events).await;
+    let running = start_server(&db).await;
+    // The client's default limit on what it receives (4 MiB) stays as it is.
+    let mut client =
+        EventStoreServiceClient::with_interceptor(running.channel().await, Bearer(TOKEN));
+
+    let mut after = 0;
+    let mut positions = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = client
+            .read_events(pb::ReadEventsRequest {
+                after_position: after,
+                page_size: 1000,
+            })
+            .await
+            .expect("a page the client accepts")
+            .into_inner();
+        assert!(
+            page.encoded_len() <= 4 * 1024 * 1024,
+            "{}",
+            page.encoded_len()
+        );
+        let Some(last) = page.events.last() else {
+            break;
+        };
+        pages += 1;
+        after = last.position;
+        positions.extend(page.events.iter().map(|e| e.position));
+    }
+    let expected: Vec<u64> = all_events(&db).await.iter().map(|e| e.position.0).collect();
+    assert_eq!(positions, expected, "every event once, in order");
+    assert!(pages >= 3, "{pages} pages for 9.6 MB");
+
+    let mut after = 0;
+    let mut versions = Vec::new();
+    loop {
+        let page = client
+            .get_customer_events(pb::GetCustomerEventsRequest {
+                customer_id: "big-talker".into(),
+                after_version: after,
+                page_size: 1000,
+            })
+            .await
+            .expect("a page of the stream the client accepts")
+            .into_inner();
+        let Some(last) = page.events.last() else {
+            break;
+        };
+        assert!(page.events.len() < 600);
+        after = last.version;
+        versions.extend(page.events.iter().map(|e| e.version));
+    }
+    assert_eq!(versions, (1..=600).collect::<Vec<u64>>());
 }
