@@ -186,9 +186,27 @@ async fn refresh(
         let Some(state) = state.upgrade() else {
             return;
         };
-        if let Err(error) = refresh_once(inner.as_ref(), &state).await {
-            tracing::warn!(%error, "customer cache: cannot read the change feed; cache dropped");
-            lock(&state).reset(None, "the change feed cannot be read");
+        // A panic in one refresh must not end the task: the cache would then serve what it
+        // holds for ever, however the customers change. It is dropped instead, and the next
+        // tick reads the feed afresh.
+        let once = std::panic::AssertUnwindSafe(refresh_once(inner.as_ref(), &state));
+        match futures::FutureExt::catch_unwind(once).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "customer cache: cannot read the change feed; cache dropped");
+                lock(&state).reset(None, "the change feed cannot be read");
+            }
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(%message, "customer cache: the refresh panicked; cache dropped");
+                metrics::counter!("patron_api_task_panics_total", "task" => "customer_cache")
+                    .increment(1);
+                lock(&state).reset(None, "the refresh panicked");
+            }
         }
     }
 }
@@ -348,6 +366,8 @@ mod tests {
         records: Vec<ChangeRecord>,
         reads: usize,
         down: bool,
+        /// The next read of the change feed panics.
+        panic_next: bool,
         /// Event time the projection has reached.
         watermark: Option<DateTime<Utc>>,
     }
@@ -453,7 +473,11 @@ mod tests {
             None
         }
         async fn change_head(&self) -> Result<Option<ChangeHead>, ApiError> {
-            let world = self.world.lock().unwrap();
+            let mut world = self.world.lock().unwrap();
+            if std::mem::take(&mut world.panic_next) {
+                drop(world);
+                panic!("injected: the change feed read panics");
+            }
             if world.down {
                 return Err(ApiError::Unavailable("down".into()));
             }
@@ -509,6 +533,56 @@ mod tests {
         refresh_once(cache.inner.as_ref(), &cache.state)
             .await
             .unwrap();
+    }
+
+    /// The background refresher survives a panic: a customer changed after it is not served
+    /// stale from the cache.
+    #[tokio::test]
+    async fn a_panicking_refresh_leaves_the_cache_refreshing() {
+        let inner = Arc::new(Scripted::default());
+        inner.world.lock().unwrap().commit(&[("a", 1)]);
+        let cache = CachedReadModels::wrap(
+            inner.clone(),
+            CacheConfig {
+                capacity: 10,
+                refresh: Duration::from_millis(10),
+            },
+        );
+        let orders = |cache: Arc<dyn ReadModels>| async move {
+            cache
+                .customer_on_wire("a", 0)
+                .await
+                .unwrap()
+                .unwrap()
+                .value
+                .unwrap()
+                .orders
+        };
+        // Cached once the feed was read.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            assert_eq!(orders(cache.clone()).await, 1);
+            let before = reads(&inner);
+            assert_eq!(orders(cache.clone()).await, 1);
+            if reads(&inner) == before {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never cached");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        inner.world.lock().unwrap().panic_next = true;
+        while inner.world.lock().unwrap().panic_next {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        inner.world.lock().unwrap().commit(&[("a", 2)]);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while orders(cache.clone()).await != 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "served stale after the refresh panicked"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     #[tokio::test]

@@ -286,8 +286,18 @@ async fn watch_database(reporter: HealthReporter, models: Arc<dyn ReadModels>, i
     let mut last = None;
     loop {
         ticker.tick().await;
-        let status = match tokio::time::timeout(interval, probe(models.as_ref())).await {
-            Ok(status) => status,
+        // A probe that panics says the database is not known to be reachable: not serving,
+        // and the watch goes on (a dead watch would leave the last status up for ever).
+        let once = std::panic::AssertUnwindSafe(probe(models.as_ref()));
+        let status = match tokio::time::timeout(interval, futures::FutureExt::catch_unwind(once))
+            .await
+        {
+            Ok(Ok(status)) => status,
+            Ok(Err(_)) => {
+                tracing::error!("health: the database probe panicked; not serving");
+                metrics::counter!("patron_api_task_panics_total", "task" => "health").increment(1);
+                ServingStatus::NotServing
+            }
             Err(_) => ServingStatus::NotServing,
         };
         if last != Some(status) {
@@ -311,6 +321,113 @@ mod tests {
         let _client = tokio::net::TcpStream::connect(address).await.unwrap();
         let accepted = incoming.next().await.unwrap().unwrap();
         assert!(accepted.nodelay().unwrap(), "TCP_NODELAY is not set");
+    }
+
+    /// Read models whose `ping` answers, then panics once `panicking` is set.
+    struct Flaky {
+        panicking: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl ReadModels for Flaky {
+        async fn customer(
+            &self,
+            _: &str,
+        ) -> Result<Option<crate::model::CustomerDetail>, ApiError> {
+            unimplemented!()
+        }
+        async fn customers(
+            &self,
+            _: &crate::model::CustomerQuery,
+        ) -> Result<crate::model::CustomerPage, ApiError> {
+            unimplemented!()
+        }
+        async fn ping(&self) -> Result<(), ApiError> {
+            if self.panicking.load(std::sync::atomic::Ordering::SeqCst) {
+                panic!("injected: the database probe panics");
+            }
+            Ok(())
+        }
+        async fn kpis(
+            &self,
+            _: &crate::model::KpiQuery,
+        ) -> Result<crate::model::KpiRows, ApiError> {
+            unimplemented!()
+        }
+        async fn position(&self) -> Result<u64, ApiError> {
+            unimplemented!()
+        }
+        async fn outbox(&self, _: i64, _: u32) -> Result<Vec<crate::model::OutboxRow>, ApiError> {
+            unimplemented!()
+        }
+        async fn active(
+            &self,
+        ) -> Result<Option<(crate::model::Snapshot, patron_lifecycle::Rules)>, ApiError> {
+            unimplemented!()
+        }
+        async fn stream(
+            &self,
+            _: &patron_domain::CustomerId,
+            _: u64,
+            _: usize,
+        ) -> Result<Vec<patron_store::RecordedEvent>, ApiError> {
+            unimplemented!()
+        }
+        fn event_store(&self) -> Option<Arc<dyn EventStore>> {
+            None
+        }
+    }
+
+    /// A probe that panics turns health to NOT_SERVING and the watch goes on: health serves
+    /// again once the probe answers.
+    #[tokio::test]
+    async fn a_panicking_probe_is_not_serving_and_the_watch_goes_on() {
+        use tonic_health::pb::HealthCheckRequest;
+        use tonic_health::pb::health_server::Health as _;
+        let (reporter, _) = tonic_health::server::health_reporter();
+        let health = tonic_health::server::HealthService::from_health_reporter(reporter.clone());
+        let models = Arc::new(Flaky {
+            panicking: std::sync::atomic::AtomicBool::new(false),
+        });
+        let watch = tokio::spawn(watch_database(
+            reporter,
+            models.clone(),
+            Duration::from_millis(10),
+        ));
+        let status = || async {
+            health
+                .check(tonic::Request::new(HealthCheckRequest {
+                    service: String::new(),
+                }))
+                .await
+                .map(|r| r.into_inner().status)
+                .unwrap_or(-1)
+        };
+        let until = |wanted: ServingStatus| async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let now = status().await;
+                if now == wanted as i32 {
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "health stayed {now}, wanted {wanted:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        until(ServingStatus::Serving).await;
+        models
+            .panicking
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        until(ServingStatus::NotServing).await;
+        models
+            .panicking
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        until(ServingStatus::Serving).await;
+        assert!(!watch.is_finished());
+        watch.abort();
     }
 
     fn tokens(list: &[&str]) -> Vec<String> {
