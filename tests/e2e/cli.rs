@@ -152,6 +152,8 @@ fn import_rejects_conflicts_and_resolves_identifiers(url: &str) {
         &[
             purchase(2, Ok("c-1"), 2_000),
             purchase(3, Err(" ann@example.com"), 3_000),
+            // Over --max-payload-bytes (256 KiB): rejected, not read into memory whole.
+            "x".repeat(300 * 1024),
             purchase(4, Ok("c-2"), 4_000),
             purchase(5, Err("new@example.com"), 5_000),
         ],
@@ -166,7 +168,7 @@ fn import_rejects_conflicts_and_resolves_identifiers(url: &str) {
     .success();
     assert!(
         run.stdout()
-            .contains("read 4 records: 3 appended, 0 already stored, 1 rejected"),
+            .contains("read 5 records: 3 appended, 0 already stored, 2 rejected"),
         "{}",
         run.stdout()
     );
@@ -175,7 +177,19 @@ fn import_rejects_conflicts_and_resolves_identifiers(url: &str) {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    // The oversized line is rejected as it is read, the conflict when its batch is appended.
+    let (rejected, large): (Vec<Value>, Vec<Value>) =
+        rejected.into_iter().partition(|r| r["line"] != 3);
+    assert_eq!(large[0]["error_class"], "payload_too_large");
+    assert_eq!(large[0]["record"].as_str().map(str::len), Some(1024));
+    assert!(
+        large[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("line is 307200 bytes"),
+        "{large:?}"
+    );
     assert_eq!(rejected[0]["line"], 1);
     assert_eq!(rejected[0]["error_class"], "duplicate_event_id_conflict");
     assert!(

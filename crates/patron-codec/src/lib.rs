@@ -61,14 +61,27 @@ pub enum Format {
     CloudEventsBinary,
 }
 
+/// The bytes a message takes: key, header names and values, payload (in binary mode the event's
+/// attributes travel in `ce_*` headers, so they count like the payload).
+pub fn size_of(message: &Message<'_>) -> usize {
+    message.key.map_or(0, <[u8]>::len)
+        + message
+            .headers
+            .iter()
+            .map(|(name, value)| name.len() + value.len())
+            .sum::<usize>()
+        + message.payload.len()
+}
+
 /// Decodes a message into a raw event, checking its size, format and key.
 pub fn decode(message: &Message<'_>, limits: &Limits) -> Result<RawEvent, ValidationError> {
-    if message.payload.len() > limits.max_payload_bytes {
+    let size = size_of(message);
+    if size > limits.max_payload_bytes {
         return Err(ValidationError::new(
             ErrorClass::PayloadTooLarge,
             "record",
             format!(
-                "payload is {} bytes, the limit is {}",
+                "record is {size} bytes (key, headers and payload; payload {}), the limit is {}",
                 message.payload.len(),
                 limits.max_payload_bytes
             ),

@@ -295,3 +295,38 @@ fn key_must_agree_with_the_customer_id() {
         (ErrorClass::InvalidField, "customer_id")
     );
 }
+
+/// In binary mode the event's attributes travel in headers: a 900 KB `ce_source` with a small
+/// payload is as large a record as a 900 KB payload, and refused the same way; the key counts too.
+#[test]
+fn headers_and_key_count_toward_the_size_limit() {
+    let source = vec![b's'; 900 * 1024];
+    let headers: Vec<(&str, &[u8])> = vec![
+        ("ce_specversion", b"1.0"),
+        ("ce_id", EVENT_ID.as_bytes()),
+        ("ce_source", &source),
+        ("ce_type", b"patron.feedback.v1"),
+        ("ce_time", b"2026-11-20T10:00:00Z"),
+        ("content-type", b"application/json"),
+    ];
+    let payload = br#"{"nps": 9}"#;
+    let m = Message {
+        content_type: None,
+        headers: &headers,
+        key: Some(b"c-7"),
+        payload,
+    };
+    let error = decode(&m, &Limits::default()).unwrap_err();
+    assert_eq!(error.class, ErrorClass::PayloadTooLarge, "{error}");
+    assert!(size_of(&m) > 900 * 1024);
+
+    let key = vec![b'k'; 300 * 1024];
+    let m = Message {
+        content_type: Some("application/json"),
+        headers: &[],
+        key: Some(&key),
+        payload,
+    };
+    let error = decode(&m, &Limits::default()).unwrap_err();
+    assert_eq!(error.class, ErrorClass::PayloadTooLarge, "{error}");
+}

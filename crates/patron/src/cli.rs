@@ -632,7 +632,8 @@ pub(crate) struct IngestArgs {
           value_parser = humantime::parse_duration)]
     pub(crate) retry_max_delay: std::time::Duration,
 
-    /// Largest accepted record, in bytes; larger ones are dead-lettered.
+    /// Largest accepted record, in bytes (key, headers and payload); larger ones are
+    /// dead-lettered.
     #[arg(long, env = "PATRON_MAX_PAYLOAD_BYTES", default_value_t = 256 * 1024)]
     pub(crate) max_payload_bytes: usize,
 }
@@ -651,7 +652,7 @@ pub(crate) struct ImportArgs {
     #[arg(long, env = "PATRON_IMPORT_REJECTS")]
     pub(crate) rejects: Option<PathBuf>,
 
-    /// Largest accepted line, in bytes.
+    /// Largest accepted line, in bytes; a longer one is rejected without being held in memory.
     #[arg(long, env = "PATRON_MAX_PAYLOAD_BYTES", default_value_t = 256 * 1024)]
     pub(crate) max_payload_bytes: usize,
 }

@@ -89,15 +89,40 @@ pub(crate) async fn run(database: &DatabaseArgs, args: ImportArgs) -> anyhow::Re
     let mut tally = Tally::default();
     // Validated events waiting for their append, with the lines they came from.
     let mut pending: Vec<(Event, Line)> = Vec::with_capacity(batch_size);
-    for (index, text) in input.split(b'\n').enumerate() {
-        let line = Line {
-            number: index + 1,
-            text: text.context("cannot read the input")?,
+    let mut input = input;
+    let mut number = 0;
+    loop {
+        // A line is read up to the size limit and no further: the rest of a longer one is
+        // skipped, not held in memory.
+        let mut text = Vec::new();
+        let Some(length) = read_line_bounded(input.as_mut(), &mut text, limits.max_payload_bytes)
+            .context("cannot read the input")?
+        else {
+            break;
         };
-        if line.text.iter().all(u8::is_ascii_whitespace) {
+        number += 1;
+        let line = Line { number, text };
+        if length <= limits.max_payload_bytes && line.text.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
         tally.lines += 1;
+        if length > limits.max_payload_bytes {
+            let error = ValidationError::new(
+                ErrorClass::PayloadTooLarge,
+                "record",
+                format!(
+                    "line is {length} bytes, the limit is {} (--max-payload-bytes); \
+                     the rejects file keeps its first {REJECTED_PREFIX} bytes",
+                    limits.max_payload_bytes
+                ),
+            );
+            let shown = Line {
+                number,
+                text: line.text[..line.text.len().min(REJECTED_PREFIX)].to_vec(),
+            };
+            rejects.report(&shown, &error, &mut tally)?;
+            continue;
+        }
         let message = Message {
             payload: &line.text,
             ..Message::default()
@@ -137,6 +162,43 @@ pub(crate) async fn run(database: &DatabaseArgs, args: ImportArgs) -> anyhow::Re
         tally.lines, tally.appended, tally.duplicates, tally.rejected, head
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How much of a line too long to import the rejects file shows.
+const REJECTED_PREFIX: usize = 1024;
+
+/// Reads the next line (without its `\n`) into `text`, keeping at most `max` bytes of it; returns
+/// its whole length (more than `max`: the rest was read past, not kept), or `None` at the end of
+/// the input.
+fn read_line_bounded(
+    input: &mut dyn BufRead,
+    text: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<usize>> {
+    text.clear();
+    let mut length = 0;
+    let mut read_any = false;
+    loop {
+        let available = match input.fill_buf() {
+            Ok(available) => available,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        if available.is_empty() {
+            return Ok(read_any.then_some(length));
+        }
+        read_any = true;
+        let end = available.iter().position(|&b| b == b'\n');
+        let chunk = &available[..end.unwrap_or(available.len())];
+        let room = max.saturating_add(1).saturating_sub(text.len());
+        text.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        length += chunk.len();
+        let used = end.map_or(available.len(), |end| end + 1);
+        input.consume(used);
+        if end.is_some() {
+            return Ok(Some(length));
+        }
+    }
 }
 
 /// The customer holding `identity` (a new provisional one if nobody does): the outer error when
@@ -194,4 +256,51 @@ async fn flush(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// Every line with its length and what was kept, reading with a small buffer so that lines
+    /// span several reads.
+    fn lines(input: &[u8], max: usize) -> Vec<(usize, Vec<u8>)> {
+        let mut reader = BufReader::with_capacity(4, input);
+        let mut out = Vec::new();
+        let mut text = Vec::new();
+        while let Some(length) = read_line_bounded(&mut reader, &mut text, max).unwrap() {
+            out.push((length, text.clone()));
+        }
+        out
+    }
+
+    #[test]
+    fn lines_are_read_whole_up_to_the_limit() {
+        assert_eq!(
+            lines(b"one\ntwo two\n\nlast", 100),
+            vec![
+                (3, b"one".to_vec()),
+                (7, b"two two".to_vec()),
+                (0, Vec::new()),
+                (4, b"last".to_vec()),
+            ]
+        );
+        assert_eq!(lines(b"", 100), Vec::<(usize, Vec<u8>)>::new());
+        assert_eq!(lines(b"x\n", 100), vec![(1, b"x".to_vec())]);
+    }
+
+    #[test]
+    fn a_longer_line_is_measured_not_kept() {
+        let mut input = vec![b'a'; 10_000];
+        input.extend_from_slice(b"\nnext\n");
+        let got = lines(&input, 16);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].0, 10_000, "its whole length");
+        assert!(got[0].1.len() <= 17, "kept {} bytes", got[0].1.len());
+        assert_eq!(got[1], (4, b"next".to_vec()), "the next line is intact");
+        // Exactly at the limit is kept whole.
+        assert_eq!(lines(b"abcd\n", 4), vec![(4, b"abcd".to_vec())]);
+    }
 }
