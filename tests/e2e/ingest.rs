@@ -158,10 +158,14 @@ async fn killed_at_random_moments(
     println!("kill schedule seed: {seed}");
     let mut rng = Lcg(seed);
     let mut duplicates = 0;
+    // How long each restarted ingest took to store its first batch (the group waits for the
+    // killed member's session to time out before it hands out its partitions).
+    let mut pauses = Vec::new();
     for run in 0..kills {
         let log = logs.path().join(format!("run-{run}.log"));
         let before = counts(&db.url).await.events;
         let mut child = spawn_ingest(&db.url, bootstrap, topic, &log);
+        let started = std::time::Instant::now();
         // Kill only after this run made progress, at a random moment after that.
         wait_for(
             &db.url,
@@ -171,10 +175,22 @@ async fn killed_at_random_moments(
             |c| c.events > before || c.events == events as i64,
         )
         .await;
+        if run > 0 {
+            pauses.push(started.elapsed());
+        }
         tokio::time::sleep(Duration::from_millis(rng.next(250))).await;
         child.0.kill().expect("SIGKILL");
         child.0.wait().unwrap();
         duplicates += duplicates_logged(&log);
+    }
+    pauses.sort();
+    if let (Some(max), Some(median)) = (pauses.last(), pauses.get(pauses.len() / 2)) {
+        println!(
+            "restart after SIGKILL to first stored batch: median {:.1} s, max {:.1} s over {} restarts",
+            median.as_secs_f64(),
+            max.as_secs_f64(),
+            pauses.len()
+        );
     }
     // A last run consumes the rest and is stopped with SIGTERM: it must exit cleanly.
     let log = logs.path().join("final.log");

@@ -64,6 +64,10 @@ pub struct IngestOptions {
     pub retry_min_delay: Duration,
     /// Longest retry delay.
     pub retry_max_delay: Duration,
+    /// Static group membership (`group.instance.id`): a member that restarts under the same id
+    /// (a Kubernetes pod's name survives a container restart) takes its partitions back at once
+    /// instead of waiting for its old session to time out.
+    pub instance_id: Option<String>,
 }
 
 impl IngestOptions {
@@ -76,7 +80,24 @@ impl IngestOptions {
             batch_max_delay: Duration::from_millis(100),
             retry_min_delay: Duration::from_millis(100),
             retry_max_delay: Duration::from_secs(10),
+            instance_id: None,
         }
+    }
+}
+
+/// Checks a static member id as Kafka accepts it: 1-249 characters of `A-Z a-z 0-9 . _ -`.
+fn check_instance_id(id: &str) -> Result<(), KafkaError> {
+    let valid = !id.is_empty()
+        && id.len() <= 249
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(KafkaError::Config(format!(
+            "group instance id {id:?}: 1-249 characters of A-Z, a-z, 0-9, '.', '_' and '-'"
+        )))
     }
 }
 
@@ -397,6 +418,9 @@ impl IngestConsumer {
                 "partition.assignment.strategy={strategy}: only eager strategies (range, roundrobin) are supported"
             )));
         }
+        if let Some(id) = &options.instance_id {
+            check_instance_id(id)?;
+        }
         settings.consumer.clone_from(&options.group_id);
         let tracker = SourceTracker::new(options.topics.clone());
         let shared = Arc::new(Shared {
@@ -418,21 +442,27 @@ impl IngestConsumer {
             assigned: std::sync::Mutex::new(Vec::new()),
             ends: std::sync::Mutex::new(HashMap::new()),
         };
-        let consumer: StreamConsumer<IngestContext> = kafka
-            .config(&[
-                ("group.id", &options.group_id),
-                ("enable.auto.commit", "false"),
-                ("enable.auto.offset.store", "false"),
-                ("auto.offset.reset", "earliest"),
-                ("partition.assignment.strategy", "range,roundrobin"),
-                // Bound what librdkafka prefetches, so memory stays flat however far behind we are.
-                ("queued.max.messages.kbytes", "16384"),
-                // Statistics every 5 s feed the consumer-lag gauge.
-                ("statistics.interval.ms", "5000"),
-                // The end of each partition is reported (source progress, see SourceTracker).
-                ("enable.partition.eof", "true"),
-            ])
-            .create_with_context(context)?;
+        let mut base: Vec<(&str, &str)> = vec![
+            ("group.id", &options.group_id),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("partition.assignment.strategy", "range,roundrobin"),
+            // Bound what librdkafka prefetches, so memory stays flat however far behind we are.
+            ("queued.max.messages.kbytes", "16384"),
+            // Statistics every 5 s feed the consumer-lag gauge.
+            ("statistics.interval.ms", "5000"),
+            // The end of each partition is reported (source progress, see SourceTracker).
+            ("enable.partition.eof", "true"),
+            // A member that died without leaving holds its partitions until its session
+            // times out (librdkafka's default is 45 s): 10 s, as Kafka long had.
+            ("session.timeout.ms", "10000"),
+        ];
+        if let Some(id) = &options.instance_id {
+            base.push(("group.instance.id", id));
+        }
+        let consumer: StreamConsumer<IngestContext> =
+            kafka.config(&base).create_with_context(context)?;
         Ok(Self {
             consumer: Arc::new(consumer),
             ingestor: Arc::new(Ingestor::new(store, dead_letters)),
@@ -868,5 +898,25 @@ fn commit_to_kafka(consumer: &StreamConsumer<IngestContext>, offsets: &[SourceOf
         && let Err(error) = consumer.commit(&tpl, CommitMode::Async)
     {
         tracing::debug!(%error, "offset commit to Kafka failed (monitoring only)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_ids_are_checked_as_kafka_does() {
+        for good in [
+            "patron-ingest-7d9f8-abcde",
+            "a",
+            "x.y_z-1",
+            &"a".repeat(249),
+        ] {
+            assert!(check_instance_id(good).is_ok(), "{good}");
+        }
+        for bad in ["", "has space", "ünïcode", "slash/no", &"a".repeat(250)] {
+            assert!(check_instance_id(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -753,3 +753,48 @@ async fn a_missing_dead_letter_topic_is_found_at_start() {
         .await
         .expect("the topic exists");
 }
+
+/// A static member (`group.instance.id`) consumes like any other and, stopped and started
+/// again under the same id, resumes at the stored offsets; an id Kafka would refuse is refused
+/// when the consumer is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_static_member_consumes_and_resumes() {
+    let kafka = MockKafka::start_for_test(1);
+    kafka.create_topic(TOPIC, 2).expect("create a mock topic");
+    let records: Vec<TestRecord> = (0..200).map(any_format).collect();
+    patron_kafka::testing::produce(&kafka.bootstrap(), TOPIC, &records[..100]).await;
+    let store = Arc::new(InMemoryEventStore::new());
+    let mut member = options("static");
+    member.instance_id = Some("patron-ingest-0".into());
+    for (round, expected) in [(0, 100), (1, 200)] {
+        if round == 1 {
+            patron_kafka::testing::produce(&kafka.bootstrap(), TOPIC, &records[100..]).await;
+        }
+        let (stop, task) = start(&kafka.bootstrap(), member.clone(), store.clone());
+        eventually(Duration::from_secs(60), "the records are stored", || {
+            let store = Arc::clone(&store);
+            async move { customer_events(store.as_ref()).await.len() == expected }
+        })
+        .await;
+        stop.send(()).unwrap();
+        let summary = task.await.unwrap();
+        assert_eq!(
+            (summary.appended, summary.duplicates),
+            (100, 0),
+            "round {round}"
+        );
+    }
+
+    let mut bad = options("static");
+    bad.instance_id = Some("not a valid id".into());
+    let kafka_settings = self::kafka(&kafka.bootstrap());
+    let letters = Arc::new(KafkaDeadLetters::new(&kafka_settings, ".dlq").unwrap());
+    let refused = IngestConsumer::new(
+        &kafka_settings,
+        bad,
+        Settings::new("static"),
+        store.clone(),
+        letters,
+    );
+    assert!(refused.is_err());
+}

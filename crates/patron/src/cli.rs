@@ -613,6 +613,12 @@ pub(crate) struct IngestArgs {
     #[arg(long, env = "PATRON_INGEST_GROUP", default_value = "patron-ingest")]
     pub(crate) group: String,
 
+    /// Static group membership: this member's stable id (`group.instance.id`), e.g. the pod's
+    /// name. A member restarted under the same id takes its partitions back at once instead of
+    /// waiting for its old session to time out. Unset: dynamic membership.
+    #[arg(long, env = "PATRON_INGEST_GROUP_INSTANCE_ID")]
+    pub(crate) group_instance_id: Option<String>,
+
     /// Suffix of the dead-letter topic of each consumed topic.
     #[arg(long, env = "PATRON_INGEST_DEAD_LETTER_SUFFIX", default_value = ".dlq")]
     pub(crate) dead_letter_suffix: String,

@@ -49,6 +49,7 @@ pub(crate) async fn consumer(
     options.batch_size = usize::try_from(args.batch_size).unwrap_or(5000);
     options.batch_max_delay = args.batch_max_delay;
     options.retry_max_delay = args.retry_max_delay;
+    options.instance_id.clone_from(&args.group_instance_id);
     let mut settings = Settings::new(args.group.clone());
     settings.limits = Limits {
         max_payload_bytes: args.max_payload_bytes,

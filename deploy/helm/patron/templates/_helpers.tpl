@@ -93,6 +93,14 @@ env:
         key: PATRON_KAFKA_OPTIONS
         optional: true
 {{- end }}
+{{- if eq .component "ingest" }}
+  # Static group membership: a restarted container (same pod name) takes its partitions back
+  # at once instead of waiting out its old session.
+  - name: PATRON_INGEST_GROUP_INSTANCE_ID
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.name
+{{- end }}
 {{- if eq .component "api" }}
   - name: PATRON_API_TOKENS
     valueFrom:
