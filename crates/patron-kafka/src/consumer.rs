@@ -505,6 +505,12 @@ impl IngestConsumer {
             self.follow_pause();
             // A partition that reached its end is news even with no record to go with it.
             let news = self.tracker.has_news(Utc::now());
+            if pending.is_empty() && !news {
+                // Nothing waits for a deadline (the news it was set for may have been stored
+                // since): a deadline left behind would fire at once on every turn and starve
+                // the reading of records.
+                deadline = None;
+            }
             let due = (!pending.is_empty() || news)
                 && (pending.len() >= self.options.batch_size
                     || deadline.is_some_and(|d| d <= Instant::now()));
